@@ -1,0 +1,95 @@
+//! # Step 01: chroot, a root filesystem of its own
+//!
+//! Step 00, plus one change in the child before exec: chroot(2) into the rootfs and
+//! chdir(2) into it. The probe now sees the rootfs as `/`, and the host canary is
+//! hidden by path. But chroot changes only how paths are looked up: a process that
+//! may call chroot can climb back out, and the probe's chroot escape still reads the
+//! canary. Nothing else is isolated: PIDs, hostname and mounts are the host's.
+//!
+//! Syscalls: chroot(2), chdir(2), on top of fork/execve/waitpid.
+//!
+//! ```text
+//! $ sudo target/debug/01-chroot --rootfs /tmp/rootfs -- /bin/probe --canary /tmp/canary
+//! root: bin dev etc lib lib64 proc sys tmp
+//! canary by path: hidden (no such file under my root)
+//! canary via chroot escape: READABLE (chroot into /etc, climb .., chroot .)
+//! ```
+
+use isolab::prelude::*;
+use nix::sys::prctl;
+use nix::sys::signal::Signal;
+use nix::unistd::{chdir, chroot, execv, getpid, getppid};
+
+/// Step 01: run a command with the rootfs as its root directory (chroot).
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    #[command(flatten)]
+    rootfs: RootfsArg,
+    #[command(flatten)]
+    command: CommandArgs,
+}
+
+fn main() -> ExitCode {
+    isolab::main(|| {
+        let args: Args = isolab::cli::parse();
+        isolab::run::need_root("chroot(2)")?;
+        let rootfs = args.rootfs.checked()?;
+        let command = args.command.in_rootfs(&rootfs)?;
+        run(&rootfs, &command)
+    })
+}
+
+// ANCHOR: run
+fn run(rootfs: &Path, command: &Command) -> Result<i32> {
+    let runtime = getpid();
+    // SAFETY: this program has no other threads, so the child may run any code
+    // between fork and exec.
+    match unsafe { fork() }.context("fork()")? {
+        ForkResult::Child => in_child(|| {
+            die_with(runtime)?;
+            enter_rootfs(rootfs)?;
+            exec(command)
+        }),
+        ForkResult::Parent { child } => wait_for(child),
+    }
+}
+// ANCHOR_END: run
+
+/// Make `rootfs` this process's root directory, and move into it.
+fn enter_rootfs(rootfs: &Path) -> Result<()> {
+    // ANCHOR: enter_rootfs
+    //> chroot(2) into `rootfs`, then chdir(2) to "/". chroot changes what "/" means
+    //> but not the working directory, which would stay in the host's tree. Give each
+    //> error a context naming the call, e.g. "chroot(/tmp/rootfs)".
+    chroot(rootfs).with_context(|| format!("chroot({})", rootfs.display()))?;
+    chdir("/").context("chdir(/)")?;
+    Ok(())
+    // ANCHOR_END: enter_rootfs
+}
+
+/// Ask the kernel to SIGKILL us when the runtime dies (step 00).
+fn die_with(runtime: Pid) -> Result<()> {
+    prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG, SIGKILL)")?;
+    if getppid() != runtime {
+        bail!("the runtime exited before the command started");
+    }
+    Ok(())
+}
+
+/// Become the command (step 00).
+fn exec(command: &Command) -> Result<Infallible> {
+    execv(&command.path, &command.argv)
+        .with_context(|| format!("execv({})", command.path.to_string_lossy()))
+}
+
+/// Wait for the child and return its exit status as a shell reports it (step 00).
+fn wait_for(child: Pid) -> Result<i32> {
+    loop {
+        match waitpid(child, None).context("waitpid(child)")? {
+            WaitStatus::Exited(_, code) => return Ok(code),
+            WaitStatus::Signaled(_, signal, _) => return Ok(128 + signal as i32),
+            _ => continue,
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! # The probe
+//!
+//! The instrument every container step runs inside its box. `probe report` prints,
+//! one `key: value` line each and always in the same order, what the process can see
+//! and do: who it is, what it sees, whether it can reach the host canary (by path,
+//! through a chroot escape, through `/proc/*/root`, through an inherited descriptor),
+//! what it may spend, and what it may ask of the kernel. It never does a dangerous
+//! thing for real: each forbidden action is asked in a way the kernel refuses *after*
+//! its permission check, so EPERM means "blocked" and anything else means "allowed".
+//!
+//! The other subcommands are small demonstrations the tests and the book use:
+//! exit with a code, die by a signal, leave an orphan, wait for a signal, and (bounded)
+//! memory, fork and CPU hogs.
+
+mod demos;
+mod limits;
+mod privileges;
+mod report;
+mod routes;
+mod view;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The isolab probe: reports what a process can see and do from where it runs.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    #[command(subcommand)]
+    what: Option<What>,
+    /// The host canary to look for (`report` only; the tour and the tests make one)
+    #[arg(long, global = true, value_name = "PATH")]
+    canary: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// Print the report (what runs when no subcommand is given)
+    Report,
+    /// Exit with this code
+    Exit { code: u8 },
+    /// Kill itself with this signal (a number, or a name like TERM)
+    KillSelf { signal: String },
+    /// Leave an orphan that exits, then report whether someone reaped it
+    Orphan,
+    /// Print `ready`, then wait for SIGTERM; with --exit-code, catch it and exit with that code
+    WaitSignal {
+        #[arg(long)]
+        exit_code: Option<u8>,
+    },
+    /// Allocate and touch memory, 1 MiB at a time, until killed or --max is reached
+    MemoryHog {
+        #[arg(long, default_value = "512m", value_parser = demos::parse_size)]
+        max: u64,
+    },
+    /// Fork children that wait, until refused or --max is reached
+    ForkBomb {
+        #[arg(long, default_value_t = 200)]
+        max: u32,
+    },
+    /// Spin on the CPU for --millis of wall time and report the CPU share it got
+    Spin {
+        #[arg(long, default_value_t = 500)]
+        millis: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.what.unwrap_or(What::Report) {
+        What::Report => report::print(args.canary.as_deref()),
+        What::Exit { code } => ExitCode::from(code),
+        What::KillSelf { signal } => demos::kill_self(&signal),
+        What::Orphan => demos::orphan(),
+        What::WaitSignal { exit_code } => demos::wait_signal(exit_code),
+        What::MemoryHog { max } => demos::memory_hog(max),
+        What::ForkBomb { max } => demos::fork_bomb(max),
+        What::Spin { millis } => demos::spin(millis),
+    }
+}

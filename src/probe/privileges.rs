@@ -1,0 +1,244 @@
+//! What the probe may ask of the kernel. Each attempt is made so that the kernel
+//! refuses it *after* its permission check whatever happens: EPERM means the box
+//! blocked it; any other answer means it got past the check and would have been
+//! allowed. Nothing here changes the machine.
+
+use crate::routes::in_fork;
+use nix::errno::Errno;
+
+/// Capability names, by number (capabilities(7)).
+const CAP_NAMES: [&str; 41] = [
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
+];
+
+/// The highest capability number this kernel knows, found by asking for the
+/// bounding set bit of each until the kernel says EINVAL.
+fn last_cap() -> u32 {
+    // SAFETY: PR_CAPBSET_READ takes an integer and reads nothing from memory.
+    (0..64)
+        .take_while(|&c| unsafe { libc::prctl(libc::PR_CAPBSET_READ, c) } >= 0)
+        .last()
+        .unwrap_or(0)
+}
+
+fn effective_caps() -> Option<u64> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    }; // _LINUX_CAPABILITY_VERSION_3
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget writes two Data structs for version 3; both pointers are valid.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    (rc == 0).then(|| data[0].effective as u64 | (data[1].effective as u64) << 32)
+}
+
+/// The bounding set: the most any exec can ever give this process.
+fn bounding_caps(last: u32) -> u64 {
+    (0..=last)
+        // SAFETY: PR_CAPBSET_READ takes an integer and reads nothing from memory.
+        .filter(|&c| unsafe { libc::prctl(libc::PR_CAPBSET_READ, c) } == 1)
+        .fold(0, |set, c| set | 1 << c)
+}
+
+pub fn capabilities() -> String {
+    let Some(eff) = effective_caps() else {
+        return "unknown (capget failed)".into();
+    };
+    let last = last_cap();
+    if eff == bounding_caps(last) && eff.count_ones() > 30 {
+        // Whatever the host grants root, untouched: all 41 on a laptop; a sandbox
+        // may hold a few back.
+        return format!("all {} that root has on this host", eff.count_ones());
+    }
+    if eff == 0 {
+        return "none".into();
+    }
+    let names: Vec<&str> = (0..=last)
+        .filter(|c| eff & (1 << c) != 0)
+        .map(|c| CAP_NAMES.get(c as usize).copied().unwrap_or("?"))
+        .collect();
+    format!("{} of {}: {}", names.len(), last + 1, names.join(" "))
+}
+
+pub fn no_new_privs() -> String {
+    // SAFETY: PR_GET_NO_NEW_PRIVS takes no pointers.
+    match unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) } {
+        1 => "on (exec can never grant more privileges)".into(),
+        0 => "off".into(),
+        _ => "unknown".into(),
+    }
+}
+
+pub fn seccomp() -> String {
+    // SAFETY: PR_GET_SECCOMP takes no pointers.
+    match unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } {
+        0 => "off".into(),
+        1 => "strict".into(),
+        2 => "filter".into(),
+        _ => "unknown".into(),
+    }
+}
+
+/// EPERM is the box saying no; anything else got past the permission check.
+fn verdict(result: Result<(), Errno>) -> String {
+    match result {
+        Err(Errno::EPERM) => "refused (EPERM)".into(),
+        _ => "allowed".into(),
+    }
+}
+
+/// mount(2) of a filesystem type that does not exist: ENODEV after the check.
+pub fn try_mount() -> String {
+    let r = nix::mount::mount(
+        Some("isolab"),
+        "/",
+        Some("isolab-no-such-filesystem"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    );
+    verdict(r)
+}
+
+/// reboot(2) with a wrong second magic number: EINVAL after the check.
+pub fn try_reboot() -> String {
+    // SAFETY: with a bad magic number reboot does nothing; the last argument is unused.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_reboot,
+            libc::LINUX_REBOOT_MAGIC1,
+            0,
+            0,
+            std::ptr::null::<u8>(),
+        )
+    };
+    verdict(Errno::result(rc).map(drop))
+}
+
+/// finit_module(2) with no file: EBADF after the check (ENOSYS on kernels
+/// built without modules, which is "not refused" too).
+pub fn try_load_module() -> String {
+    // SAFETY: fd -1 and an empty parameter string; the kernel reads only the string.
+    let rc = unsafe { libc::syscall(libc::SYS_finit_module, -1, c"".as_ptr(), 0) };
+    verdict(Errno::result(rc).map(drop))
+}
+
+/// settimeofday(NULL, NULL) asks for CAP_SYS_TIME and then has nothing to set.
+pub fn try_set_clock() -> String {
+    // SAFETY: both pointers are NULL, which settimeofday accepts and ignores.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_settimeofday,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+        )
+    };
+    verdict(Errno::result(rc).map(drop))
+}
+
+/// unshare(CLONE_NEWUSER) in a child: a user namespace would give it a full set of
+/// capabilities inside it. (The kernel also refuses it to a chrooted process.)
+pub fn try_user_namespace() -> String {
+    let code = in_fork(
+        || match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER) {
+            Ok(()) => 0,
+            Err(e) => e as i32,
+        },
+    );
+    match code {
+        Some(0) => "allowed".into(),
+        Some(e) if e == Errno::EPERM as i32 => "refused (EPERM)".into(),
+        Some(e) => format!("refused ({})", Errno::from_raw(e)),
+        None => "unknown (fork failed)".into(),
+    }
+}
+
+/// A child asks to trace its parent (us) with PTRACE_SEIZE, which does not stop the
+/// tracee; the child then exits, which detaches it.
+pub fn try_ptrace_parent() -> String {
+    let code = in_fork(|| {
+        let parent = nix::unistd::getppid();
+        match nix::sys::ptrace::seize(parent, nix::sys::ptrace::Options::empty()) {
+            Ok(()) => 0,
+            Err(e) => e as i32,
+        }
+    });
+    match code {
+        Some(0) => "allowed".into(),
+        Some(e) if e == Errno::EPERM as i32 => "refused (EPERM)".into(),
+        Some(e) => format!("refused ({})", Errno::from_raw(e)),
+        None => "unknown (fork failed)".into(),
+    }
+}
+
+/// The network interfaces this process can see, and whether they are up.
+pub fn network() -> String {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return "unknown (getifaddrs failed)".into();
+    };
+    let mut seen: Vec<(String, bool)> = Vec::new();
+    for a in addrs {
+        if !seen.iter().any(|(n, _)| *n == a.interface_name) {
+            let up = a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
+            seen.push((a.interface_name, up));
+        }
+    }
+    if seen.is_empty() {
+        return "no interfaces".into();
+    }
+    seen.iter()
+        .map(|(n, up)| format!("{n} ({})", if *up { "up" } else { "down" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

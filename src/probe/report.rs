@@ -1,0 +1,59 @@
+//! The report: sections in a fixed order, one `key: value` line per fact.
+
+use crate::{limits, privileges, routes, view};
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn print(canary: Option<&Path>) -> ExitCode {
+    // Descriptors first: anything we open later must not count as inherited.
+    let fds = view::open_fds();
+
+    section("who am I");
+    line("pid", view::pid());
+    line("ppid", view::ppid());
+    line("uid", view::uid());
+    line("hostname", view::hostname());
+    line("kernel", view::kernel());
+
+    section("what I can see");
+    line("root", view::root_entries());
+    line("processes", view::processes());
+    line("mounts", view::mounts());
+    line("open fds", view::describe_fds(&fds));
+
+    section("can I read the host canary");
+    line("canary by path", routes::by_path(canary));
+    line("canary via chroot escape", routes::chroot_escape(canary));
+    line("canary via /proc/*/root", routes::proc_root(canary));
+    line(
+        "canary via inherited fd",
+        routes::inherited_fd(canary, &fds),
+    );
+
+    section("what I may spend");
+    let cgroups = limits::Cgroups::find();
+    line("memory limit", cgroups.memory());
+    line("pids limit", cgroups.pids());
+    line("cpu limit", cgroups.cpu());
+
+    section("what I may ask the kernel");
+    line("capabilities", privileges::capabilities());
+    line("no_new_privs", privileges::no_new_privs());
+    line("seccomp", privileges::seccomp());
+    line("mount a filesystem", privileges::try_mount());
+    line("reboot", privileges::try_reboot());
+    line("load a module", privileges::try_load_module());
+    line("set the clock", privileges::try_set_clock());
+    line("new user namespace", privileges::try_user_namespace());
+    line("ptrace my parent", privileges::try_ptrace_parent());
+    line("network", privileges::network());
+    ExitCode::SUCCESS
+}
+
+fn section(title: &str) {
+    println!("## {title}");
+}
+
+fn line(key: &str, value: String) {
+    println!("{key}: {value}");
+}

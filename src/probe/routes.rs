@@ -1,0 +1,148 @@
+//! Every route the probe tries to the host canary. Each escape attempt runs in a
+//! forked child, so whatever it does to its root and working directory, the probe's
+//! own view is untouched.
+
+use isolab::canary::MARKER;
+use nix::unistd::{chdir, chroot, fchdir};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::path::Path;
+
+const READ: i32 = 0;
+const MISSING: i32 = 1;
+const REFUSED: i32 = 2;
+
+/// Read the canary at `path` and check it is the host's (by its first line).
+fn read_canary(path: &Path) -> i32 {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.starts_with(MARKER) => READ,
+        Ok(_) => MISSING,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => MISSING,
+        Err(_) => REFUSED,
+    }
+}
+
+pub fn by_path(canary: Option<&Path>) -> String {
+    let Some(canary) = canary else {
+        return not_checked();
+    };
+    match read_canary(canary) {
+        READ => "READABLE".into(),
+        MISSING => "hidden (no such file under my root)".into(),
+        _ => "refused (permission denied)".into(),
+    }
+}
+
+/// The classic escape from chroot(2): chroot into a subdirectory *without* moving
+/// into it, so the working directory is now outside the root; climb `..` (the kernel
+/// stops a climb only at the process's root, which we are no longer under) up to the
+/// real top of the mount tree; then chroot(".") there and read the canary.
+pub fn chroot_escape(canary: Option<&Path>) -> String {
+    let Some(canary) = canary else {
+        return not_checked();
+    };
+    let code = in_fork(|| {
+        if chdir("/").is_err() {
+            return MISSING;
+        }
+        // Any directory below the root will do; /etc is in every rootfs and
+        // needs no write access.
+        match chroot("/etc") {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EPERM) => return REFUSED,
+            Err(_) => return MISSING,
+        }
+        for _ in 0..64 {
+            let _ = chdir("..");
+        }
+        if chroot(".").is_err() {
+            return REFUSED;
+        }
+        read_canary(canary)
+    });
+    match code {
+        Some(READ) => "READABLE (chroot into /etc, climb .., chroot .)".into(),
+        Some(REFUSED) => "blocked (chroot refused: EPERM)".into(),
+        _ => "blocked (climbing .. ends at my own root)".into(),
+    }
+}
+
+/// /proc/PID/root is a magic link to another process's root directory: if /proc
+/// shows a process that lives outside the box, its root is the host's.
+pub fn proc_root(canary: Option<&Path>) -> String {
+    let Some(canary) = canary else {
+        return not_checked();
+    };
+    let Some(pids) = crate::view::proc_pids() else {
+        return "no route (/proc is not mounted)".into();
+    };
+    let relative = canary.strip_prefix("/").unwrap_or(canary);
+    for pid in pids {
+        let path = Path::new("/proc")
+            .join(pid.to_string())
+            .join("root")
+            .join(relative);
+        if read_canary(&path) == READ {
+            // Not naming the pid: it is the host's, different on every machine.
+            return "READABLE (through a /proc/PID/root that is the host's)".into();
+        }
+    }
+    "blocked (no process in /proc has the host's root)".into()
+}
+
+/// A directory descriptor inherited from outside the box points at the host's tree
+/// whatever our root is: fchdir(2) to it, climb `..`, and open the canary from there
+/// (runc's CVE-2024-21626 was a leaked descriptor like this one).
+pub fn inherited_fd(canary: Option<&Path>, fds: &[RawFd]) -> String {
+    let Some(canary) = canary else {
+        return not_checked();
+    };
+    let dirs: Vec<RawFd> = fds
+        .iter()
+        .copied()
+        .filter(|&fd| fd > 2 && crate::view::fd_kind(fd) == "a directory")
+        .collect();
+    if dirs.is_empty() {
+        return "no route (no directory descriptor was inherited)".into();
+    }
+    let relative = canary.strip_prefix("/").unwrap_or(canary).to_path_buf();
+    for fd in dirs {
+        let code = in_fork(|| {
+            // SAFETY: the descriptor is open (we listed it) and outlives this borrow.
+            let dir = unsafe { BorrowedFd::borrow_raw(fd) };
+            if fchdir(dir).is_err() {
+                return REFUSED;
+            }
+            for _ in 0..64 {
+                let _ = chdir("..");
+            }
+            read_canary(&relative)
+        });
+        if code == Some(READ) {
+            return format!("READABLE (fchdir to fd {fd}, climb ..)");
+        }
+    }
+    "blocked (the inherited directories lead nowhere)".into()
+}
+
+fn not_checked() -> String {
+    "not checked (no --canary given)".into()
+}
+
+/// Run `f` in a forked child and return its exit code.
+pub fn in_fork(f: impl FnOnce() -> i32) -> Option<i32> {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    use nix::unistd::{ForkResult, fork};
+    // SAFETY: the probe is single-threaded, so the child can run ordinary code.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let code = f();
+            // SAFETY: _exit takes no pointers and ends the child at once.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => Some(code),
+            _ => None,
+        },
+        Err(_) => None,
+    }
+}

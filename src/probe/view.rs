@@ -1,0 +1,145 @@
+//! Who the probe is and what it can see.
+
+use std::fs;
+use std::os::fd::RawFd;
+
+pub fn pid() -> String {
+    nix::unistd::getpid().to_string()
+}
+
+pub fn ppid() -> String {
+    let ppid = nix::unistd::getppid().as_raw();
+    if ppid == 0 {
+        "0 (my parent is outside my PID namespace)".into()
+    } else {
+        ppid.to_string()
+    }
+}
+
+pub fn uid() -> String {
+    let uid = nix::unistd::getuid().as_raw();
+    if uid == 0 {
+        "0 (root)".into()
+    } else {
+        uid.to_string()
+    }
+}
+
+pub fn hostname() -> String {
+    match nix::unistd::gethostname() {
+        Ok(name) => name.to_string_lossy().into_owned(),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+pub fn kernel() -> String {
+    match nix::sys::utsname::uname() {
+        Ok(u) => format!(
+            "{} {} (every container shares the host's)",
+            u.sysname().to_string_lossy(),
+            u.release().to_string_lossy()
+        ),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+pub fn root_entries() -> String {
+    match fs::read_dir("/") {
+        Ok(dir) => {
+            let mut names: Vec<String> = dir
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names.join(" ")
+        }
+        Err(e) => format!("unreadable ({e})"),
+    }
+}
+
+/// The numeric entries of /proc: the processes this /proc shows.
+pub fn proc_pids() -> Option<Vec<u32>> {
+    if fs::metadata("/proc/self").is_err() {
+        return None;
+    }
+    let mut pids: Vec<u32> = fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort();
+    Some(pids)
+}
+
+/// Short lists are printed in full (a box has few processes, few mounts); long
+/// ones are counted, since the exact number on a host changes from run to run.
+const LIST_AT_MOST: usize = 8;
+
+pub fn processes() -> String {
+    let Some(pids) = proc_pids() else {
+        return "none listed (/proc is not mounted)".into();
+    };
+    if pids.len() > LIST_AT_MOST {
+        return format!("{} (too many to list: the host's processes)", pids.len());
+    }
+    let named: Vec<String> = pids
+        .iter()
+        .map(|pid| {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{pid} {}", comm.trim())
+        })
+        .collect();
+    format!("{} ({})", pids.len(), named.join(", "))
+}
+
+pub fn mounts() -> String {
+    let Ok(table) = fs::read_to_string("/proc/self/mountinfo") else {
+        return "unknown (/proc is not mounted)".into();
+    };
+    // Field 5 of each line is the mount point, as seen from our root.
+    let points: Vec<&str> = table.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+    if points.len() > LIST_AT_MOST {
+        return format!("{} (too many to list: the host's mounts)", points.len());
+    }
+    format!("{} ({})", points.len(), points.join(" "))
+}
+
+/// Descriptors 0..1024 that are open, found with fcntl(F_GETFD) so that it works
+/// without /proc.
+pub fn open_fds() -> Vec<RawFd> {
+    // SAFETY: F_GETFD only reads the descriptor's flags; a closed one gives EBADF.
+    (0..1024)
+        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0)
+        .collect()
+}
+
+pub fn describe_fds(fds: &[RawFd]) -> String {
+    let mut parts = Vec::new();
+    let mut extra = Vec::new();
+    for &fd in fds {
+        parts.push(fd.to_string());
+        if fd > 2 {
+            extra.push(format!("{fd} is {}", fd_kind(fd)));
+        }
+    }
+    if extra.is_empty() {
+        parts.join(" ")
+    } else {
+        format!("{} (inherited: {})", parts.join(" "), extra.join(", "))
+    }
+}
+
+pub fn fd_kind(fd: RawFd) -> &'static str {
+    // SAFETY: we only borrow a descriptor number we found open; fstat does not keep it.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    match nix::sys::stat::fstat(borrowed) {
+        Ok(st) => match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => "a directory",
+            libc::S_IFREG => "a file",
+            libc::S_IFIFO => "a pipe",
+            libc::S_IFSOCK => "a socket",
+            libc::S_IFCHR => "a character device",
+            _ => "something else",
+        },
+        Err(_) => "unknown",
+    }
+}

@@ -1,0 +1,180 @@
+//! Building a minimal root filesystem: the probe and the shared libraries it links to,
+//! a static busybox with its applets when the host has one, and the directories and
+//! files a box expects (`/proc`, `/dev`, `/sys`, `/tmp`, `/etc/hostname`, `/etc/passwd`).
+//!
+//! ```text
+//! ROOTFS/
+//! ├── bin/probe          the instrument (and busybox + applet links, if the host has it)
+//! ├── lib/               libc.so.6 and friends, found by asking the dynamic loader
+//! ├── lib64/ld-linux-x86-64.so.2   the loader named in the probe's ELF header
+//! ├── etc/{hostname,passwd,group}
+//! └── dev/ proc/ sys/ tmp/         empty mount points
+//! ```
+
+use anyhow::{Context, Result, bail};
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where the host's static busybox usually is (Debian's `busybox-static`).
+pub const BUSYBOX_CANDIDATES: [&str; 3] = ["/bin/busybox", "/usr/bin/busybox", "/sbin/busybox"];
+
+/// What a build put into the rootfs.
+#[derive(Debug)]
+pub struct Built {
+    pub libraries: Vec<PathBuf>,
+    pub busybox: Option<PathBuf>,
+}
+
+/// Build a rootfs in `dir` (created if missing; must be empty) around the `probe`
+/// executable. Busybox is added when the host has a static one.
+pub fn build(dir: &Path, probe: &Path) -> Result<Built> {
+    fs::create_dir_all(dir).with_context(|| format!("mkdir -p {}", dir.display()))?;
+    if fs::read_dir(dir)?.next().is_some() {
+        bail!(
+            "{} is not empty: give a new or empty directory for the rootfs",
+            dir.display()
+        );
+    }
+    for (sub, mode) in [
+        ("bin", 0o755),
+        ("dev", 0o755),
+        ("etc", 0o755),
+        ("lib", 0o755),
+        ("lib64", 0o755),
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+    ] {
+        let path = dir.join(sub);
+        fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {mode:o} {}", path.display()))?;
+    }
+    copy_file(probe, &dir.join("bin/probe"))?;
+    let libraries = copy_libraries(probe, dir)?;
+    let busybox = find_static_busybox();
+    if let Some(busybox) = &busybox {
+        add_busybox(busybox, dir)?;
+    }
+    fs::write(dir.join("etc/hostname"), "isolab\n")?;
+    fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )?;
+    fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    Ok(Built { libraries, busybox })
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to).with_context(|| format!("cp {} {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+/// Copy the dynamic loader (to the path the ELF header names) and every shared
+/// library the loader resolves for `exe` (to `/lib`, where the probe's run path
+/// points). Returns the libraries' host paths.
+fn copy_libraries(exe: &Path, root: &Path) -> Result<Vec<PathBuf>> {
+    let Some(interp) = elf_interpreter(exe)? else {
+        return Ok(Vec::new()); // a static executable needs nothing
+    };
+    copy_file(
+        &interp,
+        &root.join(interp.strip_prefix("/").unwrap_or(&interp)),
+    )?;
+    // `ld.so --list` is what ldd runs: the loader resolves the libraries exactly as
+    // it would at start-up and prints `name => /path (address)` for each.
+    let out = Command::new(&interp)
+        .arg("--list")
+        .arg(exe)
+        .output()
+        .with_context(|| format!("{} --list {}", interp.display(), exe.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} --list {} failed: {}",
+            interp.display(),
+            exe.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let mut libraries = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((_, rest)) = line.split_once("=> ") else {
+            continue;
+        };
+        let Some(path) = rest.split_whitespace().next() else {
+            continue;
+        };
+        let path = PathBuf::from(path);
+        if path == interp || !path.is_absolute() {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .context("library path without a file name")?;
+        copy_file(&path, &root.join("lib").join(name))?;
+        libraries.push(path);
+    }
+    Ok(libraries)
+}
+
+/// The program interpreter (PT_INTERP) named in a 64-bit little-endian ELF file, or
+/// `None` for a static executable.
+pub fn elf_interpreter(exe: &Path) -> Result<Option<PathBuf>> {
+    let bytes = fs::read(exe).with_context(|| format!("reading {}", exe.display()))?;
+    let bad = || anyhow::anyhow!("{} is not a 64-bit little-endian ELF file", exe.display());
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        return Err(bad());
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    };
+    let phoff = u64_at(0x20).ok_or_else(bad)?;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        let p_type = bytes.get(ph..ph + 4).ok_or_else(bad)?;
+        if p_type == [3, 0, 0, 0] {
+            // PT_INTERP: p_offset at +8, p_filesz at +32; a NUL-terminated path.
+            let (off, size) = (
+                u64_at(ph + 8).ok_or_else(bad)?,
+                u64_at(ph + 32).ok_or_else(bad)?,
+            );
+            let raw = bytes.get(off..off + size).ok_or_else(bad)?;
+            let path = raw.split(|b| *b == 0).next().unwrap_or_default();
+            return Ok(Some(PathBuf::from(
+                String::from_utf8_lossy(path).into_owned(),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The host's busybox, if it is statically linked (a dynamic one would need its
+/// libraries too, and Debian's `busybox-static` is one package away).
+pub fn find_static_busybox() -> Option<PathBuf> {
+    BUSYBOX_CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file() && matches!(elf_interpreter(p), Ok(None)))
+}
+
+fn add_busybox(busybox: &Path, root: &Path) -> Result<()> {
+    copy_file(busybox, &root.join("bin/busybox"))?;
+    let out = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .with_context(|| format!("{} --list", busybox.display()))?;
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        let link = root.join("bin").join(applet);
+        if applet.is_empty() || applet.contains('/') || link.exists() {
+            continue;
+        }
+        symlink("busybox", &link).with_context(|| format!("ln -s busybox {}", link.display()))?;
+    }
+    Ok(())
+}

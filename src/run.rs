@@ -1,0 +1,101 @@
+//! Running a step: its `main`, the child's half of a fork, and the resolved command.
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::process::ExitCode;
+
+/// A command ready for execve(2): its path as the process that runs it will see it
+/// (inside the box, once there is one) and its argument vector.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub path: CString,
+    pub argv: Vec<CString>,
+}
+
+/// The name this program was started as, for error messages: `01-chroot: error: ...`.
+pub fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "isolab".into())
+}
+
+/// Every step's `main`: runs the step and exits with the code it returns (the
+/// command's own exit code, passed on). An error becomes one line on stderr and exit
+/// code 125, the code `docker run` uses when the runtime itself fails.
+pub fn main(step: impl FnOnce() -> Result<i32>) -> ExitCode {
+    match step() {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Err(err) => {
+            eprintln!("{}: error: {err:#}", program_name());
+            ExitCode::from(125)
+        }
+    }
+}
+
+/// The child's half of a fork. The closure ends in execve(2), so it returns only with
+/// an error; that error is printed as one line and the child exits at once with
+/// `_exit`, never returning into the parent's code. The exit code follows the shell:
+/// 127 when the command is not there, 126 when it cannot be run, 125 otherwise.
+pub fn in_child(child: impl FnOnce() -> Result<Infallible>) -> ! {
+    let err = match child() {
+        Ok(never) => match never {},
+        Err(err) => err,
+    };
+    eprintln!("{}: error: {err:#}", program_name());
+    let code = match err.root_cause().downcast_ref::<Errno>() {
+        Some(Errno::ENOENT) => 127,
+        Some(Errno::EACCES | Errno::ENOEXEC) => 126,
+        _ => 125,
+    };
+    // SAFETY: _exit ends the process without running the parent's atexit handlers or
+    // flushing buffers it copied at fork; it takes no pointers.
+    unsafe { libc::_exit(code) }
+}
+
+/// Fail with one line, before anything is forked, when we are not root.
+pub fn need_root(for_what: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("{for_what} needs root: run this step with sudo (or as root)");
+    }
+    Ok(())
+}
+
+/// Start `command` with exactly stdin, stdout and stderr, plus, with `leak` set, one
+/// extra descriptor, fd 3, open on the directory `leak` without close-on-exec: what a
+/// careless caller (or a runtime bug) passes into a box. The tour and the tests use
+/// it to show the leaked-descriptor route to the host, and so that whatever the
+/// caller's own shell left open does not show up in the report.
+pub fn std_fds_only(
+    command: &mut std::process::Command,
+    leak: Option<&std::path::Path>,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = leak
+        .map(|d| std::fs::File::open(d).with_context(|| format!("open({})", d.display())))
+        .transpose()?;
+    // SAFETY: between fork and exec the closure only calls dup2, fcntl and
+    // close_range, which are async-signal-safe; `dir` lives in the closure, which
+    // the Command owns until the spawn is done.
+    unsafe {
+        command.pre_exec(move || {
+            let mut first_closed = 3;
+            if let Some(dir) = &dir {
+                // dup2 onto itself keeps close-on-exec, so clear the flag explicitly.
+                if libc::dup2(dir.as_raw_fd(), 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                first_closed = 4;
+            }
+            if libc::syscall(libc::SYS_close_range, first_closed, u32::MAX, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! The tour's scorecard: which walls exist at each step, read from probe reports.
+
+use crate::report::Report;
+
+/// One wall: a row of the scorecard, and how to read it off a report.
+pub struct Wall {
+    pub name: &'static str,
+    pub cell: fn(&Report) -> &'static str,
+}
+
+fn yes_if(holds: bool) -> &'static str {
+    if holds { "yes" } else { "no" }
+}
+
+fn blocked(value: &str) -> &'static str {
+    if value.starts_with("READABLE") {
+        "no"
+    } else if value.starts_with("no route") {
+        "none"
+    } else {
+        "yes"
+    }
+}
+
+fn set(value: &str) -> &'static str {
+    match value {
+        "none" => "no",
+        v if v.starts_with("not visible") || v.starts_with("unreadable") => "?",
+        _ => "yes",
+    }
+}
+
+fn refused(value: &str) -> &'static str {
+    yes_if(value.starts_with("refused"))
+}
+
+/// The entries of a fresh rootfs's `/`, as the probe lists them.
+pub const ROOTFS_ENTRIES: &str = "bin dev etc lib lib64 proc sys tmp";
+
+pub const WALLS: &[Wall] = &[
+    Wall {
+        name: "/ is the rootfs",
+        cell: |r| yes_if(r.get("root") == ROOTFS_ENTRIES),
+    },
+    Wall {
+        name: "canary hidden by path",
+        cell: |r| blocked(r.get("canary by path")),
+    },
+    Wall {
+        name: "chroot escape blocked",
+        cell: |r| blocked(r.get("canary via chroot escape")),
+    },
+    Wall {
+        name: "/proc/*/root blocked",
+        cell: |r| blocked(r.get("canary via /proc/*/root")),
+    },
+    Wall {
+        name: "leaked fd blocked",
+        cell: |r| blocked(r.get("canary via inherited fd")),
+    },
+    Wall {
+        name: "own hostname",
+        cell: |r| yes_if(r.get("hostname") == "isolab"),
+    },
+    Wall {
+        name: "own PID numbers",
+        cell: |r| yes_if(matches!(r.get("pid"), "1" | "2")),
+    },
+    Wall {
+        name: "host processes hidden",
+        cell: |r| match r.get("processes") {
+            p if p.contains("too many") => "no",
+            p if p.contains("not mounted") => "no /proc",
+            _ => "yes",
+        },
+    },
+    Wall {
+        name: "host mounts hidden",
+        cell: |r| match r.get("mounts") {
+            m if m.contains("too many") => "no",
+            m if m.contains("not mounted") => "no /proc",
+            _ => "yes",
+        },
+    },
+    Wall {
+        name: "memory limit",
+        cell: |r| set(r.get("memory limit")),
+    },
+    Wall {
+        name: "pids limit",
+        cell: |r| set(r.get("pids limit")),
+    },
+    Wall {
+        name: "cpu limit",
+        cell: |r| set(r.get("cpu limit")),
+    },
+    Wall {
+        name: "capabilities reduced",
+        cell: |r| yes_if(!r.get("capabilities").starts_with("all")),
+    },
+    Wall {
+        name: "no_new_privs",
+        cell: |r| yes_if(r.get("no_new_privs").starts_with("on")),
+    },
+    Wall {
+        name: "seccomp filter",
+        cell: |r| yes_if(r.get("seccomp") == "filter"),
+    },
+    Wall {
+        name: "mount refused",
+        cell: |r| refused(r.get("mount a filesystem")),
+    },
+    Wall {
+        name: "reboot refused",
+        cell: |r| refused(r.get("reboot")),
+    },
+    Wall {
+        name: "only loopback",
+        cell: |r| {
+            yes_if(r.get("network").starts_with("lo (up)") && !r.get("network").contains(','))
+        },
+    },
+];
+
+/// Render the scorecard: one column per step, one row per wall.
+pub fn render(columns: &[(String, Report)], colour: bool) -> String {
+    let width = WALLS.iter().map(|w| w.name.len()).max().unwrap_or(0);
+    let col = columns
+        .iter()
+        .map(|(h, _)| h.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let mut out = format!("{:width$}", "wall");
+    for (heading, _) in columns {
+        out += &format!("  {heading:>col$}");
+    }
+    out.push('\n');
+    for wall in WALLS {
+        out += &format!("{:width$}", wall.name);
+        for (_, report) in columns {
+            let cell = (wall.cell)(report);
+            let padded = format!("{cell:>col$}");
+            out += "  ";
+            out += &match (colour, cell) {
+                (true, "yes") => format!("\x1b[32m{padded}\x1b[0m"),
+                (true, "no") => format!("\x1b[31m{padded}\x1b[0m"),
+                _ => padded,
+            };
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,84 @@
+//! The ladder of steps: what the CLI, the tour and the tests know about each one.
+
+/// What a step needs from the machine to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Nothing special (step 00 runs as any user, though the probe sees more as root).
+    Nothing,
+    /// Root, for chroot, namespaces, mounts and cgroups.
+    Root,
+    /// Read-write access to /dev/kvm.
+    Kvm,
+}
+
+#[derive(Debug)]
+pub struct Step {
+    pub number: u8,
+    /// The binary's name after the number: `chroot` for `01-chroot`.
+    pub slug: &'static str,
+    pub title: &'static str,
+    pub needs: Needs,
+    /// The reference program's source, for the exercise generator and `isolab hint`.
+    pub solution: &'static str,
+    /// A nudge beyond the TODO comments, for `isolab hint N`.
+    pub hint: &'static str,
+    /// What the learner has built once the check passes.
+    pub built: &'static str,
+    /// Extra arguments the tour gives this step (before `--`).
+    pub tour_args: &'static [&'static str],
+}
+
+impl Step {
+    /// `01-chroot`: the learner's binary and the chapter file's stem.
+    pub fn name(&self) -> String {
+        format!("{:02}-{}", self.number, self.slug)
+    }
+
+    /// `01-chroot-solution`: the reference binary.
+    pub fn solution_bin(&self) -> String {
+        format!("{}-solution", self.name())
+    }
+
+    /// `chroot`: the test file (tests/chroot.rs) and its snapshots.
+    pub fn test_name(&self) -> String {
+        self.slug.replace('-', "_")
+    }
+
+    /// `01-chroot.rs`, under both solutions/ and chapters/.
+    pub fn file(&self) -> String {
+        format!("{}.rs", self.name())
+    }
+}
+
+pub const STEPS: &[Step] = &[
+    Step {
+        number: 0,
+        slug: "process",
+        title: "a plain process: fork, exec, wait",
+        needs: Needs::Nothing,
+        solution: include_str!("../solutions/00-process.rs"),
+        hint: "fork(2) returns twice. In the child, execv(2) replaces the program and only \
+               returns on error. In the parent, waitpid(2) returns a WaitStatus: Exited(pid, code) \
+               passes the code on; Signaled(pid, signal, core) becomes 128 + the signal's number, \
+               as a shell reports it.",
+        built: "a runtime that starts any command and passes its exit status on, exactly as a shell does",
+        tour_args: &[],
+    },
+    Step {
+        number: 1,
+        slug: "chroot",
+        title: "chroot: a root filesystem of its own",
+        needs: Needs::Root,
+        solution: include_str!("../solutions/01-chroot.rs"),
+        hint: "chroot(2) changes what \"/\" means for this process, but not its working directory, \
+               which still points into the host's tree. Call chdir(\"/\") right after, so that \".\" is \
+               inside the new root too.",
+        built: "a box whose \"/\" is the rootfs: the canary is hidden by path, though the chroot escape still finds it",
+        tour_args: &[],
+    },
+];
+
+/// The step with this number.
+pub fn find(number: u8) -> Option<&'static Step> {
+    STEPS.iter().find(|s| s.number == number)
+}

@@ -1,0 +1,468 @@
+//! The harness every step's test file shares.
+//!
+//! - `step("01-chroot")` is the binary under test: the reference
+//!   (`01-chroot-solution`) by default, the learner's (`01-chroot`, built from
+//!   chapters/) when `ISOLAB_CHECK=chapters`.
+//! - `Lab::new()` builds a fresh rootfs around the probe and a host canary, in
+//!   temporary directories that are removed when the lab is dropped.
+//! - `needs!(root)` / `needs!(kvm)` return early from a test that this machine cannot
+//!   run, with one line saying why and what to do; with `ISOLAB_NO_SKIP=1` (CI) the
+//!   test fails instead, so CI never passes by skipping.
+//! - Every run checks afterwards that it left nothing behind: the host's mount table
+//!   is unchanged and no process runs from the rootfs.
+#![allow(dead_code)]
+
+use isolab::canary::Canary;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Where cargo put the binaries of this package (the probe, the references) and of
+/// the chapters package.
+pub fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_probe"))
+        .parent()
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub fn probe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_probe"))
+}
+
+/// Are we checking the learner's chapters rather than the references?
+pub fn checking_chapters() -> bool {
+    std::env::var("ISOLAB_CHECK").is_ok_and(|v| v == "chapters")
+}
+
+/// The binary under test for step `name` (e.g. "01-chroot").
+pub fn step(name: &str) -> PathBuf {
+    if !checking_chapters() {
+        return target_dir().join(format!("{name}-solution"));
+    }
+    static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if std::env::var_os("ISOLAB_PREBUILT").is_none() && !built.iter().any(|b| b == name) {
+        build_chapter(name);
+        built.push(name.to_string());
+    }
+    target_dir().join(name)
+}
+
+/// Build the learner's binary for one step, and only that one, so that another
+/// unfinished chapter cannot get in the way.
+pub fn build_chapter(name: &str) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "isolab-chapters",
+            "--bin",
+            name,
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running cargo build");
+    assert!(
+        out.status.success(),
+        "chapters/{name}.rs does not compile yet:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Why a test cannot run here, and what to do about it.
+pub fn missing(requirement: &str) -> Option<String> {
+    match requirement {
+        "root" if !nix::unistd::geteuid().is_root() => Some(
+            "needs root: run `sudo -E cargo test`, or `isolab check N` which asks for sudo".into(),
+        ),
+        "kvm" => match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+        {
+            Ok(_) => None,
+            Err(e) => Some(format!(
+                "needs /dev/kvm ({e}): enable virtualization, or run on a machine with KVM"
+            )),
+        },
+        _ => None,
+    }
+}
+
+/// Return early from a test this machine cannot run (or fail, under ISOLAB_NO_SKIP).
+#[macro_export]
+macro_rules! needs {
+    ($($req:ident),+) => {
+        $(
+            if let Some(why) = $crate::common::missing(stringify!($req)) {
+                if std::env::var_os("ISOLAB_NO_SKIP").is_some() {
+                    panic!("ISOLAB_NO_SKIP is set and this test {why}");
+                }
+                eprintln!("skipped: this test {why}");
+                return;
+            }
+        )+
+    };
+}
+
+/// A fresh rootfs and a host canary, removed when dropped.
+pub struct Lab {
+    dir: tempfile::TempDir,
+    pub canary: Canary,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let dir = tempfile::Builder::new()
+            .prefix("isolab-test-")
+            .tempdir()
+            .expect("temp dir");
+        isolab::rootfs::build(&dir.path().join("rootfs"), &probe()).expect("building the rootfs");
+        Lab {
+            dir,
+            canary: Canary::create().expect("creating the canary"),
+        }
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    pub fn canary_arg(&self) -> String {
+        self.canary.path().display().to_string()
+    }
+}
+
+/// What a finished run gave back.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The learner's skeleton stops at its first todo!(): say so plainly.
+    fn explain_todo(&self, bin: &Path) {
+        let name = bin.file_name().unwrap_or_default().to_string_lossy();
+        if let Some(line) = self
+            .stderr
+            .lines()
+            .find(|l| l.contains("not yet implemented"))
+        {
+            panic!(
+                "{name} stopped at a todo!() (exit code {:?}):\n  {}\nFill it in, then check again.",
+                self.code,
+                line.trim()
+            );
+        }
+    }
+}
+
+/// A command for `bin` that inherits only stdin, stdout and stderr, and with `leak`
+/// set also fd 3 on that host directory.
+pub fn command<S: AsRef<OsStr>>(bin: &Path, args: &[S], leak: Option<&Path>) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    isolab::run::std_fds_only(&mut cmd, leak).expect("setting up descriptors");
+    cmd
+}
+
+/// Run `bin` with `args` to the end (at most 60 s), then check it left nothing behind.
+pub fn run<S: AsRef<OsStr>>(bin: &Path, args: &[S]) -> Run {
+    run_with(command(bin, args, None))
+}
+
+/// Run a prepared command to the end, then check it left nothing behind.
+pub fn run_with(mut cmd: Command) -> Run {
+    let bin = PathBuf::from(cmd.get_program());
+    let mounts = mount_table();
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+    let out = wait_output(child, Duration::from_secs(60));
+    let run = Run {
+        code: out.0.code().or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            out.0.signal().map(|s| 128 + s)
+        }),
+        stdout: out.1,
+        stderr: out.2,
+    };
+    run.explain_todo(&bin);
+    assert_eq!(
+        mount_table(),
+        mounts,
+        "the run changed the host's mount table"
+    );
+    run
+}
+
+fn wait_output(mut child: Child, limit: Duration) -> (ExitStatus, String, String) {
+    use std::io::Read;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the step") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the step did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    (
+        status,
+        out_reader.join().unwrap_or_default(),
+        err_reader.join().unwrap_or_default(),
+    )
+}
+
+/// A step started in the background, for signal tests: `wait_for_line` reads its
+/// stdout until a line appears.
+pub struct Running {
+    pub child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+    pub seen: Vec<String>,
+    mounts: String,
+    bin: PathBuf,
+}
+
+impl Running {
+    pub fn start(mut cmd: Command) -> Running {
+        use std::io::Read;
+        let mounts = mount_table();
+        let bin = PathBuf::from(cmd.get_program());
+        let mut child = cmd.spawn().expect("starting the step");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr_pipe.read_to_string(&mut s);
+            s
+        });
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            stderr,
+            seen: Vec::new(),
+            mounts,
+            bin,
+        }
+    }
+
+    /// Read stdout until `wanted`; fail (with the step's stderr) if it ends first.
+    pub fn wait_for_line(&mut self, wanted: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    let found = line == wanted;
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+        let _ = self.child.kill();
+        let status = self.child.wait().ok().and_then(|s| s.code());
+        let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new));
+        let run = Run {
+            code: status,
+            stdout: self.seen.join("\n"),
+            stderr: stderr.join().unwrap_or_default(),
+        };
+        run.explain_todo(&self.bin);
+        panic!(
+            "no line {wanted:?} from the step; stdout {:?}; stderr {:?}",
+            self.seen, run.stderr
+        );
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("kill(runtime)");
+    }
+
+    /// Wait for the end; returns the exit code (128+N for signal N) and the rest of stdout.
+    pub fn finish(mut self) -> (i32, Vec<String>) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the step did not end within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(line);
+        }
+        assert_eq!(
+            mount_table(),
+            self.mounts,
+            "the run changed the host's mount table"
+        );
+        use std::os::unix::process::ExitStatusExt;
+        let code = status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .expect("status");
+        (code, self.seen)
+    }
+}
+
+/// The host's mount table as this test process sees it, without the fields that
+/// change when nothing really changed (none today: mount IDs are stable).
+pub fn mount_table() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").expect("reading /proc/self/mountinfo")
+}
+
+/// Processes whose executable lies inside `rootfs`: the box's, if any outlived it.
+pub fn processes_from(rootfs: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(exe) = std::fs::read_link(entry.path().join("exe")) else {
+            continue;
+        };
+        if exe.starts_with(rootfs) {
+            found.push(format!(
+                "{} {}",
+                entry.file_name().to_string_lossy(),
+                exe.display()
+            ));
+        }
+    }
+    found
+}
+
+/// Wait up to 2 s for every process from `rootfs` to be gone.
+pub fn assert_no_process_from(rootfs: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let left = processes_from(rootfs);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes of the box outlived it: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A runtime's error: non-zero exit, exactly one line on stderr, naming the program
+/// and containing `text`.
+pub fn assert_one_line_error(run: &Run, code: i32, text: &str) {
+    assert_eq!(run.code, Some(code), "exit code; stderr: {}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "want one line on stderr, got: {:?}",
+        run.stderr
+    );
+    assert!(
+        lines[0].contains(": error: "),
+        "no `NAME: error:` prefix: {}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(text),
+        "stderr {:?} does not say {text:?}",
+        lines[0]
+    );
+    assert!(
+        !run.stderr.contains("panicked"),
+        "it panicked: {}",
+        run.stderr
+    );
+}
+
+/// Snapshot filters for values that belong to the host, not the box: each replaces
+/// the whole value of one report line. Steps pass the keys that are host noise for
+/// them; everything else stays literal.
+pub fn host_filters(keys: &[&str]) -> Vec<(String, String)> {
+    keys.iter()
+        .map(|key| {
+            let pattern = format!(r"(?m)^{}: .*$", regex_escape(key));
+            (pattern, format!("{key}: [the host's]"))
+        })
+        .collect()
+}
+
+/// Filters that apply in every step: the kernel's release and the count of
+/// capabilities root has (which a sandboxed host may trim).
+pub fn common_filters() -> Vec<(String, String)> {
+    vec![
+        (r"(?m)^(kernel: Linux) \S+".into(), "$1 [release]".into()),
+        (
+            r"all \d+ that root has on this host".into(),
+            "all [N] that root has on this host".into(),
+        ),
+    ]
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if "\\.+*?()|[]{}^$/".contains(c) {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// Snapshot `text` as tests/snapshots/STEP__NAME.snap (STEP is the test file's
+/// name, e.g. `chroot__report.snap`), with the given filters.
+pub fn snapshot(name: &str, text: &str, filters: Vec<(String, String)>) {
+    let mut settings = insta::Settings::clone_current();
+    for (pattern, replacement) in filters.iter().chain(common_filters().iter()) {
+        settings.add_filter(pattern, replacement.as_str());
+    }
+    settings.set_snapshot_path("../snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.set_description(format!("{}: {name}", env!("CARGO_CRATE_NAME")));
+    let name = format!("{}__{name}", env!("CARGO_CRATE_NAME"));
+    settings.bind(|| insta::assert_snapshot!(name, text));
+}

@@ -1,0 +1,107 @@
+//! Step 00, a plain process: the command runs, its exit status is passed on, and the
+//! probe sees the host as it is.
+
+mod common;
+use common::*;
+
+const STEP: &str = "00-process";
+
+/// Everything is the host's: the report shows the host's values (filtered, since
+/// they differ between machines) and the canary readable by every route.
+#[test]
+fn report() {
+    needs!(root);
+    let lab = Lab::new();
+    let probe = probe_path();
+    let canary = lab.canary_arg();
+    let args = ["--", &probe, "--canary", &canary];
+    let run = run_with(command(&step(STEP), &args, Some(lab.canary.dir())));
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let host = host_filters(&[
+        "pid",
+        "ppid",
+        "hostname",
+        "root",
+        "processes",
+        "mounts",
+        "memory limit",
+        "pids limit",
+        "cpu limit",
+        "network",
+    ]);
+    snapshot("report", &run.stdout, host);
+}
+
+#[test]
+fn exit_code_is_passed_on() {
+    let probe = probe_path();
+    let run = run(&step(STEP), &["--", &probe, "exit", "7"]);
+    assert_eq!(run.code, Some(7), "stderr: {}", run.stderr);
+}
+
+#[test]
+fn death_by_signal_is_128_plus_the_signal() {
+    let probe = probe_path();
+    for (signal, code) in [("TERM", 143), ("KILL", 137), ("INT", 130)] {
+        let run = run(&step(STEP), &["--", &probe, "kill-self", signal]);
+        assert_eq!(
+            run.code,
+            Some(code),
+            "killed by SIG{signal}; stderr: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn no_command_is_one_line() {
+    let run = run(&step(STEP), &[] as &[&str]);
+    assert_one_line_error(&run, 2, "no command given: put it after `--`");
+}
+
+#[test]
+fn unknown_command_is_one_line() {
+    let run = run(&step(STEP), &["--", "isolab-no-such-command"]);
+    assert_one_line_error(
+        &run,
+        125,
+        "command `isolab-no-such-command` not found on $PATH",
+    );
+}
+
+#[test]
+fn killed_runtime_leaves_no_process() {
+    let probe = probe_path();
+    let mut box_ = Running::start(command(&step(STEP), &["--", &probe, "wait-signal"], None));
+    box_.wait_for_line("ready");
+    let pids_before = probe_processes();
+    assert!(!pids_before.is_empty(), "the probe should be running");
+    box_.signal(nix::sys::signal::Signal::SIGKILL);
+    let (code, _) = box_.finish();
+    assert_eq!(code, 137);
+    // PR_SET_PDEATHSIG: the kernel kills the command when its runtime dies.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while pids_before.iter().any(|p| probe_processes().contains(p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command outlived its runtime"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn probe_path() -> String {
+    probe().display().to_string()
+}
+
+/// Running probe processes started from this test's probe binary, still alive (not zombies).
+fn probe_processes() -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let exe = std::fs::read_link(entry.path().join("exe"));
+        if exe.is_ok_and(|e| e == probe()) {
+            found.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    found
+}

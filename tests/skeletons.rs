@@ -1,0 +1,93 @@
+//! Every untouched skeleton in chapters/ compiles and stops at its first todo!() with
+//! a message that names the step and says what to do. A chapter the learner has
+//! edited is theirs: `isolab check N` tests it, and this file leaves it alone.
+
+mod common;
+use common::*;
+use isolab::steps::{Needs, STEPS};
+
+#[test]
+fn untouched_skeletons_stop_at_their_first_todo() {
+    let root = nix::unistd::geteuid().is_root();
+    let lab = Lab::new();
+    let mut checked = Vec::new();
+    for step in STEPS {
+        let skeleton =
+            isolab::exercise::skeleton(step.number, &step.file(), step.solution).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("chapters")
+            .join(step.file());
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if current != skeleton {
+            let why = format!(
+                "chapters/{} has been edited, so it is not a skeleton any more",
+                step.file()
+            );
+            assert!(
+                std::env::var_os("ISOLAB_NO_SKIP").is_none(),
+                "ISOLAB_NO_SKIP is set and {why}"
+            );
+            eprintln!("skipped step {:02}: {why}", step.number);
+            continue;
+        }
+        let needs = match step.needs {
+            Needs::Root if !root => Some("root"),
+            Needs::Kvm if missing("kvm").is_some() => Some("kvm"),
+            _ => None,
+        };
+        if let Some(req) = needs {
+            let why = missing(req).unwrap_or_default();
+            assert!(
+                std::env::var_os("ISOLAB_NO_SKIP").is_none(),
+                "ISOLAB_NO_SKIP is set and step {:02} {why}",
+                step.number
+            );
+            eprintln!("skipped step {:02}: it {why}", step.number);
+            continue;
+        }
+        build_chapter(&step.name());
+        let mut args: Vec<String> = Vec::new();
+        if step.number > 0 && step.needs != Needs::Kvm {
+            args.extend(["--rootfs".into(), lab.rootfs().display().to_string()]);
+        }
+        args.extend(step.tour_args.iter().map(|s| s.to_string()));
+        if step.needs != Needs::Kvm {
+            args.push("--".into());
+            args.push(if step.number == 0 {
+                probe().display().to_string()
+            } else {
+                "/bin/probe".into()
+            });
+        }
+        let out = std::process::Command::new(target_dir().join(step.name()))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = isolab::exercise::exercises(step.solution);
+        let names: Vec<String> = first
+            .iter()
+            .map(|e| format!("step {:02}, `{}`: not written yet", step.number, e.name))
+            .collect();
+        assert_eq!(
+            out.status.code(),
+            Some(101),
+            "step {:02}: a todo!() panics with 101; stderr: {stderr}",
+            step.number
+        );
+        assert!(
+            names
+                .iter()
+                .any(|n| stderr.contains(&format!("not yet implemented: {n}"))),
+            "step {:02}: stderr should name one of {names:?}:\n{stderr}",
+            step.number
+        );
+        assert!(
+            stderr.contains(&format!("isolab hint {}", step.number)),
+            "the message says how to get a hint"
+        );
+        assert_no_process_from(&lab.rootfs());
+        checked.push(step.name());
+    }
+    eprintln!("checked the skeletons of {checked:?}");
+}
