@@ -25,6 +25,29 @@ pub struct RootfsArg {
     pub rootfs: PathBuf,
 }
 
+/// The box's hostname.
+#[derive(Args, Debug, Clone)]
+pub struct HostnameArg {
+    /// The hostname inside the box (1 to 64 bytes, the kernel's limit)
+    #[arg(long, value_name = "NAME", default_value = "isolab", value_parser = hostname)]
+    pub hostname: String,
+}
+
+/// A hostname the kernel will take: sethostname(2) refuses more than 64 bytes
+/// (HOST_NAME_MAX), and an empty one would only confuse.
+fn hostname(name: &str) -> std::result::Result<String, String> {
+    if name.is_empty() {
+        return Err("the hostname is empty: give one, e.g. --hostname box1".into());
+    }
+    if name.len() > 64 {
+        return Err(format!(
+            "the hostname is {} bytes long: the kernel allows at most 64",
+            name.len()
+        ));
+    }
+    Ok(name.to_string())
+}
+
 /// Parse a step's arguments. `--help` and `--version` print as usual; any other
 /// mistake is one line and exit code 2, instead of clap's usage block.
 pub fn parse<T: clap::Parser>() -> T {

@@ -20,7 +20,7 @@ pub use run::{Command, in_child, main};
 
 /// What every step file imports: the toolkit's pieces and the crates they use.
 pub mod prelude {
-    pub use crate::cli::{CommandArgs, RootfsArg};
+    pub use crate::cli::{CommandArgs, HostnameArg, RootfsArg};
     pub use crate::run::{Command, in_child};
     pub use anyhow::{Context, Result, bail};
     pub use clap::Parser;

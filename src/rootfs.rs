@@ -178,3 +178,34 @@ fn add_busybox(busybox: &Path, root: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Fail with one line unless `rootfs` has each of `dirs` as a directory to mount
+/// on. The runtime never creates them: the rootfs is the user's, and the box must
+/// not change it.
+pub fn need_mount_points(rootfs: &Path, dirs: &[&str]) -> Result<()> {
+    for dir in dirs {
+        if !rootfs.join(dir).is_dir() {
+            bail!(
+                "the rootfs {} has no /{dir} directory to mount on: create it with `mkdir {}`",
+                rootfs.display(),
+                rootfs.join(dir).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Fail with one line unless "/" is a mount point in our mount namespace. Making
+/// "/" private and pivot_root(2) both need that, and it is not so when the runtime
+/// itself runs inside a chroot (or on a machine still in its initial ramfs).
+pub fn need_root_mount() -> Result<()> {
+    let table = fs::read_to_string("/proc/self/mountinfo").context(
+        "reading /proc/self/mountinfo: mount /proc, or run the runtime from the host's own root, not from inside a chroot",
+    )?;
+    if table.lines().any(|l| l.split(' ').nth(4) == Some("/")) {
+        return Ok(());
+    }
+    bail!(
+        "\"/\" is not a mount point here, so its mounts cannot be made private nor the root pivoted: is this runtime itself inside a chroot? Run it from the host's own root"
+    )
+}

@@ -99,3 +99,43 @@ pub fn std_fds_only(
     }
     Ok(())
 }
+
+/// A pipe that tells a freshly forked child whether its parent is still alive.
+///
+/// PR_SET_PDEATHSIG makes the kernel kill the child when its parent dies, but only
+/// from the moment the child asks; if the parent died just before, the child must
+/// notice by itself. Step 00 compares getppid() with the parent's PID. Across a PID
+/// namespace that does not work (getppid() is 0 when the parent lives outside our
+/// namespace), so the later steps use this pipe: the parent holds the write end for
+/// its whole life, and the child sees end-of-file once the parent is gone.
+pub struct Lifeline {
+    read: std::os::fd::OwnedFd,
+    write: std::os::fd::OwnedFd,
+}
+
+impl Lifeline {
+    /// Make the pipe; call before fork and keep it alive in the parent.
+    pub fn new() -> Result<Lifeline> {
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2(O_CLOEXEC)")?;
+        Ok(Lifeline { read, write })
+    }
+
+    /// In the child: have the kernel SIGKILL us when the parent dies, and fail if it
+    /// has died already.
+    pub fn die_with_parent(self) -> Result<()> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        drop(self.write);
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            .context("prctl(PR_SET_PDEATHSIG, SIGKILL)")?;
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&self.read),
+            PollFlags::POLLIN,
+        )];
+        let ready = poll(&mut fds, PollTimeout::ZERO).context("poll(lifeline)")?;
+        if ready > 0 {
+            anyhow::bail!("the runtime exited before the box started");
+        }
+        Ok(())
+    }
+}

@@ -76,6 +76,36 @@ pub const STEPS: &[Step] = &[
         built: "a box whose \"/\" is the rootfs: the canary is hidden by path, though the chroot escape still finds it",
         tour_args: &[],
     },
+    Step {
+        number: 2,
+        slug: "namespaces",
+        title: "namespaces: its own hostname and PIDs, and a real init",
+        needs: Needs::Root,
+        solution: include_str!("../solutions/02-namespaces.rs"),
+        hint: "unshare(CLONE_NEWPID) moves the caller's next child, not the caller, so it comes \
+               right before the fork. In init, unshare UTS, IPC and mount namespaces for itself, \
+               then sethostname. In supervise, signals.wait() returns one signal at a time: pass \
+               TERM, INT and HUP on with kill(child, signal); on SIGCHLD call \
+               waitpid(None, Some(WaitPidFlag::WNOHANG)) in a loop, because one SIGCHLD may stand \
+               for several dead children, and stop at StillAlive or ECHILD.",
+        built: "a box with its own hostname and PID numbers, run by an init that reaps orphans and passes signals on",
+        tour_args: &[],
+    },
+    Step {
+        number: 3,
+        slug: "mount-namespace",
+        title: "mount namespace: pivot_root, a /proc and /dev of its own",
+        needs: Needs::Root,
+        solution: include_str!("../solutions/03-mount-namespace.rs"),
+        hint: "Order matters. Make every mount private (MS_REC | MS_PRIVATE on \"/\") before \
+               mounting anything, or your mounts show up on the host. pivot_root needs the new \
+               root to be a mount point: bind-mount the rootfs onto itself first. After \
+               chdir(rootfs) and pivot_root(\".\", \".\"), the old root sits under the new one \
+               at \".\"; umount2(\".\", MNT_DETACH) removes it. Mount /proc only after the pivot, \
+               from init, so it shows init's PID namespace.",
+        built: "a box with its own mount table and root: only its own processes in /proc, and every route to the host canary closed",
+        tour_args: &[],
+    },
 ];
 
 /// The step with this number.

@@ -17,18 +17,19 @@ fn report() {
     let args = ["--", &probe, "--canary", &canary];
     let run = run_with(command(&step(STEP), &args, Some(lab.canary.dir())));
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
-    let host = host_filters(&[
+    let mut host = host_filters(&[
         "pid",
         "ppid",
         "hostname",
         "root",
-        "processes",
+        "root mount",
         "mounts",
         "memory limit",
         "pids limit",
         "cpu limit",
         "network",
     ]);
+    host.push(count_filter("processes"));
     snapshot("report", &run.stdout, host);
 }
 

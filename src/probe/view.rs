@@ -57,6 +57,15 @@ pub fn root_entries() -> String {
     }
 }
 
+/// Whether "/" is mounted read-only, from statvfs(2): no write needed to find out.
+pub fn root_mount() -> String {
+    match nix::sys::statvfs::statvfs("/") {
+        Ok(st) if st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) => "read-only".into(),
+        Ok(_) => "read-write".into(),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
 /// The numeric entries of /proc: the processes this /proc shows.
 pub fn proc_pids() -> Option<Vec<u32>> {
     if fs::metadata("/proc/self").is_err() {

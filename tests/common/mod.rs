@@ -428,6 +428,15 @@ pub fn host_filters(keys: &[&str]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A filter for a line whose value starts with a count that is the host's (how
+/// many processes the host runs): only the number is replaced.
+pub fn count_filter(key: &str) -> (String, String) {
+    (
+        format!(r"(?m)^{}: \d+ ", regex_escape(key)),
+        format!("{key}: [N] "),
+    )
+}
+
 /// Filters that apply in every step: the kernel's release and the count of
 /// capabilities root has (which a sandboxed host may trim).
 pub fn common_filters() -> Vec<(String, String)> {

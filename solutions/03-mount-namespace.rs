@@ -1,0 +1,306 @@
+//! # Step 03: a mount namespace, pivot_root, and a /proc of its own
+//!
+//! Step 02, with the filesystem walls made real. init now gets its own mount table.
+//! The table is made private first, so nothing it mounts ever propagates to the
+//! host. The rootfs becomes the root with pivot_root(2) instead of chroot(2), and
+//! the old root (the host's whole tree) is detached, so no `..` leads back to it.
+//! The box gets a fresh `/proc` for its own PID namespace and a minimal `/dev` on
+//! tmpfs. Only stdin, stdout and stderr cross into the box. With `--read-only`,
+//! the root is mounted read-only.
+//!
+//! The probe now sees only its own processes (init and itself) and its three mounts,
+//! and every route to the host canary fails: by path, by the chroot escape, through
+//! `/proc/*/root` and through a leaked descriptor.
+//!
+//! Syscalls: mount(2) with MS_PRIVATE, MS_BIND and MS_REMOUNT; pivot_root(2);
+//! umount2(2) with MNT_DETACH; mknod(2); close_range(2); on top of step 02.
+//!
+//! ```text
+//! $ sudo target/debug/03-mount-namespace --rootfs /tmp/rootfs -- /bin/probe
+//! processes: 2 (1 init, 2 probe)
+//! mounts: 3 (/ /proc /dev)
+//! canary via chroot escape: blocked (climbing .. ends at my own root)
+//! ```
+
+use isolab::prelude::*;
+use isolab::run::Lifeline;
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::prctl;
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use nix::sys::statvfs::{FsFlags, statvfs};
+use nix::sys::wait::WaitPidFlag;
+use nix::unistd::{chdir, execv, pivot_root, sethostname};
+
+/// Step 03: run a command with its own mount table, root and /proc (pivot_root).
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    #[command(flatten)]
+    rootfs: RootfsArg,
+    #[command(flatten)]
+    hostname: HostnameArg,
+    /// Mount the box's root read-only
+    #[arg(long)]
+    read_only: bool,
+    #[command(flatten)]
+    command: CommandArgs,
+}
+
+/// What init needs to build the box.
+struct BoxSpec<'a> {
+    rootfs: &'a Path,
+    hostname: &'a str,
+    read_only: bool,
+    command: &'a Command,
+}
+
+fn main() -> ExitCode {
+    isolab::main(|| {
+        let args: Args = isolab::cli::parse();
+        isolab::run::need_root("unshare(2) of new namespaces")?;
+        isolab::rootfs::need_root_mount()?;
+        let rootfs = args.rootfs.checked()?;
+        isolab::rootfs::need_mount_points(&rootfs, &["proc", "dev"])?;
+        let command = args.command.in_rootfs(&rootfs)?;
+        let spec = BoxSpec {
+            rootfs: &rootfs,
+            hostname: &args.hostname.hostname,
+            read_only: args.read_only,
+            command: &command,
+        };
+        run(&spec)
+    })
+}
+
+/// The signals init passes on to the command, and SIGCHLD (step 02).
+fn waited_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
+        set.add(signal);
+    }
+    set
+}
+
+fn run(spec: &BoxSpec) -> Result<i32> {
+    let signals = waited_signals();
+    signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
+    let lifeline = Lifeline::new()?;
+    unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID)")?;
+    // SAFETY: this program has no other threads, so the child may run any code.
+    match unsafe { fork() }.context("fork()")? {
+        ForkResult::Child => in_child(|| {
+            lifeline.die_with_parent()?;
+            init(spec, &signals)
+        }),
+        ForkResult::Parent { child } => supervise(child, &signals),
+    }
+}
+
+// ANCHOR: init
+/// PID 1 of the box: namespaces, a private mount table, the new root, /proc and
+/// /dev; then the command as its child, supervised until it ends.
+fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
+    prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
+    close_inherited_fds()?;
+    enter_namespaces(spec.hostname)?;
+    make_mounts_private()?;
+    pivot_into(spec.rootfs)?;
+    mount_proc()?;
+    mount_dev()?;
+    if spec.read_only {
+        remount_root_read_only()?;
+    }
+    // SAFETY: init has no other threads either.
+    match unsafe { fork() }.context("fork()")? {
+        ForkResult::Child => in_child(|| {
+            signals
+                .thread_unblock()
+                .context("sigprocmask(SIG_UNBLOCK)")?;
+            exec(spec.command)
+        }),
+        ForkResult::Parent { child } => std::process::exit(supervise(child, signals)?),
+    }
+}
+// ANCHOR_END: init
+
+/// Close every descriptor but 0, 1 and 2. Whatever the runtime inherited (a
+/// directory on the host, say) must not reach the box, not even through init:
+/// the command could open init's descriptors through /proc/1/fd.
+fn close_inherited_fds() -> Result<()> {
+    // SAFETY: close_range takes two numbers and flags; it touches no memory of ours,
+    // and nothing in init still uses a descriptor above 2.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3, u32::MAX, 0) };
+    Errno::result(rc).context("close_range(3, ~0)")?;
+    Ok(())
+}
+
+/// New UTS, IPC and mount namespaces, and our hostname (step 02).
+fn enter_namespaces(hostname: &str) -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS)
+        .context("unshare(CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNS)")?;
+    sethostname(hostname).with_context(|| format!("sethostname({hostname})"))?;
+    Ok(())
+}
+
+/// A new mount namespace starts as a copy of the host's, and on most hosts (systemd
+/// makes "/" shared) its mounts are still *peers* of the host's: a mount made in
+/// one appears in the other. Cut that tie, for every mount, before mounting anything.
+fn make_mounts_private() -> Result<()> {
+    // ANCHOR: make_mounts_private
+    //> mount(2) with no source, target "/", no type, and flags MS_REC | MS_PRIVATE:
+    //> every mount in our new namespace stops propagating to and from the host.
+    //> (Pass None::<&str> for the source, the type and the data.)
+    let none = None::<&str>;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .context("mount(/, MS_REC | MS_PRIVATE)")
+    // ANCHOR_END: make_mounts_private
+}
+
+/// Make `rootfs` the root of our mount namespace and detach the host's tree.
+fn pivot_into(rootfs: &Path) -> Result<()> {
+    // ANCHOR: pivot_into
+    //> pivot_root(2) needs the new root to be a mount: bind-mount `rootfs` onto itself
+    //> (MS_BIND | MS_REC). Then chdir into it and pivot_root(".", "."): the old root
+    //> is stacked under the new one at "/". umount2(".", MNT_DETACH) detaches it,
+    //> and chdir("/") puts us at the top of the new root.
+    let none = None::<&str>;
+    mount(
+        Some(rootfs),
+        rootfs,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .with_context(|| format!("mount({0}, {0}, MS_BIND | MS_REC)", rootfs.display()))?;
+    chdir(rootfs).with_context(|| format!("chdir({})", rootfs.display()))?;
+    pivot_root(".", ".").map_err(|e| pivot_error(e, rootfs))?;
+    umount2(".", MntFlags::MNT_DETACH).context("umount2(old root, MNT_DETACH)")?;
+    chdir("/").context("chdir(/)")?;
+    Ok(())
+    // ANCHOR_END: pivot_into
+}
+
+/// pivot_root says only EINVAL for most of what can go wrong; say what it means.
+fn pivot_error(errno: Errno, rootfs: &Path) -> anyhow::Error {
+    let why = match errno {
+        Errno::EINVAL => {
+            ": the rootfs must be on a filesystem that can be mounted elsewhere (not the \
+             initial ramfs), and the runtime must not itself run inside a chroot"
+        }
+        _ => "",
+    };
+    anyhow::Error::new(errno).context(format!("pivot_root(., .) in {}{why}", rootfs.display()))
+}
+
+/// A procfs shows the PID namespace of the process that mounts it: mounted by init,
+/// it shows the box's processes only.
+fn mount_proc() -> Result<()> {
+    // ANCHOR: mount_proc
+    //> mount(2) a new procfs: source "proc", target "/proc", type "proc", flags
+    //> MS_NOSUID | MS_NODEV | MS_NOEXEC. Mounted by init, it lists the box's PIDs.
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>)
+        .context("mount(proc, /proc, proc)")
+    // ANCHOR_END: mount_proc
+}
+
+/// A minimal /dev on a tmpfs: the device nodes every program expects, and no
+/// others (no disks, no /dev/mem, no /dev/kvm).
+fn mount_dev() -> Result<()> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount(
+        Some("tmpfs"),
+        "/dev",
+        Some("tmpfs"),
+        flags,
+        Some("mode=755,size=64k"),
+    )
+    .context("mount(tmpfs, /dev, tmpfs)")?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let path = format!("/dev/{name}");
+        let mode = Mode::from_bits_truncate(0o666);
+        mknod(path.as_str(), SFlag::S_IFCHR, mode, makedev(major, minor))
+            .with_context(|| format!("mknod({path}, {major}:{minor})"))?;
+        // mknod's mode passed through our umask; set it exactly.
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            path.as_str(),
+            mode,
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .with_context(|| format!("chmod({path}, 666)"))?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, format!("/dev/{link}"))
+            .with_context(|| format!("symlink({target}, /dev/{link})"))?;
+    }
+    Ok(())
+}
+
+/// Remount the root bind read-only, keeping the flags it already has (a rootfs
+/// under a nosuid /tmp stays nosuid).
+fn remount_root_read_only() -> Result<()> {
+    let current = statvfs("/").context("statvfs(/)")?.flags();
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+    for (has, keep) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    ] {
+        if current.contains(has) {
+            flags |= keep;
+        }
+    }
+    let none = None::<&str>;
+    mount(none, "/", none, flags, none).context("mount(/, MS_REMOUNT | MS_BIND | MS_RDONLY)")
+}
+
+/// Wait for `child`, passing signals on and reaping every child (step 02).
+fn supervise(child: Pid, signals: &SigSet) -> Result<i32> {
+    loop {
+        let signal = signals.wait().context("sigwait()")?;
+        if signal != Signal::SIGCHLD {
+            match kill(child, signal) {
+                Ok(()) | Err(Errno::ESRCH) => continue,
+                Err(e) => return Err(e).with_context(|| format!("kill({child}, {signal})")),
+            }
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => return Ok(code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                    return Ok(128 + sig as i32);
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(_) => continue,
+                Err(e) => return Err(e).context("waitpid(-1, WNOHANG)"),
+            }
+        }
+    }
+}
+
+/// Become the command (step 00).
+fn exec(command: &Command) -> Result<Infallible> {
+    execv(&command.path, &command.argv)
+        .with_context(|| format!("execv({})", command.path.to_string_lossy()))
+}

@@ -1,0 +1,224 @@
+//! Step 03, mount namespace: its own mount table, root, /proc and /dev; every route
+//! to the host canary closed; nothing it mounts ever reaches the host.
+
+mod common;
+use common::*;
+use nix::sys::signal::Signal;
+
+const STEP: &str = "03-mount-namespace";
+
+fn args(lab: &Lab, before: &[&str], command: &[&str]) -> Vec<String> {
+    let mut args = vec!["--rootfs".to_string(), lab.rootfs().display().to_string()];
+    args.extend(before.iter().map(|s| s.to_string()));
+    args.push("--".into());
+    args.extend(command.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Only its own processes and mounts, fds 0-2, and the canary out of reach by
+/// every route; the same host kernel and network, and root's full powers.
+#[test]
+fn report() {
+    needs!(root);
+    let lab = Lab::new();
+    let canary = lab.canary_arg();
+    let run = run_with(command(
+        &step(STEP),
+        &args(&lab, &[], &["/bin/probe", "--canary", &canary]),
+        Some(lab.canary.dir()),
+    ));
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_no_process_from(&lab.rootfs());
+    snapshot("report", &run.stdout, host_filters(&["network"]));
+}
+
+#[test]
+fn every_route_to_the_canary_is_closed() {
+    needs!(root);
+    let lab = Lab::new();
+    let canary = lab.canary_arg();
+    let run = run_with(command(
+        &step(STEP),
+        &args(&lab, &[], &["/bin/probe", "--canary", &canary]),
+        Some(lab.canary.dir()),
+    ));
+    let report = isolab::report::Report::parse(&run.stdout);
+    for route in [
+        "canary by path",
+        "canary via chroot escape",
+        "canary via /proc/*/root",
+        "canary via inherited fd",
+    ] {
+        assert!(
+            !report.get(route).starts_with("READABLE"),
+            "{route}: {}",
+            report.get(route)
+        );
+    }
+    assert_eq!(
+        report.get("open fds"),
+        "0 1 2",
+        "fd 3 was handed to the runtime and must not reach the box"
+    );
+}
+
+#[test]
+fn read_only_root() {
+    needs!(root);
+    let lab = Lab::new();
+    let run = run(&step(STEP), &args(&lab, &["--read-only"], &["/bin/probe"]));
+    assert_eq!(
+        isolab::report::Report::parse(&run.stdout).get("root mount"),
+        "read-only"
+    );
+    let run = run_with(command(
+        &step(STEP),
+        &args(&lab, &[], &["/bin/probe"]),
+        None,
+    ));
+    assert_eq!(
+        isolab::report::Report::parse(&run.stdout).get("root mount"),
+        "read-write"
+    );
+}
+
+/// While the box runs, with /proc, /dev and its root mounted, the host's mount table
+/// is exactly what it was: private propagation keeps every mount inside.
+#[test]
+fn the_boxs_mounts_never_reach_the_host() {
+    needs!(root);
+    let lab = Lab::new();
+    let before = mount_table();
+    let mut box_ = Running::start(command(
+        &step(STEP),
+        &args(&lab, &[], &["/bin/probe", "wait-signal"]),
+        None,
+    ));
+    box_.wait_for_line("ready");
+    assert_eq!(
+        mount_table(),
+        before,
+        "a mount of the box appeared on the host"
+    );
+    box_.signal(Signal::SIGTERM);
+    assert_eq!(box_.finish().0, 143);
+}
+
+#[test]
+fn init_reaps_orphans() {
+    needs!(root);
+    let lab = Lab::new();
+    let run = run(&step(STEP), &args(&lab, &[], &["/bin/probe", "orphan"]));
+    assert!(
+        run.stdout.contains("orphan reaped: yes"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+#[test]
+fn signals_and_exit_codes_are_passed_on() {
+    needs!(root);
+    let lab = Lab::new();
+    let mut box_ = Running::start(command(
+        &step(STEP),
+        &args(
+            &lab,
+            &[],
+            &["/bin/probe", "wait-signal", "--exit-code", "5"],
+        ),
+        None,
+    ));
+    box_.wait_for_line("ready");
+    box_.signal(Signal::SIGTERM);
+    assert_eq!(box_.finish().0, 5);
+    let killed = run(
+        &step(STEP),
+        &args(&lab, &[], &["/bin/probe", "kill-self", "INT"]),
+    );
+    assert_eq!(killed.code, Some(130));
+    let exited = run(&step(STEP), &args(&lab, &[], &["/bin/probe", "exit", "17"]));
+    assert_eq!(exited.code, Some(17));
+}
+
+#[test]
+fn killed_runtime_leaves_nothing() {
+    needs!(root);
+    let lab = Lab::new();
+    let mut box_ = Running::start(command(
+        &step(STEP),
+        &args(&lab, &[], &["/bin/probe", "wait-signal"]),
+        None,
+    ));
+    box_.wait_for_line("ready");
+    box_.signal(Signal::SIGKILL);
+    assert_eq!(box_.finish().0, 137); // and the host's mount table is unchanged
+    assert_no_process_from(&lab.rootfs());
+}
+
+/// With busybox in the rootfs (CI installs busybox-static), the box runs a real shell.
+#[test]
+fn a_shell_runs_in_the_box() {
+    needs!(root);
+    let lab = Lab::new();
+    if !lab.rootfs().join("bin/busybox").exists() {
+        let why = "needs a static busybox on the host: apt-get install busybox-static";
+        assert!(
+            std::env::var_os("ISOLAB_NO_SKIP").is_none(),
+            "ISOLAB_NO_SKIP is set and this test {why}"
+        );
+        eprintln!("skipped: this test {why}");
+        return;
+    }
+    let run = run(
+        &step(STEP),
+        &args(
+            &lab,
+            &[],
+            &["/bin/sh", "-c", "echo $(hostname) $$ $(cat /proc/1/comm)"],
+        ),
+    );
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    // The box's hostname, the shell's PID (2: init is 1), and PID 1's name.
+    assert_eq!(run.stdout.trim(), "isolab 2 init");
+}
+
+#[test]
+fn rootfs_without_dev_is_one_line() {
+    needs!(root);
+    let lab = Lab::new();
+    std::fs::remove_dir(lab.rootfs().join("dev")).unwrap();
+    let run = run(&step(STEP), &args(&lab, &[], &["/bin/probe"]));
+    assert_one_line_error(
+        &run,
+        125,
+        "has no /dev directory to mount on: create it with `mkdir",
+    );
+}
+
+/// A runtime started inside a chroot has no mount at "/" to make private or pivot
+/// from: it says so in one line instead of failing with a bare EINVAL.
+#[test]
+fn runtime_inside_a_chroot_is_one_line() {
+    needs!(root);
+    let outer = Lab::new();
+    let runtime = outer.rootfs().join("bin/runtime");
+    std::fs::copy(step(STEP), &runtime).unwrap();
+    isolab::rootfs::build(&outer.rootfs().join("inner"), &probe()).unwrap();
+    let chroot = target_dir().join("01-chroot-solution");
+    let run = run(
+        &chroot,
+        &[
+            "--rootfs",
+            &outer.rootfs().display().to_string(),
+            "--",
+            "/bin/runtime",
+            "--rootfs",
+            "/inner",
+            "--",
+            "/bin/probe",
+        ],
+    );
+    assert_one_line_error(&run, 125, "run the runtime from the host's own root");
+}
