@@ -22,17 +22,14 @@
 //! canary via chroot escape: blocked (climbing .. ends at my own root)
 //! ```
 
+use isolab::container;
 use isolab::prelude::*;
 use isolab::run::Lifeline;
-use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::prctl;
-use nix::sys::signal::{SigSet, Signal, kill};
-use nix::sys::stat::{Mode, SFlag, makedev, mknod};
-use nix::sys::statvfs::{FsFlags, statvfs};
-use nix::sys::wait::WaitPidFlag;
-use nix::unistd::{chdir, execv, pivot_root, sethostname};
+use nix::sys::signal::SigSet;
+use nix::unistd::{chdir, pivot_root};
 
 /// Step 03: run a command with its own mount table, root and /proc (pivot_root).
 #[derive(Parser)]
@@ -75,22 +72,8 @@ fn main() -> ExitCode {
     })
 }
 
-/// The signals init passes on to the command, and SIGCHLD (step 02).
-fn waited_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for signal in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGCHLD,
-    ] {
-        set.add(signal);
-    }
-    set
-}
-
 fn run(spec: &BoxSpec) -> Result<i32> {
-    let signals = waited_signals();
+    let signals = container::waited_signals();
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     let lifeline = Lifeline::new()?;
     unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID)")?;
@@ -100,7 +83,7 @@ fn run(spec: &BoxSpec) -> Result<i32> {
             lifeline.die_with_parent()?;
             init(spec, &signals)
         }),
-        ForkResult::Parent { child } => supervise(child, &signals),
+        ForkResult::Parent { child } => container::supervise(child, &signals),
     }
 }
 
@@ -109,14 +92,15 @@ fn run(spec: &BoxSpec) -> Result<i32> {
 /// /dev; then the command as its child, supervised until it ends.
 fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
-    close_inherited_fds()?;
-    enter_namespaces(spec.hostname)?;
+    container::close_inherited_fds()?;
+    let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
+    container::enter_namespaces(namespaces, spec.hostname)?;
     make_mounts_private()?;
     pivot_into(spec.rootfs)?;
     mount_proc()?;
-    mount_dev()?;
+    container::mount_dev()?;
     if spec.read_only {
-        remount_root_read_only()?;
+        container::remount_read_only("/")?;
     }
     // SAFETY: init has no other threads either.
     match unsafe { fork() }.context("fork()")? {
@@ -124,31 +108,12 @@ fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
             signals
                 .thread_unblock()
                 .context("sigprocmask(SIG_UNBLOCK)")?;
-            exec(spec.command)
+            container::exec(spec.command)
         }),
-        ForkResult::Parent { child } => std::process::exit(supervise(child, signals)?),
+        ForkResult::Parent { child } => std::process::exit(container::supervise(child, signals)?),
     }
 }
 // ANCHOR_END: init
-
-/// Close every descriptor but 0, 1 and 2. Whatever the runtime inherited (a
-/// directory on the host, say) must not reach the box, not even through init:
-/// the command could open init's descriptors through /proc/1/fd.
-fn close_inherited_fds() -> Result<()> {
-    // SAFETY: close_range takes two numbers and flags; it touches no memory of ours,
-    // and nothing in init still uses a descriptor above 2.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3, u32::MAX, 0) };
-    Errno::result(rc).context("close_range(3, ~0)")?;
-    Ok(())
-}
-
-/// New UTS, IPC and mount namespaces, and our hostname (step 02).
-fn enter_namespaces(hostname: &str) -> Result<()> {
-    unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS)
-        .context("unshare(CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNS)")?;
-    sethostname(hostname).with_context(|| format!("sethostname({hostname})"))?;
-    Ok(())
-}
 
 /// A new mount namespace starts as a copy of the host's, and on most hosts (systemd
 /// makes "/" shared) its mounts are still *peers* of the host's: a mount made in
@@ -181,23 +146,11 @@ fn pivot_into(rootfs: &Path) -> Result<()> {
     )
     .with_context(|| format!("mount({0}, {0}, MS_BIND | MS_REC)", rootfs.display()))?;
     chdir(rootfs).with_context(|| format!("chdir({})", rootfs.display()))?;
-    pivot_root(".", ".").map_err(|e| pivot_error(e, rootfs))?;
+    pivot_root(".", ".").map_err(|e| container::pivot_error(e, rootfs))?;
     umount2(".", MntFlags::MNT_DETACH).context("umount2(old root, MNT_DETACH)")?;
     chdir("/").context("chdir(/)")?;
     Ok(())
     // ANCHOR_END: pivot_into
-}
-
-/// pivot_root says only EINVAL for most of what can go wrong; say what it means.
-fn pivot_error(errno: Errno, rootfs: &Path) -> anyhow::Error {
-    let why = match errno {
-        Errno::EINVAL => {
-            ": the rootfs must be on a filesystem that can be mounted elsewhere (not the \
-             initial ramfs), and the runtime must not itself run inside a chroot"
-        }
-        _ => "",
-    };
-    anyhow::Error::new(errno).context(format!("pivot_root(., .) in {}{why}", rootfs.display()))
 }
 
 /// A procfs shows the PID namespace of the process that mounts it: mounted by init,
@@ -210,97 +163,4 @@ fn mount_proc() -> Result<()> {
     mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>)
         .context("mount(proc, /proc, proc)")
     // ANCHOR_END: mount_proc
-}
-
-/// A minimal /dev on a tmpfs: the device nodes every program expects, and no
-/// others (no disks, no /dev/mem, no /dev/kvm).
-fn mount_dev() -> Result<()> {
-    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
-    mount(
-        Some("tmpfs"),
-        "/dev",
-        Some("tmpfs"),
-        flags,
-        Some("mode=755,size=64k"),
-    )
-    .context("mount(tmpfs, /dev, tmpfs)")?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        let path = format!("/dev/{name}");
-        let mode = Mode::from_bits_truncate(0o666);
-        mknod(path.as_str(), SFlag::S_IFCHR, mode, makedev(major, minor))
-            .with_context(|| format!("mknod({path}, {major}:{minor})"))?;
-        // mknod's mode passed through our umask; set it exactly.
-        nix::sys::stat::fchmodat(
-            nix::fcntl::AT_FDCWD,
-            path.as_str(),
-            mode,
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        )
-        .with_context(|| format!("chmod({path}, 666)"))?;
-    }
-    for (link, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(target, format!("/dev/{link}"))
-            .with_context(|| format!("symlink({target}, /dev/{link})"))?;
-    }
-    Ok(())
-}
-
-/// Remount the root bind read-only, keeping the flags it already has (a rootfs
-/// under a nosuid /tmp stays nosuid).
-fn remount_root_read_only() -> Result<()> {
-    let current = statvfs("/").context("statvfs(/)")?.flags();
-    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
-    for (has, keep) in [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-    ] {
-        if current.contains(has) {
-            flags |= keep;
-        }
-    }
-    let none = None::<&str>;
-    mount(none, "/", none, flags, none).context("mount(/, MS_REMOUNT | MS_BIND | MS_RDONLY)")
-}
-
-/// Wait for `child`, passing signals on and reaping every child (step 02).
-fn supervise(child: Pid, signals: &SigSet) -> Result<i32> {
-    loop {
-        let signal = signals.wait().context("sigwait()")?;
-        if signal != Signal::SIGCHLD {
-            match kill(child, signal) {
-                Ok(()) | Err(Errno::ESRCH) => continue,
-                Err(e) => return Err(e).with_context(|| format!("kill({child}, {signal})")),
-            }
-        }
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == child => return Ok(code),
-                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
-                    return Ok(128 + sig as i32);
-                }
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Ok(_) => continue,
-                Err(e) => return Err(e).context("waitpid(-1, WNOHANG)"),
-            }
-        }
-    }
-}
-
-/// Become the command (step 00).
-fn exec(command: &Command) -> Result<Infallible> {
-    execv(&command.path, &command.argv)
-        .with_context(|| format!("execv({})", command.path.to_string_lossy()))
 }

@@ -249,3 +249,102 @@ pub fn resolve_within(root: &Path, inside: &Path) -> Result<Option<PathBuf>> {
     }
     Ok(Some(root.join(current)))
 }
+
+/// The box's budget, with the flags `docker run` uses, so habits carry over. Each
+/// is off unless given.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LimitArgs {
+    /// Memory limit: a number with b, k, m or g, e.g. 64m (at least 4m)
+    #[arg(long, value_name = "SIZE", value_parser = memory_size, allow_hyphen_values = true)]
+    pub memory: Option<u64>,
+    /// Most processes and threads the box may have at once, e.g. 32
+    #[arg(long, value_name = "N", value_parser = pids_limit, allow_hyphen_values = true)]
+    pub pids_limit: Option<u64>,
+    /// CPU time the box may use, in CPUs: 0.5 is half of one CPU
+    #[arg(long, value_name = "CPUS", value_parser = cpus, allow_hyphen_values = true)]
+    pub cpus: Option<Cpus>,
+}
+
+/// A CPU quota: `quota_us` of CPU time in every `period_us` of wall time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cpus {
+    pub quota_us: u64,
+    pub period_us: u64,
+}
+
+/// The CFS period docker uses: quotas are fractions of 100 ms.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// The most tasks any pids limit can name: the kernel's PID_MAX_LIMIT.
+pub const PID_MAX_LIMIT: u64 = 4_194_304;
+
+/// Sizes like `64m`, `1g`, `512k`, `1048576` or `1048576b`.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let s = text.trim().to_ascii_lowercase();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let shift = match unit {
+        "" | "b" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        _ => {
+            return Err(format!(
+                "{text} is not a size: use a number with b, k, m or g, e.g. 64m"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text} is not a size: use a number with b, k, m or g, e.g. 64m"))?;
+    n.checked_mul(1 << shift)
+        .filter(|bytes| *bytes <= i64::MAX as u64)
+        .ok_or_else(|| format!("{text} is more than a cgroup can express (at most 8 EiB)"))
+}
+
+fn memory_size(text: &str) -> std::result::Result<u64, String> {
+    let bytes = parse_size(text)?;
+    if bytes < 4 << 20 {
+        return Err(format!(
+            "{text} is too little memory for a box to start: give at least 4m"
+        ));
+    }
+    Ok(bytes)
+}
+
+fn pids_limit(text: &str) -> std::result::Result<u64, String> {
+    let n: u64 = text.trim().parse().map_err(|_| {
+        format!("{text} is not a number of processes: give a whole number from 1, e.g. 32")
+    })?;
+    match n {
+        0 => Err("0 processes would not even let the box start: give at least 1".into()),
+        n if n > PID_MAX_LIMIT => Err(format!(
+            "{n} is more than the kernel allows ({PID_MAX_LIMIT})"
+        )),
+        n => Ok(n),
+    }
+}
+
+fn cpus(text: &str) -> std::result::Result<Cpus, String> {
+    let n: f64 = text
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite())
+        .ok_or_else(|| format!("{text} is not a number of CPUs: give one like 0.5 or 2"))?;
+    let online = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    if n < 0.01 {
+        return Err(format!("{text} CPUs is too little: give at least 0.01"));
+    }
+    if n > online {
+        return Err(format!(
+            "{text} CPUs is more than this machine has ({online})"
+        ));
+    }
+    Ok(Cpus {
+        quota_us: (n * CPU_PERIOD_US as f64).round() as u64,
+        period_us: CPU_PERIOD_US,
+    })
+}

@@ -9,6 +9,7 @@
 pub mod canary;
 pub mod cgroup;
 pub mod cli;
+pub mod container;
 pub mod exercise;
 pub mod report;
 pub mod rootfs;
@@ -20,7 +21,7 @@ pub use run::{Command, in_child, main};
 
 /// What every step file imports: the toolkit's pieces and the crates they use.
 pub mod prelude {
-    pub use crate::cli::{CommandArgs, HostnameArg, RootfsArg};
+    pub use crate::cli::{CommandArgs, HostnameArg, LimitArgs, RootfsArg};
     pub use crate::run::{Command, in_child};
     pub use anyhow::{Context, Result, bail};
     pub use clap::Parser;

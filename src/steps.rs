@@ -106,6 +106,21 @@ pub const STEPS: &[Step] = &[
         built: "a box with its own mount table and root: only its own processes in /proc, and every route to the host canary closed",
         tour_args: &[],
     },
+    Step {
+        number: 4,
+        slug: "cgroups",
+        title: "cgroups: memory, PID and CPU limits",
+        needs: Needs::Root,
+        solution: include_str!("../solutions/04-cgroups.rs"),
+        hint: "A limit is a number written into a file of the box's cgroup directory; joining \
+               is writing \"0\" into its cgroup.procs. v2 names: memory.max, pids.max, and \
+               cpu.max holding \"QUOTA PERIOD\". v1 names: memory.limit_in_bytes, pids.max, and \
+               cpu.cfs_period_us then cpu.cfs_quota_us. Try `04-cgroups --show-limit-files \
+               --memory 64m --pids-limit 32 --cpus 0.5 --rootfs DIR -- /bin/probe` against the \
+               reference to see what each limit becomes.",
+        built: "a box with a budget the kernel enforces: a memory hog is killed, a fork bomb stops, a spinner is throttled",
+        tour_args: &["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"],
+    },
 ];
 
 /// The step with this number.

@@ -104,8 +104,20 @@ pub fn mounts() -> String {
     let Ok(table) = fs::read_to_string("/proc/self/mountinfo") else {
         return "unknown (/proc is not mounted)".into();
     };
-    // Field 5 of each line is the mount point, as seen from our root.
-    let points: Vec<&str> = table.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+    // Field 5 of each line is the mount point, as seen from our root. Whatever is
+    // mounted under /sys/fs/cgroup is one entry: how many hierarchies it holds is
+    // the host's layout (v1, v2 or hybrid), not the box's.
+    let mut points: Vec<&str> = Vec::new();
+    for point in table.lines().filter_map(|l| l.split(' ').nth(4)) {
+        let point = if point.starts_with("/sys/fs/cgroup/") {
+            "/sys/fs/cgroup"
+        } else {
+            point
+        };
+        if !points.contains(&point) {
+            points.push(point);
+        }
+    }
     if points.len() > LIST_AT_MOST {
         return format!("{} (too many to list: the host's mounts)", points.len());
     }

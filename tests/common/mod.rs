@@ -143,6 +143,8 @@ impl Lab {
 /// What a finished run gave back.
 #[derive(Debug)]
 pub struct Run {
+    /// The PID of the process we started (the runtime).
+    pub pid: u32,
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
@@ -190,8 +192,10 @@ pub fn run_with(mut cmd: Command) -> Run {
     let child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+    let pid = child.id();
     let out = wait_output(child, Duration::from_secs(60));
     let run = Run {
+        pid,
         code: out.0.code().or_else(|| {
             use std::os::unix::process::ExitStatusExt;
             out.0.signal().map(|s| 128 + s)
@@ -302,6 +306,7 @@ impl Running {
         let status = self.child.wait().ok().and_then(|s| s.code());
         let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new));
         let run = Run {
+            pid: self.child.id(),
             code: status,
             stdout: self.seen.join("\n"),
             stderr: stderr.join().unwrap_or_default(),
