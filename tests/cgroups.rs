@@ -59,7 +59,11 @@ fn report() {
     let run = run_with(cmd);
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     assert_no_process_from(&lab.rootfs());
-    snapshot("report", &run.stdout, host_filters(&["network"]));
+    snapshot(
+        "report",
+        &run.stdout,
+        host_filters(&["network", "outside network"]),
+    );
 }
 
 #[test]

@@ -32,7 +32,7 @@ fn report() {
     snapshot(
         "report",
         &run.stdout,
-        host_filters(&["pid", "ppid", "hostname", "network"]),
+        host_filters(&["pid", "ppid", "hostname", "network", "outside network"]),
     );
 }
 

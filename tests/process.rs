@@ -28,6 +28,8 @@ fn report() {
         "pids limit",
         "cpu limit",
         "network",
+        "setuid-root binary",
+        "outside network",
     ]);
     host.push(count_filter("processes"));
     snapshot("report", &run.stdout, host);

@@ -38,6 +38,13 @@ struct Args {
 enum What {
     /// Print the report (what runs when no subcommand is given)
     Report,
+    /// Print the effective capability set as a hex mask (the report re-executes
+    /// itself with this to see what exec gives back)
+    #[command(hide = true)]
+    Caps,
+    /// Print the effective user ID (the report runs a setuid copy of itself with this)
+    #[command(hide = true)]
+    Euid,
     /// Exit with this code
     Exit { code: u8 },
     /// Kill itself with this signal (a number, or a name like TERM)
@@ -70,6 +77,11 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match args.what.unwrap_or(What::Report) {
         What::Report => report::print(args.canary.as_deref()),
+        What::Caps => privileges::print_caps(),
+        What::Euid => {
+            println!("{}", nix::unistd::geteuid());
+            ExitCode::SUCCESS
+        }
         What::Exit { code } => ExitCode::from(code),
         What::KillSelf { signal } => demos::kill_self(&signal),
         What::Orphan => demos::orphan(),

@@ -242,3 +242,115 @@ pub fn network() -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// This program's path: /proc/self/exe, or argv[0] when /proc is not mounted.
+fn my_path() -> Option<std::path::PathBuf> {
+    std::env::current_exe().ok().or_else(|| {
+        let argv0 = std::path::PathBuf::from(std::env::args_os().next()?);
+        (argv0.is_absolute() && argv0.is_file()).then_some(argv0)
+    })
+}
+
+/// `probe caps`: the effective set as hex, for the parent probe to compare.
+pub fn print_caps() -> std::process::ExitCode {
+    println!("{:x}", effective_caps().unwrap_or(0));
+    std::process::ExitCode::SUCCESS
+}
+
+/// Run `program arg` in a child (after `before_exec` there) and return what it printed.
+fn run_self(
+    program: &std::path::Path,
+    arg: &str,
+    before_exec: impl FnOnce() -> bool,
+) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let (read, write) = nix::unistd::pipe().ok()?;
+    let path = std::ffi::CString::new(program.as_os_str().as_encoded_bytes()).ok()?;
+    let argv = [path.clone(), std::ffi::CString::new(arg).ok()?];
+    // The output is a line or two, far less than a pipe holds, so waiting for the
+    // child before reading cannot block it.
+    let code = in_fork(|| {
+        // SAFETY: dup2 onto stdout; both descriptors are ours and open.
+        if unsafe { libc::dup2(write.as_raw_fd(), 1) } < 0 || !before_exec() {
+            return 1;
+        }
+        let _ = nix::unistd::execv(&path, &argv);
+        1
+    });
+    drop(write);
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut out).ok()?;
+    (code == Some(0)).then(|| out.trim().to_string())
+}
+
+/// Root that execs a program gets every capability in its bounding set back: a
+/// runtime that clears only the effective and permitted sets has dropped nothing
+/// that lasts. Exec ourselves and compare.
+pub fn capabilities_after_exec() -> String {
+    let Some(now) = effective_caps() else {
+        return "unknown (capget failed)".into();
+    };
+    let Some(me) = my_path() else {
+        return "unknown (cannot find my own program)".into();
+    };
+    match run_self(&me, "caps", || true).and_then(|hex| u64::from_str_radix(&hex, 16).ok()) {
+        Some(after) if after == now => "the same".into(),
+        Some(after) if after & !now != 0 => format!(
+            "MORE ({} regained: the drop did not stick)",
+            (after & !now).count_ones()
+        ),
+        Some(after) => format!("fewer ({})", after.count_ones()),
+        None => "unknown (could not run myself again)".into(),
+    }
+}
+
+/// A setuid-root program run by an ordinary user runs as root (that is what `su`
+/// and `sudo` are). With no_new_privs, exec ignores the setuid bit. The probe makes
+/// a setuid-root copy of itself in /tmp, drops to user 65534 in a child, runs the
+/// copy, and asks it for its effective user ID.
+pub fn try_setuid_binary() -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(me) = my_path() else {
+        return "unknown (cannot find my own program)".into();
+    };
+    if let Ok(st) = nix::sys::statvfs::statvfs("/tmp") {
+        let flags = st.flags();
+        if flags.contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+            return "not tried (/tmp is read-only)".into();
+        }
+        if flags.contains(nix::sys::statvfs::FsFlags::ST_NOSUID) {
+            return "not tried (/tmp is mounted nosuid)".into();
+        }
+    }
+    let copy = std::path::PathBuf::from(format!("/tmp/.isolab-setuid-{}", std::process::id()));
+    let made = std::fs::copy(&me, &copy)
+        .and_then(|_| std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o4755)));
+    let result = match made {
+        Err(e) => format!("not tried (could not make a setuid copy: {e})"),
+        Ok(()) => {
+            let nobody = nix::unistd::Uid::from_raw(65534);
+            let euid = run_self(&copy, "euid", || nix::unistd::setuid(nobody).is_ok());
+            match euid.as_deref() {
+                Some("0") => "grants root (euid 0)".into(),
+                Some(other) => format!("refused (euid stays {other})"),
+                None => "refused (could not run it)".into(),
+            }
+        }
+    };
+    let _ = std::fs::remove_file(&copy);
+    result
+}
+
+/// Whether any route leads beyond loopback: connect(2) on a UDP socket sends
+/// nothing, it only looks up a route (to TEST-NET-1, an address nobody uses).
+pub fn outside_network() -> String {
+    let socket = match std::net::UdpSocket::bind("0.0.0.0:0") {
+        Ok(s) => s,
+        Err(e) => return format!("unknown ({e})"),
+    };
+    match socket.connect("192.0.2.1:9") {
+        Ok(()) => "reachable (there is a route out)".into(),
+        Err(e) if e.raw_os_error() == Some(libc::ENETUNREACH) => "unreachable (no route)".into(),
+        Err(e) => format!("unreachable ({e})"),
+    }
+}

@@ -39,6 +39,10 @@ pub fn print(canary: Option<&Path>) -> ExitCode {
 
     section("what I may ask the kernel");
     line("capabilities", privileges::capabilities());
+    line(
+        "capabilities after exec",
+        privileges::capabilities_after_exec(),
+    );
     line("no_new_privs", privileges::no_new_privs());
     line("seccomp", privileges::seccomp());
     line("mount a filesystem", privileges::try_mount());
@@ -47,7 +51,9 @@ pub fn print(canary: Option<&Path>) -> ExitCode {
     line("set the clock", privileges::try_set_clock());
     line("new user namespace", privileges::try_user_namespace());
     line("ptrace my parent", privileges::try_ptrace_parent());
+    line("setuid-root binary", privileges::try_setuid_binary());
     line("network", privileges::network());
+    line("outside network", privileges::outside_network());
     ExitCode::SUCCESS
 }
 

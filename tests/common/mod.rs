@@ -120,9 +120,11 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Lab {
+        // Under target/, not /tmp: a tmpfs /tmp is often mounted nosuid, which would
+        // change what the probe's setuid check can show.
         let dir = tempfile::Builder::new()
             .prefix("isolab-test-")
-            .tempdir()
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("temp dir");
         isolab::rootfs::build(&dir.path().join("rootfs"), &probe()).expect("building the rootfs");
         Lab {
