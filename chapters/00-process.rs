@@ -74,7 +74,7 @@ fn exec(command: &Command) -> Result<Infallible> {
     //       that names the call and the path, e.g. "execv(/bin/probe)".
     todo!(
         "step 00, `exec`: not written yet. Read the TODO above this line in chapters/00-process.rs, or run `isolab hint 0`"
-    )
+    );
     // ANCHOR_END: exec
 }
 
@@ -86,6 +86,6 @@ fn wait_for(child: Pid) -> Result<i32> {
     //       number (`signal as i32`). Any other status means it is still alive: wait again.
     todo!(
         "step 00, `wait`: not written yet. Read the TODO above this line in chapters/00-process.rs, or run `isolab hint 0`"
-    )
+    );
     // ANCHOR_END: wait
 }

@@ -68,7 +68,7 @@ fn enter_rootfs(rootfs: &Path) -> Result<()> {
     //       error a context naming the call, e.g. "chroot(/tmp/rootfs)".
     todo!(
         "step 01, `enter_rootfs`: not written yet. Read the TODO above this line in chapters/01-chroot.rs, or run `isolab hint 1`"
-    )
+    );
     // ANCHOR_END: enter_rootfs
 }
 

@@ -105,7 +105,7 @@ fn new_pid_namespace() -> Result<()> {
     //       this) becomes PID 1 of the new namespace. Context: "unshare(CLONE_NEWPID)".
     todo!(
         "step 02, `new_pid_namespace`: not written yet. Read the TODO above this line in chapters/02-namespaces.rs, or run `isolab hint 2`"
-    )
+    );
     // ANCHOR_END: new_pid_namespace
 }
 
@@ -137,7 +137,7 @@ fn enter_namespaces(hostname: &str) -> Result<()> {
     //       inside the new UTS namespace. Name each call in its error context.
     todo!(
         "step 02, `enter_namespaces`: not written yet. Read the TODO above this line in chapters/02-namespaces.rs, or run `isolab hint 2`"
-    )
+    );
     // ANCHOR_END: enter_namespaces
 }
 
@@ -171,7 +171,7 @@ fn supervise(child: Pid, signals: &SigSet) -> Result<i32> {
     //       the one that ended is `child`, return its code, or 128 + signal if killed.
     todo!(
         "step 02, `supervise`: not written yet. Read the TODO above this line in chapters/02-namespaces.rs, or run `isolab hint 2`"
-    )
+    );
     // ANCHOR_END: supervise
 }
 

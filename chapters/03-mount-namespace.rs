@@ -129,7 +129,7 @@ fn make_mounts_private() -> Result<()> {
     //       (Pass None::<&str> for the source, the type and the data.)
     todo!(
         "step 03, `make_mounts_private`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `isolab hint 3`"
-    )
+    );
     // ANCHOR_END: make_mounts_private
 }
 
@@ -142,7 +142,7 @@ fn pivot_into(rootfs: &Path) -> Result<()> {
     //       and chdir("/") puts us at the top of the new root.
     todo!(
         "step 03, `pivot_into`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `isolab hint 3`"
-    )
+    );
     // ANCHOR_END: pivot_into
 }
 
@@ -154,6 +154,6 @@ fn mount_proc() -> Result<()> {
     //       MS_NOSUID | MS_NODEV | MS_NOEXEC. Mounted by init, it lists the box's PIDs.
     todo!(
         "step 03, `mount_proc`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `isolab hint 3`"
-    )
+    );
     // ANCHOR_END: mount_proc
 }

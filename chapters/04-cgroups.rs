@@ -213,7 +213,7 @@ impl BoxCgroups {
         //       parent's cgroups, so everything init forks afterwards is inside too.
         todo!(
             "step 04, `join`: not written yet. Read the TODO above this line in chapters/04-cgroups.rs, or run `isolab hint 4`"
-        )
+        );
         // ANCHOR_END: join
     }
 
@@ -277,7 +277,7 @@ fn limit_files(version: Version, limits: &LimitArgs) -> Vec<(&'static str, Strin
     //       period, then "cpu.cfs_quota_us" = quota. Limits are plain decimal numbers.
     todo!(
         "step 04, `limit_files`: not written yet. Read the TODO above this line in chapters/04-cgroups.rs, or run `isolab hint 4`"
-    )
+    );
     // ANCHOR_END: limit_files
 }
 

@@ -102,12 +102,13 @@ pub fn skeleton(number: u8, file: &str, solution: &str) -> Result<String> {
             let lead = if k == 0 { "// TODO: " } else { "//       " };
             out.push(format!("{indent}{lead}{hint}").trim_end().to_string());
         }
-        // Laid out as rustfmt lays out a call whose argument does not fit on one line.
+        // Laid out as rustfmt lays out a call whose argument does not fit on one line;
+        // a statement, so that it may stand in the middle of a function too.
         out.push(format!("{indent}todo!("));
         out.push(format!(
             "{indent}    \"step {number:02}, `{name}`: not written yet. Read the TODO above this line in chapters/{file}, or run `isolab hint {number}`\""
         ));
-        out.push(format!("{indent})"));
+        out.push(format!("{indent});"));
         out.push(lines[i + end].to_string());
         i += end + 1;
     }

@@ -6,7 +6,9 @@
 //! prints errors as one line, and the workshop's own bookkeeping (the steps, the
 //! exercise generator, reading probe reports).
 
+pub mod box_cgroups;
 pub mod canary;
+pub mod caps;
 pub mod cgroup;
 pub mod cli;
 pub mod container;
@@ -15,6 +17,7 @@ pub mod report;
 pub mod rootfs;
 pub mod run;
 pub mod scorecard;
+pub mod seccomp;
 pub mod steps;
 
 pub use run::{Command, in_child, main};

@@ -121,6 +121,21 @@ pub const STEPS: &[Step] = &[
         built: "a box with a budget the kernel enforces: a memory hog is killed, a fork bomb stops, a spinner is throttled",
         tour_args: &["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"],
     },
+    Step {
+        number: 5,
+        slug: "hardening",
+        title: "hardening: capabilities, no_new_privs, seccomp, a network namespace",
+        needs: Needs::Root,
+        solution: include_str!("../solutions/05-hardening.rs"),
+        hint: "Drop from the bounding set first (it needs CAP_SETPCAP, which you keep), then \
+               clear the ambient set, then capset effective = permitted = the kept set. Set \
+               no_new_privs before installing the filter. In the filter, each refused call is two \
+               instructions: jump_if_equal(nr, 0, 1) falls through to ret(errno(EPERM)) when it \
+               matches, and skips it when not. Compare your report with the reference: \
+               `capabilities after exec` says MORE when a drop did not stick.",
+        built: "a box that may not mount, reboot, load modules, set the clock, trace, make namespaces or reach the network",
+        tour_args: &["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"],
+    },
 ];
 
 /// The step with this number.

@@ -6,98 +6,17 @@
 use crate::routes::in_fork;
 use nix::errno::Errno;
 
-/// Capability names, by number (capabilities(7)).
-const CAP_NAMES: [&str; 41] = [
-    "chown",
-    "dac_override",
-    "dac_read_search",
-    "fowner",
-    "fsetid",
-    "kill",
-    "setgid",
-    "setuid",
-    "setpcap",
-    "linux_immutable",
-    "net_bind_service",
-    "net_broadcast",
-    "net_admin",
-    "net_raw",
-    "ipc_lock",
-    "ipc_owner",
-    "sys_module",
-    "sys_rawio",
-    "sys_chroot",
-    "sys_ptrace",
-    "sys_pacct",
-    "sys_admin",
-    "sys_boot",
-    "sys_nice",
-    "sys_resource",
-    "sys_time",
-    "sys_tty_config",
-    "mknod",
-    "lease",
-    "audit_write",
-    "audit_control",
-    "setfcap",
-    "mac_override",
-    "mac_admin",
-    "syslog",
-    "wake_alarm",
-    "block_suspend",
-    "audit_read",
-    "perfmon",
-    "bpf",
-    "checkpoint_restore",
-];
-
-/// The highest capability number this kernel knows, found by asking for the
-/// bounding set bit of each until the kernel says EINVAL.
-fn last_cap() -> u32 {
-    // SAFETY: PR_CAPBSET_READ takes an integer and reads nothing from memory.
-    (0..64)
-        .take_while(|&c| unsafe { libc::prctl(libc::PR_CAPBSET_READ, c) } >= 0)
-        .last()
-        .unwrap_or(0)
-}
+use isolab::caps;
 
 fn effective_caps() -> Option<u64> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Default, Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut header = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    }; // _LINUX_CAPABILITY_VERSION_3
-    let mut data = [Data::default(); 2];
-    // SAFETY: capget writes two Data structs for version 3; both pointers are valid.
-    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
-    (rc == 0).then(|| data[0].effective as u64 | (data[1].effective as u64) << 32)
-}
-
-/// The bounding set: the most any exec can ever give this process.
-fn bounding_caps(last: u32) -> u64 {
-    (0..=last)
-        // SAFETY: PR_CAPBSET_READ takes an integer and reads nothing from memory.
-        .filter(|&c| unsafe { libc::prctl(libc::PR_CAPBSET_READ, c) } == 1)
-        .fold(0, |set, c| set | 1 << c)
+    caps::get().ok().map(|s| s.effective)
 }
 
 pub fn capabilities() -> String {
     let Some(eff) = effective_caps() else {
         return "unknown (capget failed)".into();
     };
-    let last = last_cap();
-    if eff == bounding_caps(last) && eff.count_ones() > 30 {
+    if eff == caps::bounding() && eff.count_ones() > 30 {
         // Whatever the host grants root, untouched: all 41 on a laptop; a sandbox
         // may hold a few back.
         return format!("all {} that root has on this host", eff.count_ones());
@@ -105,11 +24,13 @@ pub fn capabilities() -> String {
     if eff == 0 {
         return "none".into();
     }
-    let names: Vec<&str> = (0..=last)
-        .filter(|c| eff & (1 << c) != 0)
-        .map(|c| CAP_NAMES.get(c as usize).copied().unwrap_or("?"))
-        .collect();
-    format!("{} of {}: {}", names.len(), last + 1, names.join(" "))
+    let names = caps::names(eff);
+    format!(
+        "{} of {}: {}",
+        names.len(),
+        caps::last_cap() + 1,
+        names.join(" ")
+    )
 }
 
 pub fn no_new_privs() -> String {
@@ -187,6 +108,22 @@ pub fn try_set_clock() -> String {
     verdict(Errno::result(rc).map(drop))
 }
 
+/// setpriority(2) to nice -1, in a child so the probe itself is unchanged: making
+/// a process more important than others needs CAP_SYS_NICE (the kernel says
+/// EACCES without it). No seccomp filter refuses it: it is the capability test.
+pub fn try_raise_priority() -> String {
+    let code = in_fork(|| {
+        // SAFETY: setpriority takes integers; it changes only this child.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -1) };
+        if rc == 0 { 0 } else { Errno::last() as i32 }
+    });
+    match code {
+        Some(0) => "allowed".into(),
+        Some(e) => format!("refused ({:?})", Errno::from_raw(e)),
+        None => "unknown (fork failed)".into(),
+    }
+}
+
 /// unshare(CLONE_NEWUSER) in a child: a user namespace would give it a full set of
 /// capabilities inside it. (The kernel also refuses it to a chrooted process.)
 pub fn try_user_namespace() -> String {
@@ -199,7 +136,7 @@ pub fn try_user_namespace() -> String {
     match code {
         Some(0) => "allowed".into(),
         Some(e) if e == Errno::EPERM as i32 => "refused (EPERM)".into(),
-        Some(e) => format!("refused ({})", Errno::from_raw(e)),
+        Some(e) => format!("refused ({:?})", Errno::from_raw(e)),
         None => "unknown (fork failed)".into(),
     }
 }
@@ -217,7 +154,7 @@ pub fn try_ptrace_parent() -> String {
     match code {
         Some(0) => "allowed".into(),
         Some(e) if e == Errno::EPERM as i32 => "refused (EPERM)".into(),
-        Some(e) => format!("refused ({})", Errno::from_raw(e)),
+        Some(e) => format!("refused ({:?})", Errno::from_raw(e)),
         None => "unknown (fork failed)".into(),
     }
 }

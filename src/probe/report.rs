@@ -49,6 +49,7 @@ pub fn print(canary: Option<&Path>) -> ExitCode {
     line("reboot", privileges::try_reboot());
     line("load a module", privileges::try_load_module());
     line("set the clock", privileges::try_set_clock());
+    line("raise my priority", privileges::try_raise_priority());
     line("new user namespace", privileges::try_user_namespace());
     line("ptrace my parent", privileges::try_ptrace_parent());
     line("setuid-root binary", privileges::try_setuid_binary());
