@@ -791,6 +791,31 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The tour's rows for the KVM steps: one column per step.
+    pub fn render(columns: &[(String, Option<Summary>)]) -> String {
+        let width = columns.iter().map(|(h, _)| h.len()).max().unwrap_or(0);
+        type Cell = fn(&Summary) -> String;
+        let rows: [(&str, Cell); 2] = [
+            ("own kernel code", |_| "yes".into()),
+            ("exits handled by the host", |s| s.exits.to_string()),
+        ];
+        let label = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        let mut out = format!("{:label$}", "");
+        for (heading, _) in columns {
+            out += &format!("  {heading:>width$}");
+        }
+        out.push('\n');
+        for (name, cell) in rows {
+            out += &format!("{name:label$}");
+            for (_, summary) in columns {
+                let value = summary.as_ref().map(cell).unwrap_or_else(|| "?".into());
+                out += &format!("  {value:>width$}");
+            }
+            out.push('\n');
+        }
+        out
+    }
+
     pub fn parse(stdout: &str) -> Option<Summary> {
         let said = stdout
             .lines()
@@ -851,6 +876,21 @@ mod tests {
                 exits: 7
             })
         );
+    }
+
+    #[test]
+    fn tour_rows() {
+        let summary = |exits| {
+            Some(Summary {
+                said: String::new(),
+                exits,
+            })
+        };
+        let columns = [
+            ("06-kvm-real-mode".to_string(), summary(23)),
+            ("07-kvm-long-mode".to_string(), summary(5)),
+        ];
+        insta::assert_snapshot!("tour_rows", Summary::render(&columns));
     }
 
     #[test]
