@@ -100,7 +100,7 @@ pub const STEPS: &[Step] = &[
                as LME, and CR4 needs PAE, or the ioctl says EINVAL. The CPU runs on the segment copies \
                in kvm_segment: cs needs l = 1 (64-bit) and present = 1. For an MMIO read, write the \
                answer into run.run_mut().__bindgen_anon_1.mmio.data before the next KVM_RUN.",
-        built: "a 64-bit guest with page tables you laid out, a device it reaches by MMIO, and an exit code it hands back",
+        built: "a 64-bit guest in the long mode you switched on, a device it reaches by MMIO, and an exit code it hands back",
         tour_args: &[],
     },
 ];

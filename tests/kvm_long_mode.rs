@@ -31,14 +31,15 @@ fn the_host_answers_the_mmio_read() {
     assert!(
         run.stdout
             .contains("guest said: The doubler turned 21 into 42.")
+            && run.stdout.contains("rbx 0x2a")
+            && run.stdout.contains("(the guest's answer): 42"),
+        "the guest did not read 42 back from the doubler: does mmio() put the answer into \
+         the run area's mmio.data before the next KVM_RUN?\n{}",
+        run.stdout
     );
     assert!(
         run.stdout
-            .contains("MMIO read 0x10000000, 4 bytes  => answered 42")
-    );
-    assert!(run.stdout.contains("rbx 0x2a"), "{}", run.stdout);
-    assert!(
-        run.stdout.contains("(the guest's answer): 42"),
+            .contains("MMIO read 0x10000000, 4 bytes  => answered 42"),
         "{}",
         run.stdout
     );
