@@ -3,8 +3,9 @@
 //! The lessons live in `solutions/` (and the learner's copies in `chapters/`). This
 //! crate holds what is plumbing rather than lesson: building a root filesystem,
 //! the host canary, the command-line pieces every step takes, running a `main` that
-//! prints errors as one line, and the workshop's own bookkeeping (the steps, the
-//! exercise generator, reading probe reports).
+//! prints errors as one line, the hypervisor steps' plumbing (guest memory, the
+//! shared run structure, decoded exits and their trace), and the workshop's own
+//! bookkeeping (the steps, the exercise generator, reading probe reports).
 
 pub mod box_cgroups;
 pub mod canary;
@@ -13,6 +14,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod container;
 pub mod exercise;
+pub mod kvm;
 pub mod report;
 pub mod rootfs;
 pub mod run;

@@ -136,6 +136,33 @@ pub const STEPS: &[Step] = &[
         built: "a box that may not mount, reboot, load modules, set the clock, trace, make namespaces or reach the network",
         tour_args: &["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"],
     },
+    Step {
+        number: 6,
+        slug: "kvm-real-mode",
+        title: "a virtual machine on KVM, in real mode",
+        needs: Needs::Kvm,
+        solution: include_str!("../solutions/06-kvm-real-mode.rs"),
+        hint: "Every _IO ioctl is declared with ioctl_write_int_bad!(name, request_code_none!(KVMIO, nr)) \
+               and called with an explicit 0 (or its integer argument): KVM answers EINVAL to a stray \
+               argument. The fds come back as the ioctl's return value. In real mode an address is \
+               segment base + offset, and KVM wants both the selector and the base: selector 0x100, \
+               base 0x1000. In decode, the exit reason says which member of the union is valid.",
+        built: "a hypervisor: a VM with its own memory and vCPU, running your guest's code and handling each of its exits",
+        tour_args: &[],
+    },
+    Step {
+        number: 7,
+        slug: "kvm-long-mode",
+        title: "long mode: page tables, MMIO and hypercalls",
+        needs: Needs::Kvm,
+        solution: include_str!("../solutions/07-kvm-long-mode.rs"),
+        hint: "KVM_SET_SREGS sets the state after the switch to long mode, so EFER needs LMA as well \
+               as LME, and CR4 needs PAE, or the ioctl says EINVAL. The CPU runs on the segment copies \
+               in kvm_segment: cs needs l = 1 (64-bit) and present = 1. For an MMIO read, write the \
+               answer into run.run_mut().__bindgen_anon_1.mmio.data before the next KVM_RUN.",
+        built: "a 64-bit guest in the long mode you switched on, a device it reaches by MMIO, and an exit code it hands back",
+        tour_args: &[],
+    },
 ];
 
 /// The step with this number.

@@ -190,8 +190,48 @@ fn tour() -> Result<ExitCode> {
         isolab::scorecard::render(&columns, std::io::stdout().is_terminal())
     );
     println!("Read down a column to see one box; across a row to see when a wall appears.");
+    tour_kvm(&target)?;
     println!("Each chapter of the book explains one column: start with `mdbook serve book`.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The other side: run each KVM reference step and show what its guest had of its
+/// own and how many exits the host handled for it.
+fn tour_kvm(target: &Path) -> Result<()> {
+    let steps: Vec<&Step> = STEPS.iter().filter(|s| s.needs == Needs::Kvm).collect();
+    if steps.is_empty() {
+        return Ok(());
+    }
+    println!();
+    if let Err(why) = kvm_status() {
+        println!("The hypervisor steps are skipped: /dev/kvm is {why}");
+        return Ok(());
+    }
+    println!("The other side: each guest runs code of its own on a virtual CPU, and every");
+    println!("privileged thing it does (port I/O, MMIO, halting) is an exit the host handles.\n");
+    let mut columns = Vec::new();
+    for step in steps {
+        let out = Command::new(target.join(step.solution_bin()))
+            .args(step.tour_args)
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", step.solution_bin()))?;
+        let summary = out
+            .status
+            .success()
+            .then(|| isolab::kvm::Summary::parse(&String::from_utf8_lossy(&out.stdout)))
+            .flatten();
+        if summary.is_none() {
+            println!(
+                "  step {:02} failed ({}); its column is left out",
+                step.number, out.status
+            );
+            continue;
+        }
+        columns.push((step.name(), summary));
+    }
+    println!("{}", isolab::kvm::Summary::render(&columns));
+    Ok(())
 }
 
 fn doctor() -> Result<ExitCode> {
@@ -265,8 +305,9 @@ fn kvm_status() -> std::result::Result<String, String> {
         std::io::ErrorKind::PermissionDenied => "no permission: add yourself to the kvm group, or run steps 06-08 with sudo".to_string(),
         _ => format!("cannot open: {e}"),
     })?;
-    // SAFETY: KVM_GET_API_VERSION (_IO(0xAE, 0)) takes no argument.
-    let version = unsafe { libc::ioctl(file.as_raw_fd(), 0xAE00) };
+    // SAFETY: KVM_GET_API_VERSION (_IO(0xAE, 0)) takes no argument, and KVM insists
+    // that the unused one is 0 (EINVAL otherwise), so pass 0 rather than leave it to chance.
+    let version = unsafe { libc::ioctl(file.as_raw_fd(), 0xAE00, 0) };
     Ok(format!("usable (KVM API version {version})"))
 }
 
@@ -316,7 +357,8 @@ fn check(number: u8) -> Result<ExitCode> {
             "\nstep {:02} passes: you built {}.",
             step.number, step.built
         );
-        match steps::find(number + 1) {
+        // The next step by number: numbers may have gaps while steps are written.
+        match STEPS.iter().find(|s| s.number > number) {
             Some(next) => println!(
                 "next: step {:02}, {} (chapters/{}).",
                 next.number,

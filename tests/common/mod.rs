@@ -82,16 +82,10 @@ pub fn missing(requirement: &str) -> Option<String> {
         "root" if !nix::unistd::geteuid().is_root() => Some(
             "needs root: run `sudo -E cargo test`, or `isolab check N` which asks for sudo".into(),
         ),
-        "kvm" => match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-        {
-            Ok(_) => None,
-            Err(e) => Some(format!(
-                "needs /dev/kvm ({e}): enable virtualization, or run on a machine with KVM"
-            )),
-        },
+        // The same one line, with the same remedy, as the KVM steps print.
+        "kvm" => isolab::kvm::open(Path::new("/dev/kvm"))
+            .err()
+            .map(|e| format!("needs /dev/kvm: {e:#}")),
         _ => None,
     }
 }

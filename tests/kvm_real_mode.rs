@@ -1,0 +1,93 @@
+//! Step 06, a VM on KVM in real mode: the guest's greeting reaches the host one
+//! port write, so one exit, at a time, and then the guest halts. These tests run a
+//! real VM on this machine's /dev/kvm.
+
+mod common;
+use common::*;
+use isolab::kvm::{Summary, Usage};
+
+const STEP: &str = "06-kvm-real-mode";
+const NO_ARGS: &[&str] = &[];
+
+/// The capabilities, what the guest said, and every exit it caused.
+#[test]
+fn trace() {
+    needs!(kvm);
+    let run = run(&step(STEP), NO_ARGS);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    snapshot("trace", &run.stdout, vec![]);
+}
+
+/// One `out` per byte, one exit per `out`: the greeting and its newline, then HLT.
+#[test]
+fn every_byte_is_one_exit() {
+    needs!(kvm);
+    let run = run(&step(STEP), NO_ARGS);
+    let summary = Summary::parse(&run.stdout).expect("a `guest said:` and an `exits:` line");
+    assert_eq!(summary.said, "Hello from real mode!");
+    assert_eq!(summary.exits as usize, summary.said.len() + 1 + 1);
+}
+
+/// Many VMs, one after another, in one process: every fd is closed and every
+/// mapping unmapped, so the process does not grow.
+#[test]
+fn many_vms_leave_nothing_behind() {
+    needs!(kvm);
+    let run = run(&step(STEP), &["--repeat", "200"]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let (first, last) = Usage::parse_repeat_line(&run.stdout)
+        .unwrap_or_else(|| panic!("no `ran 200 VMs` line in:\n{}", run.stdout));
+    assert_eq!(last.fds, first.fds, "open fds grew: {}", run.stdout);
+    assert_eq!(
+        last.mappings, first.mappings,
+        "mappings grew: {}",
+        run.stdout
+    );
+    assert!(
+        last.rss_kib < first.rss_kib + 1024,
+        "resident memory grew by more than 1 MiB: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_missing_device_is_one_line() {
+    let run = run(&step(STEP), &["--device", "/nonexistent/kvm"]);
+    assert_one_line_error(
+        &run,
+        125,
+        "cannot open /nonexistent/kvm: no such device: enable virtualization",
+    );
+}
+
+/// EACCES, as for a user outside the kvm group: a device file we may not open (as
+/// root, we run the step as nobody to be refused).
+#[test]
+fn a_device_we_may_not_open_is_one_line() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let device = dir.path().join("kvm");
+    std::fs::write(&device, "").expect("creating the stand-in device");
+    std::fs::set_permissions(&device, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
+    let mut cmd = command(&step(STEP), &["--device", device.to_str().unwrap()], None);
+    if nix::unistd::geteuid().is_root() {
+        cmd.uid(65534).gid(65534);
+    }
+    let run = run_with(cmd);
+    assert_one_line_error(
+        &run,
+        125,
+        "permission denied: add yourself to the kvm group (`sudo usermod -aG kvm $USER`, then log in again) or run with sudo",
+    );
+}
+
+#[test]
+fn a_file_that_is_not_kvm_is_one_line() {
+    let run = run(&step(STEP), &["--device", "/dev/null"]);
+    assert_one_line_error(
+        &run,
+        125,
+        "ioctl(/dev/null, KVM_GET_API_VERSION, 0): not a KVM device?",
+    );
+}
