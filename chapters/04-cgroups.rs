@@ -221,7 +221,6 @@ impl BoxCgroups {
     /// delegation. What is removed is forgotten, so a second call does nothing.
     fn remove(&mut self) -> Result<()> {
         while let Some(dir) = self.dirs.pop() {
-            cgroup::kill_all(&dir.path);
             cgroup::remove_dir(&dir.path)?;
         }
         if let Some(delegation) = self.delegation.take() {

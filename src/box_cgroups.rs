@@ -2,7 +2,7 @@
 //! file has its own copy, with the lines the learner writes.
 
 use crate::cgroup::{
-    Delegation, Hierarchy, Layout, Version, box_name, delegate, kill_all, remove_dir, sweep_stale,
+    Delegation, Hierarchy, Layout, Version, box_name, delegate, remove_dir, sweep_stale,
 };
 use crate::cli::{Cpus, LimitArgs};
 use anyhow::{Context, Result, bail};
@@ -74,7 +74,6 @@ impl BoxCgroups {
     /// delegation. What is removed is forgotten, so a second call does nothing.
     pub fn remove(&mut self) -> Result<()> {
         while let Some(dir) = self.dirs.pop() {
-            kill_all(&dir.path);
             remove_dir(&dir.path)?;
         }
         if let Some(delegation) = self.delegation.take() {

@@ -141,14 +141,21 @@ impl Hierarchy {
     }
 }
 
-/// The controllers a box's limits and statistics use.
-pub const BOX_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
+/// The controllers a box's limits use.
+pub const BOX_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
 impl Layout {
     /// The hierarchies a box joins: each v1 hierarchy that holds one of
     /// [`BOX_CONTROLLERS`], and the v2 hierarchy when there is one (on a hybrid host
-    /// it may offer no controller, but it can still hold, kill and count the box).
+    /// it may offer no controller, but it can still hold, kill and count the box:
+    /// its cpu.stat counts CPU time with or without the cpu controller). A host with
+    /// no v2 hierarchy counts CPU time in v1's cpuacct, so there the box joins that too.
     pub fn for_box(&self) -> Result<Vec<Hierarchy>> {
+        let wanted: &[&str] = if self.v2.is_some() {
+            &BOX_CONTROLLERS
+        } else {
+            &["memory", "pids", "cpu", "cpuacct"]
+        };
         let membership =
             fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
         let mut paths: Vec<(Vec<String>, String)> = Vec::new();
@@ -179,11 +186,7 @@ impl Layout {
         };
         let mut found = Vec::new();
         for h in &self.v1 {
-            if !h
-                .controllers
-                .iter()
-                .any(|c| BOX_CONTROLLERS.contains(&c.as_str()))
-            {
+            if !h.controllers.iter().any(|c| wanted.contains(&c.as_str())) {
                 continue;
             }
             let path = own(&h.controllers).with_context(|| {
@@ -265,8 +268,8 @@ pub fn kill_all(dir: &Path) {
     }
 }
 
-/// rmdir a cgroup, retrying for up to a second while its last processes finish
-/// exiting (the kernel says EBUSY until the cgroup is empty).
+/// rmdir a cgroup. The kernel says EBUSY while processes are left in it: then
+/// kill them, and retry for up to a second while they finish exiting.
 pub fn remove_dir(dir: &Path) -> Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
@@ -277,7 +280,8 @@ pub fn remove_dir(dir: &Path) -> Result<()> {
                 if e.raw_os_error() == Some(libc::EBUSY)
                     && std::time::Instant::now() < deadline =>
             {
-                std::thread::sleep(std::time::Duration::from_millis(5));
+                kill_all(dir);
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
             Err(e) => return Err(e).with_context(|| format!("rmdir({})", dir.display())),
         }
