@@ -23,6 +23,7 @@ fn report() {
         "hostname",
         "root",
         "root mount",
+        "working directory",
         "mounts",
         "memory limit",
         "pids limit",

@@ -18,6 +18,7 @@ pub fn print(canary: Option<&Path>) -> ExitCode {
     section("what I can see");
     line("root", view::root_entries());
     line("root mount", view::root_mount());
+    line("working directory", view::working_directory());
     line("processes", view::processes());
     line("mounts", view::mounts());
     line("open fds", view::describe_fds(&fds));

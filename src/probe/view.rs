@@ -66,6 +66,20 @@ pub fn root_mount() -> String {
     }
 }
 
+/// getcwd(2). For a working directory outside the process's root (a chroot
+/// without the chdir) the kernel answers "(unreachable)/..." and glibc turns that
+/// into ENOENT.
+pub fn working_directory() -> String {
+    match std::env::current_dir() {
+        Ok(dir) if dir.starts_with("(unreachable)") => "outside my root!".into(),
+        Ok(dir) => dir.display().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "outside my root! (getcwd says ENOENT)".into()
+        }
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
 /// The numeric entries of /proc: the processes this /proc shows.
 pub fn proc_pids() -> Option<Vec<u32>> {
     if fs::metadata("/proc/self").is_err() {

@@ -1,0 +1,82 @@
+//! `isolab doctor`: what this machine offers the workshop, and what to do about
+//! what it lacks.
+
+use anyhow::Result;
+use std::process::ExitCode;
+
+pub fn doctor() -> Result<ExitCode> {
+    let mut problems = 0;
+    let mut row = |what: &str, ok: bool, detail: String| {
+        let mark = if ok { "ok " } else { "-- " };
+        if !ok {
+            problems += 1;
+        }
+        println!("{mark} {what:<16} {detail}");
+    };
+    let root = nix::unistd::geteuid().is_root();
+    row(
+        "root",
+        root,
+        if root {
+            "yes: every container step can run".into()
+        } else {
+            "no: steps 01-05 need root; run them (and `isolab check`) with sudo".into()
+        },
+    );
+    let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    row(
+        "user namespaces",
+        userns != "0",
+        format!("max_user_namespaces = {userns}"),
+    );
+    match isolab::cgroup::Layout::detect() {
+        Ok(layout) => {
+            use isolab::cgroup::Kind;
+            let kind = match layout.kind {
+                Kind::V2 => "cgroup v2 (unified)",
+                Kind::V1 => "cgroup v1",
+                Kind::Hybrid => "hybrid: controllers on v1, plus a cgroup2 hierarchy",
+                Kind::None => "none mounted",
+            };
+            row("cgroups", layout.kind != Kind::None, kind.into());
+            for c in ["memory", "pids", "cpu"] {
+                let place = layout.place_of(c);
+                row(
+                    &format!("  {c}"),
+                    place.is_some(),
+                    place.unwrap_or_else(|| "not available: step 04 cannot limit it".into()),
+                );
+            }
+        }
+        Err(e) => row("cgroups", false, format!("{e:#}")),
+    }
+    let kvm = kvm_status();
+    row("/dev/kvm", kvm.is_ok(), kvm.unwrap_or_else(|e| e));
+    let busybox = isolab::rootfs::find_static_busybox();
+    row("busybox", busybox.is_some(), match busybox {
+        Some(p) => format!("{} (static): the rootfs gets a shell", p.display()),
+        None => "no static busybox: `apt-get install busybox-static` for a shell in the box (optional)".into(),
+    });
+    println!();
+    if problems == 0 {
+        println!("Everything the workshop uses is here.");
+    } else {
+        println!("Lines marked -- say what is missing and how to get it.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn kvm_status() -> std::result::Result<String, String> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "missing: steps 06-08 need KVM (enable virtualization, or nested virtualization in your VM)".to_string(),
+        std::io::ErrorKind::PermissionDenied => "no permission: add yourself to the kvm group, or run steps 06-08 with sudo".to_string(),
+        _ => format!("cannot open: {e}"),
+    })?;
+    // SAFETY: KVM_GET_API_VERSION (_IO(0xAE, 0)) takes no argument, and KVM insists
+    // that the unused one is 0 (EINVAL otherwise), so pass 0 rather than leave it to chance.
+    let version = unsafe { libc::ioctl(file.as_raw_fd(), 0xAE00, 0) };
+    Ok(format!("usable (KVM API version {version})"))
+}

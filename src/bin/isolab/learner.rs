@@ -1,0 +1,389 @@
+//! The learner's loop: `list`, `check`, `hint`, `reset`, `solve`, `run`, `rootfs`.
+
+use crate::{as_root, build_references, cargo, needs_sudo, paint, repo, step_arg, target_dir};
+use anyhow::{Context, Result, bail};
+use isolab::exercise;
+use isolab::steps::{Needs, STEPS, Step};
+use std::ffi::OsString;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+/// Where the learner's file for a step is.
+fn chapter_path(step: &Step) -> PathBuf {
+    repo().join("chapters").join(step.file())
+}
+
+fn skeleton(step: &Step) -> Result<String> {
+    exercise::skeleton(step.number, &step.file(), step.solution)
+}
+
+/// Has the learner changed the file since it was generated?
+fn started(step: &Step) -> Result<bool> {
+    let current = std::fs::read_to_string(chapter_path(step)).unwrap_or_default();
+    Ok(current != skeleton(step)?)
+}
+
+/// Build the learner's binary for one step, and only that one, as this user.
+/// Compiler errors go to the terminal unless `quiet`.
+fn build_chapter(step: &Step, quiet: bool) -> Result<bool> {
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--quiet",
+        "--package",
+        "isolab-chapters",
+        "--bin",
+        &step.name(),
+    ]);
+    if quiet {
+        cmd.stderr(Stdio::null());
+    }
+    Ok(cmd.status().context("running cargo build")?.success())
+}
+
+/// What a check found.
+struct Checked {
+    passed: bool,
+    output: String,
+}
+
+/// Build step N's test as this user, then run it against the learner's binary,
+/// through sudo when the step needs root. A failing check writes nothing: no
+/// snapshot is updated (INSTA_UPDATE=no) and the root run builds nothing.
+fn run_checks(step: &Step) -> Result<Checked> {
+    let out = cargo()
+        .args([
+            "test",
+            "--no-run",
+            "--quiet",
+            "--package",
+            "isolab",
+            "--test",
+            &step.test_name(),
+        ])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("building the tests failed (see above)");
+    }
+    let json = String::from_utf8_lossy(&out.stdout);
+    let executable = json
+        .lines()
+        .filter(|l| l.contains("\"kind\":[\"test\"]"))
+        .find_map(|l| {
+            let rest = l.split("\"executable\":\"").nth(1)?;
+            Some(PathBuf::from(rest.split('"').next()?))
+        })
+        .with_context(|| format!("cargo did not say where the test {} is", step.test_name()))?;
+    let env = [
+        ("ISOLAB_CHECK", "chapters".to_string()),
+        ("ISOLAB_PREBUILT", "1".to_string()),
+        ("INSTA_UPDATE", "no".to_string()),
+        ("INSTA_WORKSPACE_ROOT", repo().display().to_string()),
+        ("RUST_BACKTRACE", "0".to_string()),
+    ];
+    let mut cmd = if needs_sudo(step.needs) {
+        as_root(&executable, &env)?
+    } else {
+        let mut cmd = Command::new(&executable);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        cmd
+    };
+    let result = cmd
+        .current_dir(repo())
+        .output()
+        .context("running the tests")?;
+    Ok(Checked {
+        passed: result.status.success(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&result.stdout),
+            String::from_utf8_lossy(&result.stderr)
+        ),
+    })
+}
+
+/// The part of the test output a learner needs: one line when their step stopped
+/// at a todo!(), otherwise each failing test's message (with insta's diff).
+fn explain_failure(output: &str) -> String {
+    if let Some(todo) = output
+        .lines()
+        .find(|l| l.trim_start().starts_with("not yet implemented:"))
+    {
+        return format!("it stopped at a todo!():\n  {}", todo.trim());
+    }
+    let mut shown = Vec::new();
+    let mut inside = false;
+    for line in output.lines() {
+        if line.starts_with("---- ") && line.ends_with(" ----") {
+            inside = true;
+            shown.push(String::new());
+            shown.push(
+                line.trim_matches('-')
+                    .trim()
+                    .replace(" stdout", "")
+                    .to_string()
+                    + ":",
+            );
+            continue;
+        }
+        if line == "failures:" || line.starts_with("test result:") {
+            inside = false;
+        }
+        if inside
+            && !line.starts_with("note: run with `RUST_BACKTRACE")
+            && !line.starts_with("stack backtrace")
+        {
+            shown.push(format!("  {line}"));
+        }
+    }
+    if shown.is_empty() {
+        output.to_string()
+    } else {
+        shown.join("\n")
+    }
+}
+
+pub fn check(number: u8) -> Result<ExitCode> {
+    let step = step_arg(number)?;
+    println!(
+        "checking step {:02} ({}): chapters/{}",
+        step.number,
+        step.title,
+        step.file()
+    );
+    if !build_chapter(step, false)? {
+        println!(
+            "\n{} chapters/{} does not compile yet: fix the errors above, then `isolab check {number}` again.",
+            paint("not yet:", "red"),
+            step.file()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if needs_sudo(step.needs) {
+        println!("(the tests of this step need root: running them with sudo)");
+    }
+    let checked = run_checks(step)?;
+    if checked.passed {
+        println!(
+            "\n{} step {:02}: you built {}.",
+            paint("passes:", "green"),
+            step.number,
+            step.built
+        );
+        match STEPS.iter().find(|s| s.number > number) {
+            Some(next) => println!(
+                "next: step {:02}, {} (read book/src/{}.md, then edit chapters/{}).",
+                next.number,
+                next.title,
+                next.name(),
+                next.file()
+            ),
+            None => println!("that was the last step: well done."),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "\n{} step {:02}: {}",
+        paint("not yet:", "red"),
+        step.number,
+        explain_failure(&checked.output)
+    );
+    println!("\nhint: {}", step.hint);
+    println!("(`isolab hint {number}` says what each todo!() needs; the check changed no file.)");
+    Ok(ExitCode::FAILURE)
+}
+
+pub fn list() -> Result<ExitCode> {
+    println!("step  {:<62}  state", "title");
+    for step in STEPS {
+        let state = if !started(step)? {
+            "not started".to_string()
+        } else if !build_chapter(step, true)? {
+            paint("in progress (does not compile)", "yellow")
+        } else {
+            match run_checks(step) {
+                Ok(c) if c.passed => paint("passing", "green"),
+                Ok(_) => paint("in progress", "yellow"),
+                Err(e) => format!("could not check: {e:#}"),
+            }
+        };
+        println!("{:02}    {:<62}  {state}", step.number, step.title);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn hint(number: u8) -> Result<ExitCode> {
+    let step = step_arg(number)?;
+    println!("step {:02}, {}", step.number, step.title);
+    println!(
+        "your file: chapters/{}   the chapter: book/src/{}.md\n",
+        step.file(),
+        step.name()
+    );
+    println!("what to write, todo!() by todo!():");
+    for exercise in exercise::exercises(step.solution) {
+        println!("\n  {}:", exercise.name);
+        for line in &exercise.hint {
+            println!("    {line}");
+        }
+    }
+    println!("\na nudge: {}", step.hint);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ask before replacing the learner's file, unless told not to.
+fn confirm(question: &str, yes: bool) -> Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("{question}: add --yes to confirm (there is no terminal to ask on)");
+    }
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// Keep the learner's current file in chapters/.backup/ before replacing it.
+fn back_up(step: &Step) -> Result<Option<PathBuf>> {
+    let current = std::fs::read_to_string(chapter_path(step)).unwrap_or_default();
+    if current.is_empty() || current == skeleton(step)? || current == step.solution {
+        return Ok(None);
+    }
+    let dir = repo().join("chapters/.backup");
+    std::fs::create_dir_all(&dir).with_context(|| format!("mkdir -p {}", dir.display()))?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let backup = dir.join(format!("{}.{stamp}", step.file()));
+    std::fs::write(&backup, current).with_context(|| format!("writing {}", backup.display()))?;
+    Ok(Some(backup))
+}
+
+fn replace_chapter(step: &Step, text: &str, what: &str, yes: bool) -> Result<ExitCode> {
+    let path = chapter_path(step);
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    if current == text {
+        println!("chapters/{} is already {what}: nothing to do.", step.file());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let question = format!(
+        "replace chapters/{} with {what}? (your version is kept in chapters/.backup/)",
+        step.file()
+    );
+    if started(step)? && !confirm(&question, yes)? {
+        println!("left chapters/{} as it was.", step.file());
+        return Ok(ExitCode::FAILURE);
+    }
+    let backup = back_up(step)?;
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    println!("chapters/{} is now {what}.", step.file());
+    if let Some(backup) = backup {
+        println!("your version: {}", backup.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn reset(number: u8, yes: bool) -> Result<ExitCode> {
+    let step = step_arg(number)?;
+    replace_chapter(step, &skeleton(step)?, "the untouched skeleton", yes)
+}
+
+pub fn solve(number: u8, yes: bool) -> Result<ExitCode> {
+    let step = step_arg(number)?;
+    let code = replace_chapter(step, step.solution, "the reference solution", yes)?;
+    if code == ExitCode::SUCCESS {
+        println!(
+            "`isolab check {number}` passes with it; read it next to the chapter before you move on."
+        );
+    }
+    Ok(code)
+}
+
+pub fn run(number: u8, args: &[OsString]) -> Result<ExitCode> {
+    let step = step_arg(number)?;
+    if !crate::prebuilt() {
+        build_references()?; // the probe, for the rootfs
+        if !build_chapter(step, false)? {
+            bail!(
+                "chapters/{} does not compile yet: fix the errors above first",
+                step.file()
+            );
+        }
+        if needs_sudo(step.needs) {
+            return crate::rerun_with_sudo();
+        }
+    }
+    let target = target_dir()?;
+    let bin = target.join(step.name());
+    let mut cmd = Command::new(&bin);
+    let _rootfs = match step.needs {
+        Needs::Kvm => {
+            cmd.args(args);
+            None
+        }
+        _ => {
+            let work = tempfile::Builder::new().prefix("isolab-run-").tempdir()?;
+            let rootfs = work.path().join("rootfs");
+            isolab::rootfs::build(&rootfs, &target.join("probe"))?;
+            if step.number > 0 {
+                cmd.arg("--rootfs").arg(&rootfs);
+            }
+            cmd.args(args);
+            if !args.iter().any(|a| a == "--") {
+                let probe: &Path = if step.number == 0 {
+                    &target.join("probe")
+                } else {
+                    Path::new("/bin/probe")
+                };
+                cmd.arg("--").arg(probe);
+            }
+            Some(work)
+        }
+    };
+    eprintln!("isolab: running {}", describe(&cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn rootfs(dir: &Path) -> Result<ExitCode> {
+    build_references()?;
+    let probe = target_dir()?.join("probe");
+    let built = isolab::rootfs::build(dir, &probe)?;
+    println!("built a rootfs in {}", dir.display());
+    println!("  /bin/probe       from {}", probe.display());
+    for lib in &built.libraries {
+        let name = lib.file_name().unwrap_or_default().to_string_lossy();
+        println!("  /lib/{name:<11} from {}", lib.display());
+    }
+    match &built.busybox {
+        Some(b) => println!(
+            "  /bin/busybox     from {} (with its applets: try `-- /bin/sh`)",
+            b.display()
+        ),
+        None => println!("  no busybox: install Debian's busybox-static to get a shell in the box"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

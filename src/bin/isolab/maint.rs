@@ -1,0 +1,87 @@
+//! Maintainer tasks: keep chapters/ in step with solutions/, and the book's
+//! includes pointing at code that exists.
+
+use crate::repo;
+use anyhow::{Context, Result, bail};
+use isolab::steps::STEPS;
+use std::process::ExitCode;
+
+pub fn sync_chapters(check: bool) -> Result<ExitCode> {
+    let mut stale = Vec::new();
+    for step in STEPS {
+        let skeleton = isolab::exercise::skeleton(step.number, &step.file(), step.solution)?;
+        let path = repo().join("chapters").join(step.file());
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if current != skeleton {
+            if check {
+                stale.push(step.file());
+            } else {
+                std::fs::write(&path, skeleton)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote chapters/{}", step.file());
+            }
+        }
+    }
+    if !stale.is_empty() {
+        bail!(
+            "chapters/ is stale ({}): run `cargo run -- dev sync-chapters`",
+            stale.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn check_book() -> Result<ExitCode> {
+    let src = repo().join("book/src");
+    let mut problems = Vec::new();
+    let mut count = 0;
+    for entry in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
+        let page = entry?.path();
+        if page.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&page)?;
+        for include in text.split("{{#").skip(1) {
+            let Some(body) = include.split("}}").next() else {
+                continue;
+            };
+            let Some(target) = body
+                .strip_prefix("include ")
+                .or_else(|| body.strip_prefix("rustdoc_include "))
+            else {
+                continue;
+            };
+            count += 1;
+            let (file, anchor) = match target.trim().split_once(':') {
+                Some((f, a)) if !a.chars().all(|c| c.is_ascii_digit() || c == ':') => (f, Some(a)),
+                Some((f, _)) => (f, None),
+                None => (target.trim(), None),
+            };
+            let path = page.parent().unwrap_or(&src).join(file);
+            let where_ = format!(
+                "{}: {{{{#{body}}}}}",
+                page.file_name().unwrap_or_default().to_string_lossy()
+            );
+            match std::fs::read_to_string(&path) {
+                Err(_) => problems.push(format!("{where_}: no file {}", path.display())),
+                Ok(content) => {
+                    if let Some(anchor) = anchor {
+                        let start = format!("ANCHOR: {anchor}");
+                        if !content.lines().any(|l| l.trim_end().ends_with(&start)) {
+                            problems.push(format!("{where_}: no anchor `{anchor}` in {file}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{} broken include(s):\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+    }
+    println!("all {count} includes in book/src resolve");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,103 @@
+//! `isolab tour`: every reference step with the probe inside, and a scorecard.
+
+use crate::{build_references, kvm_status, target_dir};
+use anyhow::{Context, Result};
+use isolab::steps::{Needs, STEPS, Step};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+
+pub fn tour() -> Result<ExitCode> {
+    if !crate::prebuilt() {
+        build_references()?;
+    }
+    if !crate::is_root() {
+        return crate::rerun_with_sudo();
+    }
+    let target = target_dir()?;
+    let work = tempfile::Builder::new().prefix("isolab-tour-").tempdir()?;
+    let rootfs = work.path().join("rootfs");
+    isolab::rootfs::build(&rootfs, &target.join("probe"))?;
+    let canary = isolab::canary::Canary::create()?;
+    println!("isolab tour: every reference step runs the probe in a fresh rootfs.");
+    println!(
+        "The host canary is {}; each runtime is also handed fd 3,",
+        canary.path().display()
+    );
+    println!("an open directory on the host, as a careless caller might.\n");
+    let mut columns = Vec::new();
+    for step in STEPS.iter().filter(|s| s.needs != Needs::Kvm) {
+        let mut cmd = Command::new(target.join(step.solution_bin()));
+        if step.number > 0 {
+            cmd.arg("--rootfs").arg(&rootfs);
+        }
+        cmd.args(step.tour_args).arg("--");
+        if step.number == 0 {
+            cmd.arg(target.join("probe"));
+        } else {
+            cmd.arg("/bin/probe");
+        }
+        cmd.arg("--canary").arg(canary.path());
+        isolab::run::std_fds_only(&mut cmd, Some(canary.dir()))?;
+        let out = cmd
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", step.solution_bin()))?;
+        if !out.status.success() {
+            println!(
+                "  step {:02} failed ({}); its column is left out",
+                step.number, out.status
+            );
+            continue;
+        }
+        let report = isolab::report::Report::parse(&String::from_utf8_lossy(&out.stdout));
+        columns.push((step.name(), report));
+    }
+    println!(
+        "{}",
+        isolab::scorecard::render(&columns, std::io::stdout().is_terminal())
+    );
+    println!("Read down a column to see one box; across a row to see when a wall appears.");
+    tour_kvm(&target)?;
+    println!("Each chapter of the book explains one column: start with `mdbook serve book`.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The other side: run each KVM reference step and show what its guest had of its
+/// own and how many exits the host handled for it.
+fn tour_kvm(target: &Path) -> Result<()> {
+    let steps: Vec<&Step> = STEPS.iter().filter(|s| s.needs == Needs::Kvm).collect();
+    if steps.is_empty() {
+        return Ok(());
+    }
+    println!();
+    if let Err(why) = kvm_status() {
+        println!("The hypervisor steps are skipped: /dev/kvm is {why}");
+        return Ok(());
+    }
+    println!("The other side: each guest runs code of its own on a virtual CPU, and every");
+    println!("privileged thing it does (port I/O, MMIO, halting) is an exit the host handles.\n");
+    let mut columns = Vec::new();
+    for step in steps {
+        let out = Command::new(target.join(step.solution_bin()))
+            .args(step.tour_args)
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", step.solution_bin()))?;
+        let summary = out
+            .status
+            .success()
+            .then(|| isolab::kvm::Summary::parse(&String::from_utf8_lossy(&out.stdout)))
+            .flatten();
+        if summary.is_none() {
+            println!(
+                "  step {:02} failed ({}); its column is left out",
+                step.number, out.status
+            );
+            continue;
+        }
+        columns.push((step.name(), summary));
+    }
+    println!("{}", isolab::kvm::Summary::render(&columns));
+    Ok(())
+}
