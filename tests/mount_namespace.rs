@@ -172,7 +172,7 @@ fn a_shell_runs_in_the_box() {
             std::env::var_os("ISOLAB_NO_SKIP").is_none(),
             "ISOLAB_NO_SKIP is set and this test {why}"
         );
-        eprintln!("skipped: this test {why}");
+        say_skipped(why);
         return;
     }
     let run = run(

@@ -27,7 +27,7 @@ fn untouched_skeletons_stop_at_their_first_todo() {
                 std::env::var_os("ISOLAB_NO_SKIP").is_none(),
                 "ISOLAB_NO_SKIP is set and {why}"
             );
-            eprintln!("skipped step {:02}: {why}", step.number);
+            say_skipped(&format!("step {:02}: {why}", step.number));
             continue;
         }
         let needs = match step.needs {
@@ -42,7 +42,7 @@ fn untouched_skeletons_stop_at_their_first_todo() {
                 "ISOLAB_NO_SKIP is set and step {:02} {why}",
                 step.number
             );
-            eprintln!("skipped step {:02}: it {why}", step.number);
+            say_skipped(&format!("step {:02}: it {why}", step.number));
             continue;
         }
         build_chapter(&step.name());

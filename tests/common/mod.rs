@@ -80,7 +80,8 @@ pub fn build_chapter(name: &str) {
 pub fn missing(requirement: &str) -> Option<String> {
     match requirement {
         "root" if !nix::unistd::geteuid().is_root() => Some(
-            "needs root: run `sudo -E cargo test`, or `isolab check N` which asks for sudo".into(),
+            "needs root: `cargo run -- check N` runs step N's tests through sudo, without making files in target/ root's"
+                .into(),
         ),
         // The same one line, with the same remedy, as the KVM steps print.
         "kvm" => isolab::kvm::open(Path::new("/dev/kvm"))
@@ -88,6 +89,22 @@ pub fn missing(requirement: &str) -> Option<String> {
             .map(|e| format!("needs /dev/kvm: {e:#}")),
         _ => None,
     }
+}
+
+/// Say on the terminal that a test was skipped and why. Written to stderr
+/// directly, not with eprintln!, which the test harness captures and would show
+/// only for a failing test.
+pub fn say_skipped(why: &str) {
+    use std::io::Write;
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {}: {name} {why}",
+        env!("CARGO_CRATE_NAME")
+    );
 }
 
 /// Return early from a test this machine cannot run (or fail, under ISOLAB_NO_SKIP).
@@ -99,7 +116,7 @@ macro_rules! needs {
                 if std::env::var_os("ISOLAB_NO_SKIP").is_some() {
                     panic!("ISOLAB_NO_SKIP is set and this test {why}");
                 }
-                eprintln!("skipped: this test {why}");
+                $crate::common::say_skipped(&why);
                 return;
             }
         )+

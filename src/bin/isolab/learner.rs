@@ -307,8 +307,20 @@ pub fn solve(number: u8, yes: bool) -> Result<ExitCode> {
     Ok(code)
 }
 
-pub fn run(number: u8, args: &[OsString]) -> Result<ExitCode> {
+/// The arguments after `run N`, exactly as given: clap drops a `--` that comes
+/// first, and here `--` matters (it separates the step's options from the command).
+fn raw_run_args() -> Vec<OsString> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    match args.iter().position(|a| a == "run") {
+        Some(i) => args.into_iter().skip(i + 2).collect(),
+        None => Vec::new(),
+    }
+}
+
+pub fn run(number: u8, parsed: &[OsString]) -> Result<ExitCode> {
     let step = step_arg(number)?;
+    let raw = raw_run_args();
+    let args = if raw.is_empty() { parsed } else { &raw[..] };
     if !crate::prebuilt() {
         build_references()?; // the probe, for the rootfs
         if !build_chapter(step, false)? {
