@@ -14,13 +14,20 @@ pub fn doctor() -> Result<ExitCode> {
         println!("{mark} {what:<16} {detail}");
     };
     let root = nix::unistd::geteuid().is_root();
+    let sudo = ["/usr/bin/sudo", "/bin/sudo"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
     row(
         "root",
-        root,
-        if root {
-            "yes: every container step can run".into()
-        } else {
-            "no: steps 01-05 need root; run them (and `isolab check`) with sudo".into()
+        root || sudo,
+        match (root, sudo) {
+            (true, _) => "yes: every step can run".into(),
+            (false, true) => "no, but sudo is here: isolab builds as you and runs steps 01-05 \
+                              (and their checks) through sudo; it may ask for your password"
+                .into(),
+            (false, false) => "no, and no sudo: run the steps and `isolab check` as root \
+                               (`su -c 'target/debug/isolab check N'`)"
+                .into(),
         },
     );
     let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
@@ -53,7 +60,18 @@ pub fn doctor() -> Result<ExitCode> {
         Err(e) => row("cgroups", false, format!("{e:#}")),
     }
     let kvm = kvm_status();
-    row("/dev/kvm", kvm.is_ok(), kvm.unwrap_or_else(|e| e));
+    let kvm_ok = kvm.is_ok() || (std::path::Path::new("/dev/kvm").exists() && (root || sudo));
+    row(
+        "/dev/kvm",
+        kvm_ok,
+        match kvm {
+            Ok(ok) => ok,
+            Err(why) if kvm_ok => {
+                format!("{why} (until then, isolab runs steps 06-08 through sudo)")
+            }
+            Err(why) => why,
+        },
+    );
     let busybox = isolab::rootfs::find_static_busybox();
     row("busybox", busybox.is_some(), match busybox {
         Some(p) => format!("{} (static): the rootfs gets a shell", p.display()),

@@ -42,16 +42,19 @@ enum Cmd {
     /// Test your step N (chapters/NN-*.rs) against the reference's snapshots
     Check {
         /// The step's number, e.g. 1 for chapters/01-chroot.rs
+        #[arg(value_parser = step_number)]
         step: u8,
     },
     /// What to write in step N, and a nudge
     Hint {
         /// The step's number
+        #[arg(value_parser = step_number)]
         step: u8,
     },
     /// Put the untouched skeleton of step N back (your version is kept as a backup)
     Reset {
         /// The step's number
+        #[arg(value_parser = step_number)]
         step: u8,
         /// Do not ask first
         #[arg(long)]
@@ -61,6 +64,7 @@ enum Cmd {
     /// is kept as a backup)
     Solve {
         /// The step's number
+        #[arg(value_parser = step_number)]
         step: u8,
         /// Do not ask first
         #[arg(long)]
@@ -72,6 +76,7 @@ enum Cmd {
     #[command(allow_hyphen_values = true)]
     Run {
         /// The step's number
+        #[arg(value_parser = step_number)]
         step: u8,
         /// Arguments for the step, then `--` and the command to run in the box
         #[arg(
@@ -125,6 +130,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A step's number as the learner types it: `1`, `01`.
+fn step_number(text: &str) -> std::result::Result<u8, String> {
+    text.parse().map_err(|_| {
+        let have: Vec<String> = STEPS.iter().map(|s| s.number.to_string()).collect();
+        format!("give a step's number: {}", have.join(", "))
+    })
 }
 
 /// The checkout this binary was built from.

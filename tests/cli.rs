@@ -1,0 +1,133 @@
+//! The isolab CLI as a learner uses it: a check of an untouched skeleton fails with
+//! the hint, `solve` then `check` passes, `reset` restores the skeleton exactly,
+//! `list` reports each step's state, and mistakes get one clear line.
+
+mod common;
+use insta_cmd::assert_cmd_snapshot;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn isolab() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_isolab"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = isolab().args(args).output().expect("running isolab");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn chapter(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("chapters")
+        .join(file)
+}
+
+/// Puts a chapter file back as it was, however the test ends.
+struct Restore {
+    path: PathBuf,
+    text: String,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, &self.text);
+    }
+}
+
+#[test]
+fn unknown_subcommand_is_one_line() {
+    assert_cmd_snapshot!(isolab().arg("frobnicate"));
+}
+
+#[test]
+fn a_step_that_does_not_exist_is_one_line() {
+    assert_cmd_snapshot!(isolab().args(["check", "42"]));
+    assert_cmd_snapshot!(isolab().args(["hint", "seven"]));
+}
+
+#[test]
+fn hint_names_each_todo_and_what_to_write() {
+    let (code, out, _) = run(&["hint", "1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("enter_rootfs:"), "{out}");
+    assert!(out.contains("chroot(2) into `rootfs`"), "{out}");
+    assert!(out.contains("book/src/01-chroot.md"), "{out}");
+}
+
+/// The whole loop on step 00 (it needs no root): an untouched skeleton fails its
+/// check with the todo and the hint; `solve` makes it pass; `list` says so;
+/// `reset` brings the skeleton back byte for byte. Skipped when the learner has
+/// started step 00: this test never touches a learner's work.
+#[test]
+fn check_solve_list_reset() {
+    let path = chapter("00-process.rs");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let step = isolab::steps::find(0).unwrap();
+    let skeleton = isolab::exercise::skeleton(0, &step.file(), step.solution).unwrap();
+    if original != skeleton {
+        let why = "chapters/00-process.rs has your changes, and this test would replace them";
+        assert!(
+            std::env::var_os("ISOLAB_NO_SKIP").is_none(),
+            "ISOLAB_NO_SKIP is set and {why}"
+        );
+        common::say_skipped(why);
+        return;
+    }
+    let _restore = Restore {
+        path: path.clone(),
+        text: original.clone(),
+    };
+
+    let (code, out, _) = run(&["check", "0"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("not yet: step 00: it stopped at a todo!()"),
+        "{out}"
+    );
+    assert!(out.contains("hint: fork(2) returns twice"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        original,
+        "a check changes nothing"
+    );
+
+    let (code, out, _) = run(&["solve", "0", "--yes"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), step.solution);
+
+    let (code, out, _) = run(&["check", "0"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("passes: step 00"), "{out}");
+    assert!(out.contains("next: step 01"), "{out}");
+
+    let (code, out, _) = run(&["list"]);
+    assert_eq!(code, 0, "{out}");
+    let line = |n: &str| {
+        out.lines()
+            .find(|l| l.starts_with(n))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("00 ").ends_with("passing"), "{out}");
+    assert!(line("01 ").ends_with("not started"), "{out}");
+
+    // Without a terminal to ask on, reset wants --yes and leaves the file alone.
+    let (code, _, err) = run(&["reset", "0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("add --yes to confirm"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), step.solution);
+
+    let (code, out, _) = run(&["reset", "0", "--yes"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        original,
+        "reset restores the skeleton exactly"
+    );
+}
