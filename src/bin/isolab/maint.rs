@@ -75,13 +75,58 @@ pub fn check_book() -> Result<ExitCode> {
             }
         }
     }
+    let (links, mut broken) = check_links(&src)?;
+    problems.append(&mut broken);
     if !problems.is_empty() {
         bail!(
-            "{} broken include(s):\n{}",
+            "{} broken include(s) or link(s):\n{}",
             problems.len(),
             problems.join("\n")
         );
     }
-    println!("all {count} includes in book/src resolve");
+    println!("all {count} includes and {links} links in book/src resolve");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every link from a page to another page or an image, and every page SUMMARY.md
+/// lists, must exist; and every page must be in SUMMARY.md. Links to other sites
+/// are not fetched (the workshop runs offline).
+fn check_links(src: &std::path::Path) -> Result<(usize, Vec<String>)> {
+    let mut problems = Vec::new();
+    let mut count = 0;
+    let summary = std::fs::read_to_string(src.join("SUMMARY.md")).context("reading SUMMARY.md")?;
+    for entry in std::fs::read_dir(src)? {
+        let page = entry?.path();
+        let name = page
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if page.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        if name != "SUMMARY.md" && !summary.contains(&format!("({name})")) {
+            problems.push(format!("{name}: not listed in SUMMARY.md"));
+        }
+        let text = std::fs::read_to_string(&page)?;
+        for piece in text.split("](").skip(1) {
+            let Some(target) = piece.split(')').next() else {
+                continue;
+            };
+            let target = target.split_whitespace().next().unwrap_or("");
+            if target.is_empty()
+                || target.starts_with('#')
+                || target.contains("://")
+                || target.starts_with("mailto:")
+            {
+                continue;
+            }
+            count += 1;
+            let file = target.split('#').next().unwrap_or(target);
+            if !src.join(file).exists() {
+                problems.push(format!("{name}: link to {target}, which does not exist"));
+            }
+        }
+    }
+    Ok((count, problems))
 }
