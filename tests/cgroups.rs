@@ -9,14 +9,6 @@ use std::path::PathBuf;
 
 const STEP: &str = "04-cgroups";
 
-fn args(lab: &Lab, flags: &[&str], command: &[&str]) -> Vec<String> {
-    let mut args = vec!["--rootfs".to_string(), lab.rootfs().display().to_string()];
-    args.extend(flags.iter().map(|s| s.to_string()));
-    args.push("--".into());
-    args.extend(command.iter().map(|s| s.to_string()));
-    args
-}
-
 /// Every `isolab-*` cgroup directory under this test's own cgroups (the runtime's
 /// parent cgroups): what a runtime created and has not removed yet.
 fn our_cgroups() -> Vec<PathBuf> {
@@ -33,7 +25,7 @@ fn our_cgroups() -> Vec<PathBuf> {
 
 /// Run the step and check that the cgroups it made (named after its PID) are gone.
 fn run_box(lab: &Lab, flags: &[&str], command: &[&str]) -> Run {
-    let run = run(&step(STEP), &args(lab, flags, command));
+    let run = run(&step(STEP), &box_args(lab, flags, command));
     let name = format!("isolab-{}", run.pid);
     let left: Vec<_> = our_cgroups()
         .into_iter()
@@ -53,7 +45,7 @@ fn report() {
     let flags = ["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"];
     let cmd = command(
         &step(STEP),
-        &args(&lab, &flags, &["/bin/probe", "--canary", &canary]),
+        &box_args(&lab, &flags, &["/bin/probe", "--canary", &canary]),
         Some(lab.canary.dir()),
     );
     let run = run_with(cmd);
@@ -199,7 +191,10 @@ fn bad_limits_are_one_line() {
         ("--cpus", "half", "not a number of CPUs"),
         ("--cpus", "100000", "more than this machine has"),
     ] {
-        let run = run(&step(STEP), &args(&lab, &[flag, value], &["/bin/probe"]));
+        let run = run(
+            &step(STEP),
+            &box_args(&lab, &[flag, value], &["/bin/probe"]),
+        );
         assert_one_line_error(&run, 2, says);
     }
 }
@@ -219,7 +214,7 @@ fn limit_files_for_v1_and_v2() {
         "--cpus",
         "0.5",
     ];
-    let run = run(&step(STEP), &args(&lab, &flags, &["/bin/probe"]));
+    let run = run(&step(STEP), &box_args(&lab, &flags, &["/bin/probe"]));
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     snapshot("limit_files", &run.stdout, vec![]);
     let layout = isolab::cgroup::Layout::detect().unwrap();
@@ -243,7 +238,7 @@ fn killed_runtime_leaves_no_process_and_the_next_run_cleans_up() {
     let before = our_cgroups();
     let mut box_ = Running::start(command(
         &step(STEP),
-        &args(&lab, &["--memory", "64m"], &["/bin/probe", "wait-signal"]),
+        &box_args(&lab, &["--memory", "64m"], &["/bin/probe", "wait-signal"]),
         None,
     ));
     box_.wait_for_line("ready");
@@ -261,7 +256,10 @@ fn killed_runtime_leaves_no_process_and_the_next_run_cleans_up() {
     assert_eq!(box_.finish().0, 137);
     assert_no_process_from(&lab.rootfs());
     // The next run sweeps what the dead runtime left.
-    let run = run(&step(STEP), &args(&lab, &[], &["/bin/probe", "exit", "0"]));
+    let run = run(
+        &step(STEP),
+        &box_args(&lab, &[], &["/bin/probe", "exit", "0"]),
+    );
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     let left: Vec<_> = made.iter().filter(|d| d.exists()).collect();
     assert!(left.is_empty(), "the next run did not remove {left:?}");
@@ -275,7 +273,7 @@ fn the_box_is_under_the_runtimes_own_cgroup() {
     let lab = Lab::new();
     let mut box_ = Running::start(command(
         &step(STEP),
-        &args(&lab, &[], &["/bin/probe", "wait-signal"]),
+        &box_args(&lab, &[], &["/bin/probe", "wait-signal"]),
         None,
     ));
     box_.wait_for_line("ready");
@@ -294,7 +292,7 @@ fn the_box_is_under_the_runtimes_own_cgroup() {
     assert_eq!(box_.finish().0, 143);
     let run = run(
         &step(STEP),
-        &args(&lab, &[], &["/bin/sh", "-c", "cat /proc/self/cgroup"]),
+        &box_args(&lab, &[], &["/bin/sh", "-c", "cat /proc/self/cgroup"]),
     );
     if lab.rootfs().join("bin/busybox").exists() {
         assert!(

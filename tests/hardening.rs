@@ -9,14 +9,6 @@ use isolab::report::Report;
 
 const STEP: &str = "05-hardening";
 
-fn args(lab: &Lab, flags: &[&str], command: &[&str]) -> Vec<String> {
-    let mut args = vec!["--rootfs".to_string(), lab.rootfs().display().to_string()];
-    args.extend(flags.iter().map(|s| s.to_string()));
-    args.push("--".into());
-    args.extend(command.iter().map(|s| s.to_string()));
-    args
-}
-
 /// The whole report: reduced capabilities that stay reduced after exec,
 /// no_new_privs, a seccomp filter, every forbidden action refused, only `lo`.
 #[test]
@@ -26,7 +18,7 @@ fn report() {
     let canary = lab.canary_arg();
     let cmd = command(
         &step(STEP),
-        &args(&lab, &[], &["/bin/probe", "--canary", &canary]),
+        &box_args(&lab, &[], &["/bin/probe", "--canary", &canary]),
         Some(lab.canary.dir()),
     );
     let run = run_with(cmd);
@@ -41,11 +33,11 @@ fn report() {
 fn each_restriction_takes_effect() {
     needs!(root);
     let lab = Lab::new();
-    let hardened = Report::parse(&run(&step(STEP), &args(&lab, &[], &["/bin/probe"])).stdout);
+    let hardened = Report::parse(&run(&step(STEP), &box_args(&lab, &[], &["/bin/probe"])).stdout);
     let without = Report::parse(
         &run(
             &target_dir().join("04-cgroups-solution"),
-            &args(&lab, &[], &["/bin/probe"]),
+            &box_args(&lab, &[], &["/bin/probe"]),
         )
         .stdout,
     );
@@ -107,7 +99,10 @@ fn a_shell_in_the_box_is_refused_too() {
         return;
     }
     let script = "mount -t tmpfs none /tmp 2>&1; unshare -r id 2>&1; hostname box2 2>&1; echo done";
-    let run = run(&step(STEP), &args(&lab, &[], &["/bin/sh", "-c", script]));
+    let run = run(
+        &step(STEP),
+        &box_args(&lab, &[], &["/bin/sh", "-c", script]),
+    );
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{}", run.stdout);
@@ -136,7 +131,7 @@ fn a_killed_runtime_leaves_nothing() {
     let lab = Lab::new();
     let mut box_ = Running::start(command(
         &step(STEP),
-        &args(
+        &box_args(
             &lab,
             &["--pids-limit", "16"],
             &["/bin/probe", "wait-signal"],
@@ -158,10 +153,10 @@ fn the_hardened_box_still_runs_ordinary_work() {
         (&["/bin/probe", "orphan"], 0),
         (&["/bin/probe", "kill-self", "TERM"], 143),
     ] {
-        let run = run(&step(STEP), &args(&lab, &["--memory", "64m"], command));
+        let run = run(&step(STEP), &box_args(&lab, &["--memory", "64m"], command));
         assert_eq!(run.code, Some(code), "{command:?}: {}", run.stderr);
     }
-    let orphan = run(&step(STEP), &args(&lab, &[], &["/bin/probe", "orphan"]));
+    let orphan = run(&step(STEP), &box_args(&lab, &[], &["/bin/probe", "orphan"]));
     assert!(
         orphan.stdout.contains("orphan reaped: yes"),
         "{}",
@@ -180,7 +175,7 @@ fn breaking_one_restriction_opens_only_its_doors() {
     let report = |restriction: &str| {
         let run = run(
             &step(STEP),
-            &args(&lab, &["--break", restriction], &["/bin/probe"]),
+            &box_args(&lab, &["--break", restriction], &["/bin/probe"]),
         );
         assert_eq!(run.code, Some(0), "--break {restriction}: {}", run.stderr);
         Report::parse(&run.stdout)
@@ -225,7 +220,7 @@ fn an_unknown_restriction_is_one_line() {
     let lab = Lab::new();
     let run = run(
         &step(STEP),
-        &args(&lab, &["--break", "everything"], &["/bin/probe"]),
+        &box_args(&lab, &["--break", "everything"], &["/bin/probe"]),
     );
     assert_one_line_error(
         &run,

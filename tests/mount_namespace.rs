@@ -7,14 +7,6 @@ use nix::sys::signal::Signal;
 
 const STEP: &str = "03-mount-namespace";
 
-fn args(lab: &Lab, before: &[&str], command: &[&str]) -> Vec<String> {
-    let mut args = vec!["--rootfs".to_string(), lab.rootfs().display().to_string()];
-    args.extend(before.iter().map(|s| s.to_string()));
-    args.push("--".into());
-    args.extend(command.iter().map(|s| s.to_string()));
-    args
-}
-
 /// Only its own processes and mounts, fds 0-2, and the canary out of reach by
 /// every route; the same host kernel and network, and root's full powers.
 #[test]
@@ -24,7 +16,7 @@ fn report() {
     let canary = lab.canary_arg();
     let run = run_with(command(
         &step(STEP),
-        &args(&lab, &[], &["/bin/probe", "--canary", &canary]),
+        &box_args(&lab, &[], &["/bin/probe", "--canary", &canary]),
         Some(lab.canary.dir()),
     ));
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
@@ -43,7 +35,7 @@ fn every_route_to_the_canary_is_closed() {
     let canary = lab.canary_arg();
     let run = run_with(command(
         &step(STEP),
-        &args(&lab, &[], &["/bin/probe", "--canary", &canary]),
+        &box_args(&lab, &[], &["/bin/probe", "--canary", &canary]),
         Some(lab.canary.dir()),
     ));
     let report = isolab::report::Report::parse(&run.stdout);
@@ -70,14 +62,17 @@ fn every_route_to_the_canary_is_closed() {
 fn read_only_root() {
     needs!(root);
     let lab = Lab::new();
-    let run = run(&step(STEP), &args(&lab, &["--read-only"], &["/bin/probe"]));
+    let run = run(
+        &step(STEP),
+        &box_args(&lab, &["--read-only"], &["/bin/probe"]),
+    );
     assert_eq!(
         isolab::report::Report::parse(&run.stdout).get("root mount"),
         "read-only"
     );
     let run = run_with(command(
         &step(STEP),
-        &args(&lab, &[], &["/bin/probe"]),
+        &box_args(&lab, &[], &["/bin/probe"]),
         None,
     ));
     assert_eq!(
@@ -95,7 +90,7 @@ fn the_boxs_mounts_never_reach_the_host() {
     let before = mount_table();
     let mut box_ = Running::start(command(
         &step(STEP),
-        &args(&lab, &[], &["/bin/probe", "wait-signal"]),
+        &box_args(&lab, &[], &["/bin/probe", "wait-signal"]),
         None,
     ));
     box_.wait_for_line("ready");
@@ -112,7 +107,7 @@ fn the_boxs_mounts_never_reach_the_host() {
 fn init_reaps_orphans() {
     needs!(root);
     let lab = Lab::new();
-    let run = run(&step(STEP), &args(&lab, &[], &["/bin/probe", "orphan"]));
+    let run = run(&step(STEP), &box_args(&lab, &[], &["/bin/probe", "orphan"]));
     assert!(
         run.stdout.contains("orphan reaped: yes"),
         "{}{}",
@@ -127,7 +122,7 @@ fn signals_and_exit_codes_are_passed_on() {
     let lab = Lab::new();
     let mut box_ = Running::start(command(
         &step(STEP),
-        &args(
+        &box_args(
             &lab,
             &[],
             &["/bin/probe", "wait-signal", "--exit-code", "5"],
@@ -139,10 +134,13 @@ fn signals_and_exit_codes_are_passed_on() {
     assert_eq!(box_.finish().0, 5);
     let killed = run(
         &step(STEP),
-        &args(&lab, &[], &["/bin/probe", "kill-self", "INT"]),
+        &box_args(&lab, &[], &["/bin/probe", "kill-self", "INT"]),
     );
     assert_eq!(killed.code, Some(130));
-    let exited = run(&step(STEP), &args(&lab, &[], &["/bin/probe", "exit", "17"]));
+    let exited = run(
+        &step(STEP),
+        &box_args(&lab, &[], &["/bin/probe", "exit", "17"]),
+    );
     assert_eq!(exited.code, Some(17));
 }
 
@@ -152,7 +150,7 @@ fn killed_runtime_leaves_nothing() {
     let lab = Lab::new();
     let mut box_ = Running::start(command(
         &step(STEP),
-        &args(&lab, &[], &["/bin/probe", "wait-signal"]),
+        &box_args(&lab, &[], &["/bin/probe", "wait-signal"]),
         None,
     ));
     box_.wait_for_line("ready");
@@ -177,7 +175,7 @@ fn a_shell_runs_in_the_box() {
     }
     let run = run(
         &step(STEP),
-        &args(
+        &box_args(
             &lab,
             &[],
             &["/bin/sh", "-c", "echo $(hostname) $$ $(cat /proc/1/comm)"],
@@ -193,7 +191,7 @@ fn rootfs_without_dev_is_one_line() {
     needs!(root);
     let lab = Lab::new();
     std::fs::remove_dir(lab.rootfs().join("dev")).unwrap();
-    let run = run(&step(STEP), &args(&lab, &[], &["/bin/probe"]));
+    let run = run(&step(STEP), &box_args(&lab, &[], &["/bin/probe"]));
     assert_one_line_error(
         &run,
         125,

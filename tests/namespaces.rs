@@ -7,12 +7,11 @@ use nix::sys::signal::Signal;
 
 const STEP: &str = "02-namespaces";
 
-fn args(lab: &Lab, before: &[&str], probe: &[&str]) -> Vec<String> {
-    let mut args = vec!["--rootfs".to_string(), lab.rootfs().display().to_string()];
-    args.extend(before.iter().map(|s| s.to_string()));
-    args.extend(["--".into(), "/bin/probe".into()]);
-    args.extend(probe.iter().map(|s| s.to_string()));
-    args
+/// The step's arguments, running the probe with `probe` as its arguments.
+fn args(lab: &Lab, flags: &[&str], probe: &[&str]) -> Vec<String> {
+    let mut command = vec!["/bin/probe"];
+    command.extend_from_slice(probe);
+    box_args(lab, flags, &command)
 }
 
 /// pid 2 under init (pid 1), hostname `isolab`; but the host's /proc, so the host's

@@ -153,6 +153,16 @@ impl Lab {
     }
 }
 
+/// A container step's arguments: `--rootfs` the lab's rootfs, then `flags`, then
+/// `--` and the command to run in the box.
+pub fn box_args(lab: &Lab, flags: &[&str], command: &[&str]) -> Vec<String> {
+    let mut args = vec!["--rootfs".to_string(), lab.rootfs().display().to_string()];
+    args.extend(flags.iter().map(|s| s.to_string()));
+    args.push("--".into());
+    args.extend(command.iter().map(|s| s.to_string()));
+    args
+}
+
 /// What a finished run gave back.
 #[derive(Debug)]
 pub struct Run {
