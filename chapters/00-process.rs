@@ -16,7 +16,7 @@
 //! ```
 
 // Your copy of step 00. Replace each todo!() with your code, then run
-// `isolab check 0`. (Generated from solutions/00-process.rs: `isolab reset 0`
+// `cargo run -- check 0`. (Generated from solutions/00-process.rs: `cargo run -- reset 0`
 // brings this version back.)
 
 use isolab::prelude::*;
@@ -73,7 +73,7 @@ fn exec(command: &Command) -> Result<Infallible> {
     //       command.argv. It returns only on failure: return that error, with a context
     //       that names the call and the path, e.g. "execv(/bin/probe)".
     todo!(
-        "step 00, `exec`: not written yet. Read the TODO above this line in chapters/00-process.rs, or run `isolab hint 0`"
+        "step 00, `exec`: not written yet. Read the TODO above this line in chapters/00-process.rs, or run `cargo run -- hint 0`"
     );
     // ANCHOR_END: exec
 }
@@ -85,7 +85,7 @@ fn wait_for(child: Pid) -> Result<i32> {
     //       gives `code`; WaitStatus::Signaled(_, signal, _) gives 128 + the signal's
     //       number (`signal as i32`). Any other status means it is still alive: wait again.
     todo!(
-        "step 00, `wait`: not written yet. Read the TODO above this line in chapters/00-process.rs, or run `isolab hint 0`"
+        "step 00, `wait`: not written yet. Read the TODO above this line in chapters/00-process.rs, or run `cargo run -- hint 0`"
     );
     // ANCHOR_END: wait
 }

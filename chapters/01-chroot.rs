@@ -16,7 +16,7 @@
 //! ```
 
 // Your copy of step 01. Replace each todo!() with your code, then run
-// `isolab check 1`. (Generated from solutions/01-chroot.rs: `isolab reset 1`
+// `cargo run -- check 1`. (Generated from solutions/01-chroot.rs: `cargo run -- reset 1`
 // brings this version back.)
 
 use isolab::prelude::*;
@@ -67,7 +67,7 @@ fn enter_rootfs(rootfs: &Path) -> Result<()> {
     //       but not the working directory, which would stay in the host's tree. Give each
     //       error a context naming the call, e.g. "chroot(/tmp/rootfs)".
     todo!(
-        "step 01, `enter_rootfs`: not written yet. Read the TODO above this line in chapters/01-chroot.rs, or run `isolab hint 1`"
+        "step 01, `enter_rootfs`: not written yet. Read the TODO above this line in chapters/01-chroot.rs, or run `cargo run -- hint 1`"
     );
     // ANCHOR_END: enter_rootfs
 }

@@ -24,7 +24,7 @@
 //! ```
 
 // Your copy of step 02. Replace each todo!() with your code, then run
-// `isolab check 2`. (Generated from solutions/02-namespaces.rs: `isolab reset 2`
+// `cargo run -- check 2`. (Generated from solutions/02-namespaces.rs: `cargo run -- reset 2`
 // brings this version back.)
 
 use isolab::prelude::*;
@@ -104,7 +104,7 @@ fn new_pid_namespace() -> Result<()> {
     // TODO: unshare(2) with CloneFlags::CLONE_NEWPID. Our next child (the fork right after
     //       this) becomes PID 1 of the new namespace. Context: "unshare(CLONE_NEWPID)".
     todo!(
-        "step 02, `new_pid_namespace`: not written yet. Read the TODO above this line in chapters/02-namespaces.rs, or run `isolab hint 2`"
+        "step 02, `new_pid_namespace`: not written yet. Read the TODO above this line in chapters/02-namespaces.rs, or run `cargo run -- hint 2`"
     );
     // ANCHOR_END: new_pid_namespace
 }
@@ -136,7 +136,7 @@ fn enter_namespaces(hostname: &str) -> Result<()> {
     //       CLONE_NEWNS), then sethostname(2) to `hostname`: the new name is seen only
     //       inside the new UTS namespace. Name each call in its error context.
     todo!(
-        "step 02, `enter_namespaces`: not written yet. Read the TODO above this line in chapters/02-namespaces.rs, or run `isolab hint 2`"
+        "step 02, `enter_namespaces`: not written yet. Read the TODO above this line in chapters/02-namespaces.rs, or run `cargo run -- hint 2`"
     );
     // ANCHOR_END: enter_namespaces
 }
@@ -170,7 +170,7 @@ fn supervise(child: Pid, signals: &SigSet) -> Result<i32> {
     //       it says StillAlive or ECHILD: one SIGCHLD can stand for many children. When
     //       the one that ended is `child`, return its code, or 128 + signal if killed.
     todo!(
-        "step 02, `supervise`: not written yet. Read the TODO above this line in chapters/02-namespaces.rs, or run `isolab hint 2`"
+        "step 02, `supervise`: not written yet. Read the TODO above this line in chapters/02-namespaces.rs, or run `cargo run -- hint 2`"
     );
     // ANCHOR_END: supervise
 }

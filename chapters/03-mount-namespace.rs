@@ -23,7 +23,7 @@
 //! ```
 
 // Your copy of step 03. Replace each todo!() with your code, then run
-// `isolab check 3`. (Generated from solutions/03-mount-namespace.rs: `isolab reset 3`
+// `cargo run -- check 3`. (Generated from solutions/03-mount-namespace.rs: `cargo run -- reset 3`
 // brings this version back.)
 
 use isolab::container;
@@ -128,7 +128,7 @@ fn make_mounts_private() -> Result<()> {
     //       every mount in our new namespace stops propagating to and from the host.
     //       (Pass None::<&str> for the source, the type and the data.)
     todo!(
-        "step 03, `make_mounts_private`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `isolab hint 3`"
+        "step 03, `make_mounts_private`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
     );
     // ANCHOR_END: make_mounts_private
 }
@@ -141,7 +141,7 @@ fn pivot_into(rootfs: &Path) -> Result<()> {
     //       is stacked under the new one at "/". umount2(".", MNT_DETACH) detaches it,
     //       and chdir("/") puts us at the top of the new root.
     todo!(
-        "step 03, `pivot_into`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `isolab hint 3`"
+        "step 03, `pivot_into`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
     );
     // ANCHOR_END: pivot_into
 }
@@ -153,7 +153,7 @@ fn mount_proc() -> Result<()> {
     // TODO: mount(2) a new procfs: source "proc", target "/proc", type "proc", flags
     //       MS_NOSUID | MS_NODEV | MS_NOEXEC. Mounted by init, it lists the box's PIDs.
     todo!(
-        "step 03, `mount_proc`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `isolab hint 3`"
+        "step 03, `mount_proc`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
     );
     // ANCHOR_END: mount_proc
 }

@@ -27,7 +27,7 @@
 //! ```
 
 // Your copy of step 04. Replace each todo!() with your code, then run
-// `isolab check 4`. (Generated from solutions/04-cgroups.rs: `isolab reset 4`
+// `cargo run -- check 4`. (Generated from solutions/04-cgroups.rs: `cargo run -- reset 4`
 // brings this version back.)
 
 use isolab::cgroup::{self, Delegation, Hierarchy, Layout, Usage, Version};
@@ -212,7 +212,7 @@ impl BoxCgroups {
         //       kernel reads 0 as "the process writing this". Children inherit their
         //       parent's cgroups, so everything init forks afterwards is inside too.
         todo!(
-            "step 04, `join`: not written yet. Read the TODO above this line in chapters/04-cgroups.rs, or run `isolab hint 4`"
+            "step 04, `join`: not written yet. Read the TODO above this line in chapters/04-cgroups.rs, or run `cargo run -- hint 4`"
         );
         // ANCHOR_END: join
     }
@@ -259,7 +259,7 @@ fn need_controllers(hierarchies: &[Hierarchy], limits: &LimitArgs) -> Result<()>
     for controller in needed_controllers(limits) {
         if !hierarchies.iter().any(|h| h.has(controller)) {
             bail!(
-                "this host has no {controller} controller for the box's cgroup (see `isolab doctor`): leave out the limit that needs it"
+                "this host has no {controller} controller for the box's cgroup (see `cargo run -- doctor`): leave out the limit that needs it"
             );
         }
     }
@@ -274,8 +274,10 @@ fn limit_files(version: Version, limits: &LimitArgs) -> Vec<(&'static str, Strin
     //       v2: "memory.max" = bytes, "pids.max" = n, "cpu.max" = "QUOTA PERIOD" (in us);
     //       v1: "memory.limit_in_bytes" = bytes, "pids.max" = n, "cpu.cfs_period_us" =
     //       period, then "cpu.cfs_quota_us" = quota. Limits are plain decimal numbers.
+    //       limits.memory and limits.pids_limit are Option<u64>; limits.cpus is
+    //       Option<Cpus>, and a Cpus has quota_us and period_us.
     todo!(
-        "step 04, `limit_files`: not written yet. Read the TODO above this line in chapters/04-cgroups.rs, or run `isolab hint 4`"
+        "step 04, `limit_files`: not written yet. Read the TODO above this line in chapters/04-cgroups.rs, or run `cargo run -- hint 4`"
     );
     // ANCHOR_END: limit_files
 }

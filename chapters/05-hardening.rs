@@ -26,7 +26,7 @@
 //! ```
 
 // Your copy of step 05. Replace each todo!() with your code, then run
-// `isolab check 5`. (Generated from solutions/05-hardening.rs: `isolab reset 5`
+// `cargo run -- check 5`. (Generated from solutions/05-hardening.rs: `cargo run -- reset 5`
 // brings this version back.)
 
 use isolab::box_cgroups::{BoxCgroups, mount_cgroupfs};
@@ -218,7 +218,7 @@ fn drop_capabilities() -> Result<()> {
     //       effective = permitted = the kept set and inheritable = 0. Clearing only the
     //       effective set would not last: root gets the bounding set back at its next exec.
     todo!(
-        "step 05, `drop_capabilities`: not written yet. Read the TODO above this line in chapters/05-hardening.rs, or run `isolab hint 5`"
+        "step 05, `drop_capabilities`: not written yet. Read the TODO above this line in chapters/05-hardening.rs, or run `cargo run -- hint 5`"
     );
     // ANCHOR_END: drop_capabilities
 }
@@ -306,7 +306,7 @@ fn filter() -> Vec<seccomp::Instruction> {
     //       as u32, 0, 1), then ret(errno(Errno::EPERM)). If the number matches, the next
     //       instruction (the refusal) runs; if not, skip one and go on to the next pair.
     todo!(
-        "step 05, `deny_list`: not written yet. Read the TODO above this line in chapters/05-hardening.rs, or run `isolab hint 5`"
+        "step 05, `deny_list`: not written yet. Read the TODO above this line in chapters/05-hardening.rs, or run `cargo run -- hint 5`"
     );
     // ANCHOR_END: deny_list
     program.extend([

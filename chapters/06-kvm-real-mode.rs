@@ -26,7 +26,7 @@
 //! ```
 
 // Your copy of step 06. Replace each todo!() with your code, then run
-// `isolab check 6`. (Generated from solutions/06-kvm-real-mode.rs: `isolab reset 6`
+// `cargo run -- check 6`. (Generated from solutions/06-kvm-real-mode.rs: `cargo run -- reset 6`
 // brings this version back.)
 
 use isolab::kvm::{Exit, GuestMemory, KvmArgs, RunArea, Trace};
@@ -196,7 +196,7 @@ fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
     //       Each call is unsafe: say why it is sound in a `// SAFETY:` comment, and give
     //       each error a context naming the ioctl, e.g. "ioctl(KVM_CREATE_VM, 0)".
     todo!(
-        "step 06, `create_vm`: not written yet. Read the TODO above this line in chapters/06-kvm-real-mode.rs, or run `isolab hint 6`"
+        "step 06, `create_vm`: not written yet. Read the TODO above this line in chapters/06-kvm-real-mode.rs, or run `cargo run -- hint 6`"
     );
     // ANCHOR_END: create_vm
 }
@@ -211,7 +211,7 @@ fn create_vcpu(kvm: &File, vm: &OwnedFd) -> Result<(OwnedFd, RunArea)> {
     //         the argument 0: KVM refuses any other. It returns how many bytes to map.
     //       Then map the vCPU's shared run structure: `RunArea::map(&vcpu, size)`.
     todo!(
-        "step 06, `create_vcpu`: not written yet. Read the TODO above this line in chapters/06-kvm-real-mode.rs, or run `isolab hint 6`"
+        "step 06, `create_vcpu`: not written yet. Read the TODO above this line in chapters/06-kvm-real-mode.rs, or run `cargo run -- hint 6`"
     );
     // ANCHOR_END: create_vcpu
 }
@@ -229,7 +229,7 @@ fn set_real_mode(vcpu: &OwnedFd) -> Result<()> {
     //       general registers: rip 0 (the code starts at offset 0 of cs) and rflags 0x2
     //       (bit 1 is reserved and always 1).
     todo!(
-        "step 06, `set_real_mode`: not written yet. Read the TODO above this line in chapters/06-kvm-real-mode.rs, or run `isolab hint 6`"
+        "step 06, `set_real_mode`: not written yet. Read the TODO above this line in chapters/06-kvm-real-mode.rs, or run `cargo run -- hint 6`"
     );
     // ANCHOR_END: set_real_mode
 }
@@ -262,7 +262,7 @@ fn decode(run: &RunArea) -> Result<Exit> {
     //         hardware_entry_failure_reason); KVM_EXIT_INTERNAL_ERROR (member `internal`,
     //         suberror). Anything else: Exit::Other with the reason.
     todo!(
-        "step 06, `decode`: not written yet. Read the TODO above this line in chapters/06-kvm-real-mode.rs, or run `isolab hint 6`"
+        "step 06, `decode`: not written yet. Read the TODO above this line in chapters/06-kvm-real-mode.rs, or run `cargo run -- hint 6`"
     );
     // ANCHOR_END: decode
 }

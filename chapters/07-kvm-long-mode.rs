@@ -28,7 +28,7 @@
 //! ```
 
 // Your copy of step 07. Replace each todo!() with your code, then run
-// `isolab check 7`. (Generated from solutions/07-kvm-long-mode.rs: `isolab reset 7`
+// `cargo run -- check 7`. (Generated from solutions/07-kvm-long-mode.rs: `cargo run -- reset 7`
 // brings this version back.)
 
 use isolab::kvm::{CODE_SELECTOR, DATA_SELECTOR, Exit, GDT, GuestMemory, KvmArgs, RunArea, Trace};
@@ -274,7 +274,7 @@ fn set_long_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
     //         type_ 0x3, db 1, l 0, and the rest as for cs;
     //       - regs: rip GUEST_ADDRESS, rsp STACK_TOP, rflags 0x2.
     todo!(
-        "step 07, `long_mode`: not written yet. Read the TODO above this line in chapters/07-kvm-long-mode.rs, or run `isolab hint 7`"
+        "step 07, `long_mode`: not written yet. Read the TODO above this line in chapters/07-kvm-long-mode.rs, or run `cargo run -- hint 7`"
     );
     // ANCHOR_END: long_mode
 }
@@ -295,7 +295,7 @@ fn hypercall(port: u16, value: u32, memory: &GuestMemory) -> Result<Hypercall> {
     //       Hypercall::Print. HYPERCALL_EXIT: `value` is the exit code, Hypercall::Exit.
     //       Any other port has no device behind it: an error that names the port.
     todo!(
-        "step 07, `hypercall`: not written yet. Read the TODO above this line in chapters/07-kvm-long-mode.rs, or run `isolab hint 7`"
+        "step 07, `hypercall`: not written yet. Read the TODO above this line in chapters/07-kvm-long-mode.rs, or run `cargo run -- hint 7`"
     );
     // ANCHOR_END: hypercall
 }
@@ -319,7 +319,7 @@ fn mmio(doubler: &mut Doubler, exit: &Exit, run: &mut RunArea) -> Result<String>
     //       the guest on the next KVM_RUN. Return a note: "stored 21", "answered 42".
     //       Any other address: an error, there is neither memory nor a device there.
     todo!(
-        "step 07, `mmio`: not written yet. Read the TODO above this line in chapters/07-kvm-long-mode.rs, or run `isolab hint 7`"
+        "step 07, `mmio`: not written yet. Read the TODO above this line in chapters/07-kvm-long-mode.rs, or run `cargo run -- hint 7`"
     );
     // ANCHOR_END: mmio
 }

@@ -257,7 +257,7 @@ fn need_controllers(hierarchies: &[Hierarchy], limits: &LimitArgs) -> Result<()>
     for controller in needed_controllers(limits) {
         if !hierarchies.iter().any(|h| h.has(controller)) {
             bail!(
-                "this host has no {controller} controller for the box's cgroup (see `isolab doctor`): leave out the limit that needs it"
+                "this host has no {controller} controller for the box's cgroup (see `cargo run -- doctor`): leave out the limit that needs it"
             );
         }
     }
@@ -272,6 +272,8 @@ fn limit_files(version: Version, limits: &LimitArgs) -> Vec<(&'static str, Strin
     //> v2: "memory.max" = bytes, "pids.max" = n, "cpu.max" = "QUOTA PERIOD" (in us);
     //> v1: "memory.limit_in_bytes" = bytes, "pids.max" = n, "cpu.cfs_period_us" =
     //> period, then "cpu.cfs_quota_us" = quota. Limits are plain decimal numbers.
+    //> limits.memory and limits.pids_limit are Option<u64>; limits.cpus is
+    //> Option<Cpus>, and a Cpus has quota_us and period_us.
     let mut files = Vec::new();
     match version {
         Version::V2 => {

@@ -115,7 +115,7 @@ fn need_controllers(hierarchies: &[Hierarchy], limits: &LimitArgs) -> Result<()>
     for controller in needed_controllers(limits) {
         if !hierarchies.iter().any(|h| h.has(controller)) {
             bail!(
-                "this host has no {controller} controller for the box's cgroup (see `isolab doctor`): leave out the limit that needs it"
+                "this host has no {controller} controller for the box's cgroup (see `cargo run -- doctor`): leave out the limit that needs it"
             );
         }
     }

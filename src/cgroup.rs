@@ -325,7 +325,7 @@ pub fn delegate(h: &Hierarchy, needed: &[&str], runtime: u32) -> Result<Delegati
     }
     if let Some(c) = missing.iter().find(|c| !h.has(c)) {
         anyhow::bail!(
-            "cgroup v2: the {c} controller is not offered to this runtime's cgroup {} (not in its cgroup.controllers): leave out the limit that needs it, or run from a cgroup that has it (`isolab doctor` shows the layout)",
+            "cgroup v2: the {c} controller is not offered to this runtime's cgroup {} (not in its cgroup.controllers): leave out the limit that needs it, or run from a cgroup that has it (`cargo run -- doctor` shows the layout)",
             parent.display()
         );
     }

@@ -20,7 +20,7 @@ pub struct CommandArgs {
 /// The directory that becomes the box's root.
 #[derive(Args, Debug, Clone)]
 pub struct RootfsArg {
-    /// The directory that becomes the box's root (make one with `isolab rootfs DIR`)
+    /// The directory that becomes the box's root (make one with `cargo run -- rootfs DIR`)
     #[arg(long, value_name = "DIR")]
     pub rootfs: PathBuf,
 }
@@ -98,7 +98,7 @@ impl RootfsArg {
         let meta = match std::fs::metadata(dir) {
             Ok(meta) => meta,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
-                "rootfs {} does not exist: make one with `isolab rootfs {}`",
+                "rootfs {} does not exist: make one with `cargo run -- rootfs {}`",
                 dir.display(),
                 dir.display()
             ),

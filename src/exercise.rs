@@ -75,7 +75,7 @@ pub fn skeleton(number: u8, file: &str, solution: &str) -> Result<String> {
             header_done = true;
             out.push(format!(
                 "\n// Your copy of step {number:02}. Replace each todo!() with your code, then run\n\
-                 // `isolab check {number}`. (Generated from solutions/{file}: `isolab reset {number}`\n\
+                 // `cargo run -- check {number}`. (Generated from solutions/{file}: `cargo run -- reset {number}`\n\
                  // brings this version back.)"
             ));
             if !line.is_empty() {
@@ -106,7 +106,7 @@ pub fn skeleton(number: u8, file: &str, solution: &str) -> Result<String> {
         // a statement, so that it may stand in the middle of a function too.
         out.push(format!("{indent}todo!("));
         out.push(format!(
-            "{indent}    \"step {number:02}, `{name}`: not written yet. Read the TODO above this line in chapters/{file}, or run `isolab hint {number}`\""
+            "{indent}    \"step {number:02}, `{name}`: not written yet. Read the TODO above this line in chapters/{file}, or run `cargo run -- hint {number}`\""
         ));
         out.push(format!("{indent});"));
         out.push(lines[i + end].to_string());

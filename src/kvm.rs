@@ -46,11 +46,38 @@ pub fn open(device: &Path) -> Result<File> {
             "cannot open {shown}: no such device: enable virtualization (VT-x or AMD-V) in the \
              firmware, or nested virtualization for this VM, and load kvm_intel or kvm_amd"
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
-            "cannot open {shown}: permission denied: add yourself to the kvm group \
-             (`sudo usermod -aG kvm $USER`, then log in again) or run with sudo"
-        ),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            bail!(
+                "cannot open {shown}: permission denied: {}",
+                permission_advice(device)
+            )
+        }
         Err(e) => Err(e).with_context(|| format!("open({shown}, O_RDWR)")),
+    }
+}
+
+/// What to do about a device we may not open: join its group when the device has
+/// one (most distributions make /dev/kvm `root:kvm 0660`), otherwise use sudo.
+pub fn permission_advice(device: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let group = std::fs::metadata(device)
+        .ok()
+        .filter(|m| m.gid() != 0 && m.mode() & 0o060 == 0o060)
+        .and_then(|m| {
+            nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(m.gid()))
+                .ok()
+                .flatten()
+        });
+    match group {
+        Some(group) => format!(
+            "add yourself to the {0} group (`sudo usermod -aG {0} $USER`, then log in again), \
+             or run it with sudo",
+            group.name
+        ),
+        None => format!(
+            "{} belongs to root alone here, so run it with sudo (`cargo run -- run N` does that for you)",
+            device.display()
+        ),
     }
 }
 

@@ -33,7 +33,7 @@ pub fn build(dir: &Path, probe: &Path) -> Result<Built> {
     fs::create_dir_all(dir).with_context(|| format!("mkdir -p {}", dir.display()))?;
     if fs::read_dir(dir)?.next().is_some() {
         bail!(
-            "{} is not empty: give a new or empty directory for the rootfs",
+            "{} is not empty: it may be a rootfs already (use it as it is), or remove it (rm -rf) and build again",
             dir.display()
         );
     }

@@ -18,9 +18,9 @@ pub struct Step {
     pub slug: &'static str,
     pub title: &'static str,
     pub needs: Needs,
-    /// The reference program's source, for the exercise generator and `isolab hint`.
+    /// The reference program's source, for the exercise generator and `cargo run -- hint`.
     pub solution: &'static str,
-    /// A nudge beyond the TODO comments, for `isolab hint N`.
+    /// A nudge beyond the TODO comments, for `cargo run -- hint N`.
     pub hint: &'static str,
     /// What the learner has built once the check passes.
     pub built: &'static str,

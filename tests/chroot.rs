@@ -123,7 +123,7 @@ fn missing_rootfs_is_one_line() {
     assert_one_line_error(
         &run,
         125,
-        "rootfs /nonexistent/isolab-rootfs does not exist: make one with `isolab rootfs",
+        "rootfs /nonexistent/isolab-rootfs does not exist: make one with `cargo run -- rootfs",
     );
 }
 

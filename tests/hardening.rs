@@ -91,11 +91,7 @@ fn a_shell_in_the_box_is_refused_too() {
     let lab = Lab::new();
     if !lab.rootfs().join("bin/busybox").exists() {
         let why = "needs a static busybox on the host: apt-get install busybox-static";
-        assert!(
-            std::env::var_os("ISOLAB_NO_SKIP").is_none(),
-            "ISOLAB_NO_SKIP is set and this test {why}"
-        );
-        say_skipped(why);
+        skip(why);
         return;
     }
     let script = "mount -t tmpfs none /tmp 2>&1; unshare -r id 2>&1; hostname box2 2>&1; echo done";

@@ -166,11 +166,7 @@ fn a_shell_runs_in_the_box() {
     let lab = Lab::new();
     if !lab.rootfs().join("bin/busybox").exists() {
         let why = "needs a static busybox on the host: apt-get install busybox-static";
-        assert!(
-            std::env::var_os("ISOLAB_NO_SKIP").is_none(),
-            "ISOLAB_NO_SKIP is set and this test {why}"
-        );
-        say_skipped(why);
+        skip(why);
         return;
     }
     let run = run(

@@ -10,12 +10,16 @@ use std::path::Path;
 const READ: i32 = 0;
 const MISSING: i32 = 1;
 const REFUSED: i32 = 2;
+/// A file is there, but its first line is not the canary's marker.
+const NOT_CANARY: i32 = 3;
+
+const NOT_CANARY_TEXT: &str = "its first line must be `isolab host canary`";
 
 /// Read the canary at `path` and check it is the host's (by its first line).
 fn read_canary(path: &Path) -> i32 {
     match std::fs::read_to_string(path) {
         Ok(text) if text.starts_with(MARKER) => READ,
-        Ok(_) => MISSING,
+        Ok(_) => NOT_CANARY,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => MISSING,
         Err(_) => REFUSED,
     }
@@ -28,6 +32,7 @@ pub fn by_path(canary: Option<&Path>) -> String {
     match read_canary(canary) {
         READ => "READABLE".into(),
         MISSING => "hidden (no such file under my root)".into(),
+        NOT_CANARY => format!("found a file there, but not an isolab canary ({NOT_CANARY_TEXT})"),
         _ => "refused (permission denied)".into(),
     }
 }
@@ -62,6 +67,9 @@ pub fn chroot_escape(canary: Option<&Path>) -> String {
     match code {
         Some(READ) => "READABLE (chroot into /etc, climb .., chroot .)".into(),
         Some(REFUSED) => "blocked (chroot refused: EPERM)".into(),
+        Some(NOT_CANARY) => {
+            format!("climbed out, but the file there is not an isolab canary ({NOT_CANARY_TEXT})")
+        }
         _ => "blocked (climbing .. ends at my own root)".into(),
     }
 }

@@ -80,8 +80,7 @@ pub fn build_chapter(name: &str) {
 pub fn missing(requirement: &str) -> Option<String> {
     match requirement {
         "root" if !nix::unistd::geteuid().is_root() => Some(
-            "needs root: `cargo run -- check N` runs step N's tests through sudo, without making files in target/ root's"
-                .into(),
+            "needs root: `cargo run -- check N` runs step N's tests through sudo (and builds as you)".into(),
         ),
         // The same one line, with the same remedy, as the KVM steps print.
         "kvm" => isolab::kvm::open(Path::new("/dev/kvm"))
@@ -107,16 +106,26 @@ pub fn say_skipped(why: &str) {
     );
 }
 
-/// Return early from a test this machine cannot run (or fail, under ISOLAB_NO_SKIP).
+/// What a test does when this machine lacks what it needs. Normally it says so in
+/// one line and returns. It fails instead under ISOLAB_NO_SKIP=1 (CI), and when
+/// checking a learner's step: a check that could not run has not passed.
+pub fn skip(why: &str) {
+    if std::env::var_os("ISOLAB_NO_SKIP").is_some() {
+        panic!("ISOLAB_NO_SKIP is set and this test {why}");
+    }
+    if checking_chapters() {
+        panic!("this check cannot run here: it {why}");
+    }
+    say_skipped(why);
+}
+
+/// Return early from a test this machine cannot run (see [`skip`]).
 #[macro_export]
 macro_rules! needs {
     ($($req:ident),+) => {
         $(
             if let Some(why) = $crate::common::missing(stringify!($req)) {
-                if std::env::var_os("ISOLAB_NO_SKIP").is_some() {
-                    panic!("ISOLAB_NO_SKIP is set and this test {why}");
-                }
-                $crate::common::say_skipped(&why);
+                $crate::common::skip(&why);
                 return;
             }
         )+

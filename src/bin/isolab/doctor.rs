@@ -1,4 +1,4 @@
-//! `isolab doctor`: what this machine offers the workshop, and what to do about
+//! `cargo run -- doctor`: what this machine offers the workshop, and what to do about
 //! what it lacks.
 
 use anyhow::Result;
@@ -25,7 +25,7 @@ pub fn doctor() -> Result<ExitCode> {
             (false, true) => "no, but sudo is here: isolab builds as you and runs steps 01-05 \
                               (and their checks) through sudo; it may ask for your password"
                 .into(),
-            (false, false) => "no, and no sudo: run the steps and `isolab check` as root \
+            (false, false) => "no, and no sudo: run the steps and `cargo run -- check` as root \
                                (`su -c 'target/debug/isolab check N'`)"
                 .into(),
         },
@@ -66,8 +66,9 @@ pub fn doctor() -> Result<ExitCode> {
         kvm_ok,
         match kvm {
             Ok(ok) => ok,
-            Err(why) if kvm_ok => {
-                format!("{why} (until then, isolab runs steps 06-08 through sudo)")
+            Err(_) if kvm_ok => {
+                "you may not open it, but isolab runs steps 06-08 (and their checks) through sudo"
+                    .into()
             }
             Err(why) => why,
         },
@@ -90,7 +91,7 @@ pub fn kvm_status() -> std::result::Result<String, String> {
     use std::os::fd::AsRawFd;
     let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => "missing: steps 06-08 need KVM (enable virtualization, or nested virtualization in your VM)".to_string(),
-        std::io::ErrorKind::PermissionDenied => "no permission: add yourself to the kvm group, or run steps 06-08 with sudo".to_string(),
+        std::io::ErrorKind::PermissionDenied => format!("no permission: {}", isolab::kvm::permission_advice(std::path::Path::new("/dev/kvm"))),
         _ => format!("cannot open: {e}"),
     })?;
     // SAFETY: KVM_GET_API_VERSION (_IO(0xAE, 0)) takes no argument, and KVM insists

@@ -27,7 +27,7 @@ fn started(step: &Step) -> Result<bool> {
 /// Build the learner's binary for one step, and only that one, as this user.
 /// Compiler errors go to the terminal unless `quiet`.
 fn build_chapter(step: &Step, quiet: bool) -> Result<bool> {
-    let mut cmd = cargo();
+    let mut cmd = cargo()?;
     cmd.args([
         "build",
         "--quiet",
@@ -51,8 +51,11 @@ struct Checked {
 /// Build step N's test as this user, then run it against the learner's binary,
 /// through sudo when the step needs root. A failing check writes nothing: no
 /// snapshot is updated (INSTA_UPDATE=no) and the root run builds nothing.
-fn run_checks(step: &Step) -> Result<Checked> {
-    let out = cargo()
+fn run_checks(step: &Step, announce: bool) -> Result<Checked> {
+    if announce {
+        println!("building the tests (the first time takes about half a minute)...");
+    }
+    let out = cargo()?
         .args([
             "test",
             "--no-run",
@@ -106,45 +109,59 @@ fn run_checks(step: &Step) -> Result<Checked> {
     })
 }
 
-/// The part of the test output a learner needs: one line when their step stopped
-/// at a todo!(), otherwise each failing test's message (with insta's diff).
+/// The part of the test output a learner needs: the todo!()s their step stopped
+/// at, or else each failing test with its message, in the learner's words (the
+/// tests compare `yours` on the left with `expected` on the right, and insta's
+/// "old snapshot" is the reference).
 fn explain_failure(output: &str) -> String {
-    if let Some(todo) = output
-        .lines()
-        .find(|l| l.trim_start().starts_with("not yet implemented:"))
-    {
-        return format!("it stopped at a todo!():\n  {}", todo.trim());
+    let mut todos: Vec<&str> = Vec::new();
+    for line in output.lines().map(str::trim) {
+        if line.starts_with("not yet implemented:") && !todos.contains(&line) {
+            todos.push(line);
+        }
     }
+    if !todos.is_empty() {
+        return format!("your step stopped at a todo!():\n  {}", todos.join("\n  "));
+    }
+    let noise = [
+        "note: run with `RUST_BACKTRACE",
+        "stack backtrace",
+        "Stopped on the first failure",
+        "To update snapshots",
+        "Source:",
+        "snapshot assertion for",
+    ];
     let mut shown = Vec::new();
     let mut inside = false;
     for line in output.lines() {
         if line.starts_with("---- ") && line.ends_with(" ----") {
             inside = true;
-            shown.push(String::new());
-            shown.push(
-                line.trim_matches('-')
-                    .trim()
-                    .replace(" stdout", "")
-                    .to_string()
-                    + ":",
-            );
+            let test = line.trim_matches('-').trim().replace(" stdout", "");
+            shown.push(format!("\nthe test `{test}`:"));
             continue;
         }
         if line == "failures:" || line.starts_with("test result:") {
             inside = false;
         }
-        if inside
-            && !line.starts_with("note: run with `RUST_BACKTRACE")
-            && !line.starts_with("stack backtrace")
+        let trimmed = line.trim_start();
+        if !inside
+            || noise.iter().any(|n| trimmed.starts_with(n))
+            || line.contains("/.cargo/registry/")
         {
-            shown.push(format!("  {line}"));
+            continue;
         }
+        let line = line
+            .replace("  left: ", "     yours: ")
+            .replace(" right: ", "  expected: ")
+            .replace("-old snapshot", "-the reference")
+            .replace("+new results", "+yours");
+        shown.push(format!("  {line}"));
     }
     if shown.is_empty() {
-        output.to_string()
-    } else {
-        shown.join("\n")
+        return output.to_string();
     }
+    let text = shown.join("\n");
+    format!("What differs from the reference:\n{}", text.trim_end())
 }
 
 pub fn check(number: u8) -> Result<ExitCode> {
@@ -157,7 +174,7 @@ pub fn check(number: u8) -> Result<ExitCode> {
     );
     if !build_chapter(step, false)? {
         println!(
-            "\n{} chapters/{} does not compile yet: fix the errors above, then `isolab check {number}` again.",
+            "\n{} chapters/{} does not compile yet: fix the errors above, then `cargo run -- check {number}` again.",
             paint("not yet:", "red"),
             step.file()
         );
@@ -166,7 +183,7 @@ pub fn check(number: u8) -> Result<ExitCode> {
     if needs_sudo(step.needs) {
         println!("(the tests of this step need root: running them with sudo)");
     }
-    let checked = run_checks(step)?;
+    let checked = run_checks(step, true)?;
     if checked.passed {
         println!(
             "\n{} step {:02}: you built {}.",
@@ -187,31 +204,33 @@ pub fn check(number: u8) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "\n{} step {:02}: {}",
+        "\n{} step {:02}. {}",
         paint("not yet:", "red"),
         step.number,
         explain_failure(&checked.output)
     );
     println!("\nhint: {}", step.hint);
-    println!("(`isolab hint {number}` says what each todo!() needs; the check changed no file.)");
+    println!(
+        "(`cargo run -- hint {number}` says what each todo!() needs; the check changed no file.)"
+    );
     Ok(ExitCode::FAILURE)
 }
 
 pub fn list() -> Result<ExitCode> {
-    println!("step  {:<62}  state", "title");
+    println!("step  {:<70}  state", "title");
     for step in STEPS {
         let state = if !started(step)? {
             "not started".to_string()
         } else if !build_chapter(step, true)? {
             paint("in progress (does not compile)", "yellow")
         } else {
-            match run_checks(step) {
+            match run_checks(step, false) {
                 Ok(c) if c.passed => paint("passing", "green"),
                 Ok(_) => paint("in progress", "yellow"),
                 Err(e) => format!("could not check: {e:#}"),
             }
         };
-        println!("{:02}    {:<62}  {state}", step.number, step.title);
+        println!("{:02}    {:<70}  {state}", step.number, step.title);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -258,13 +277,35 @@ fn back_up(step: &Step) -> Result<Option<PathBuf>> {
     }
     let dir = repo().join("chapters/.backup");
     std::fs::create_dir_all(&dir).with_context(|| format!("mkdir -p {}", dir.display()))?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let stamp = timestamp();
     let backup = dir.join(format!("{}.{stamp}", step.file()));
     std::fs::write(&backup, current).with_context(|| format!("writing {}", backup.display()))?;
     Ok(Some(backup))
+}
+
+/// Now, as `20261130-114205` (UTC): a backup's name sorts by time and reads as one.
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year}{month:02}{day:02}-{:02}{:02}{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 fn replace_chapter(step: &Step, text: &str, what: &str, yes: bool) -> Result<ExitCode> {
@@ -301,7 +342,7 @@ pub fn solve(number: u8, yes: bool) -> Result<ExitCode> {
     let code = replace_chapter(step, step.solution, "the reference solution", yes)?;
     if code == ExitCode::SUCCESS {
         println!(
-            "`isolab check {number}` passes with it; read it next to the chapter before you move on."
+            "`cargo run -- check {number}` passes with it; read it next to the chapter before you move on."
         );
     }
     Ok(code)
@@ -336,7 +377,8 @@ pub fn run(number: u8, parsed: &[OsString]) -> Result<ExitCode> {
     let target = target_dir()?;
     let bin = target.join(step.name());
     let mut cmd = Command::new(&bin);
-    let _rootfs = match step.needs {
+    // Kept until the step has run: the rootfs, and the canary the probe looks for.
+    let _lab = match step.needs {
         Needs::Kvm => {
             cmd.args(args);
             None
@@ -349,15 +391,20 @@ pub fn run(number: u8, parsed: &[OsString]) -> Result<ExitCode> {
                 cmd.arg("--rootfs").arg(&rootfs);
             }
             cmd.args(args);
-            if !args.iter().any(|a| a == "--") {
-                let probe: &Path = if step.number == 0 {
-                    &target.join("probe")
+            let canary = if args.iter().any(|a| a == "--") {
+                None
+            } else {
+                // No command given: the probe, with a canary made for this run.
+                let canary = isolab::canary::Canary::create()?;
+                let probe = if step.number == 0 {
+                    target.join("probe")
                 } else {
-                    Path::new("/bin/probe")
+                    PathBuf::from("/bin/probe")
                 };
-                cmd.arg("--").arg(probe);
-            }
-            Some(work)
+                cmd.arg("--").arg(probe).arg("--canary").arg(canary.path());
+                Some(canary)
+            };
+            Some((work, canary))
         }
     };
     eprintln!("isolab: running {}", describe(&cmd));
@@ -372,10 +419,20 @@ pub fn run(number: u8, parsed: &[OsString]) -> Result<ExitCode> {
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
+/// The command as a shell would take it: arguments with spaces or quotes quoted.
 fn describe(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
+        .map(|a| {
+            let a = a.to_string_lossy();
+            if a.is_empty()
+                || a.contains(|c: char| c.is_whitespace() || "'\"$;&|<>()*?".contains(c))
+            {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a.into_owned()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -20,9 +20,9 @@ pub use doctor::kvm_status;
 
 /// isolab: build process isolation one layer at a time, then a tiny hypervisor.
 ///
-/// Start with `isolab tour` to see every finished step at work and `isolab doctor`
+/// Start with `cargo run -- tour` to see every finished step at work and `cargo run -- doctor`
 /// to see what your machine offers. Then, for each step: read its chapter, fill in
-/// the todo!()s in chapters/NN-*.rs, and `isolab check N`. `isolab list` shows
+/// the todo!()s in chapters/NN-*.rs, and `cargo run -- check N`. `cargo run -- list` shows
 /// where you are.
 #[derive(Parser)]
 #[command(version, about, long_about, propagate_version = true)]
@@ -70,7 +70,7 @@ enum Cmd {
         #[arg(long)]
         yes: bool,
     },
-    /// Build a fresh rootfs and run your step N in it: `isolab run 4 --memory 64m -- /bin/sh`
+    /// Build a fresh rootfs and run your step N in it: `cargo run -- run 4 --memory 64m -- /bin/sh`
     ///
     /// Everything after N goes to your step's binary; without `--` it runs the probe.
     #[command(allow_hyphen_values = true)]
@@ -164,15 +164,38 @@ pub fn step_arg(number: u8) -> Result<&'static Step> {
     })
 }
 
-pub fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+/// cargo, to build in this checkout as the user who owns it. Building as root in
+/// someone else's checkout would leave files in target/ they cannot remove, so
+/// that is refused with what to do instead.
+pub fn cargo() -> Result<Command> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(repo()).map(|m| m.uid()).unwrap_or(0);
+    if is_root() && owner != 0 {
+        bail!(
+            "not building as root in a checkout that belongs to user {owner} (target/ would get root's files): \
+             run isolab as yourself, e.g. `cargo run -- tour`; it asks for sudo only to run the steps"
+        );
+    }
+    let cargo = std::env::var_os("CARGO").map(PathBuf::from).or_else(|| {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|d| d.join("cargo"))
+            .find(|p| p.is_file())
+    });
+    let Some(cargo) = cargo else {
+        bail!(
+            "cargo is not on PATH (sudo resets PATH): run isolab as yourself, e.g. `cargo run -- tour`; \
+             it asks for sudo only to run the steps"
+        );
+    };
+    let mut cmd = Command::new(cargo);
     cmd.current_dir(repo());
-    cmd
+    Ok(cmd)
 }
 
 /// Build the reference binaries and the probe if any is missing or stale.
 pub fn build_references() -> Result<()> {
-    let status = cargo()
+    let status = cargo()?
         .args(["build", "--quiet", "--package", "isolab", "--bins"])
         .status()
         .context("running cargo build")?;

@@ -1,4 +1,4 @@
-//! `isolab tour`: every reference step with the probe inside, and a scorecard.
+//! `cargo run -- tour`: every reference step with the probe inside, and a scorecard.
 
 use crate::{build_references, kvm_status, target_dir};
 use anyhow::{Context, Result};
@@ -58,6 +58,8 @@ pub fn tour() -> Result<ExitCode> {
         isolab::scorecard::render(&columns, std::io::stdout().is_terminal())
     );
     println!("Read down a column to see one box; across a row to see when a wall appears.");
+    println!("yes: the wall stands. no: the probe got through. ?: the box cannot see its own");
+    println!("limits (no cgroup filesystem inside it). no /proc, none: nothing to try it with.");
     tour_kvm(&target)?;
     println!("Each chapter of the book explains one column: start with `mdbook serve book`.");
     Ok(ExitCode::SUCCESS)
