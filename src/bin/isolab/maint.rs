@@ -77,6 +77,8 @@ pub fn check_book() -> Result<ExitCode> {
     }
     let (links, mut broken) = check_links(&src)?;
     problems.append(&mut broken);
+    let (images, mut broken) = check_svgs(&src.join("images"))?;
+    problems.append(&mut broken);
     if !problems.is_empty() {
         bail!(
             "{} broken include(s) or link(s):\n{}",
@@ -84,7 +86,9 @@ pub fn check_book() -> Result<ExitCode> {
             problems.join("\n")
         );
     }
-    println!("all {count} includes and {links} links in book/src resolve");
+    println!(
+        "all {count} includes and {links} links in book/src resolve, and its {images} SVG diagrams are well formed"
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -129,4 +133,68 @@ fn check_links(src: &std::path::Path) -> Result<(usize, Vec<String>)> {
         }
     }
     Ok((count, problems))
+}
+
+/// Every SVG diagram must be well formed, or browsers show nothing: each tag closed
+/// in order, and a `<title>` for screen readers.
+fn check_svgs(dir: &std::path::Path) -> Result<(usize, Vec<String>)> {
+    let mut problems = Vec::new();
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "svg") {
+            continue;
+        }
+        count += 1;
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let text = std::fs::read_to_string(&path)?;
+        if let Err(why) = svg_well_formed(&text) {
+            problems.push(format!("images/{name}: {why}"));
+        }
+    }
+    Ok((count, problems))
+}
+
+fn svg_well_formed(text: &str) -> std::result::Result<(), String> {
+    let mut open: Vec<&str> = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('<') {
+        rest = &rest[start..];
+        if let Some(after) = rest.strip_prefix("<!--") {
+            let end = after.find("-->").ok_or("a comment is never closed")?;
+            rest = &after[end + 3..];
+            continue;
+        }
+        let end = rest.find('>').ok_or("a tag is never closed")?;
+        let tag = &rest[1..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        }
+        let name = tag
+            .trim_start_matches('/')
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or("");
+        if tag.starts_with('/') {
+            match open.pop() {
+                Some(expected) if expected == name => {}
+                Some(expected) => return Err(format!("</{name}> closes <{expected}>")),
+                None => return Err(format!("</{name}> closes nothing")),
+            }
+        } else if !tag.ends_with('/') {
+            open.push(name);
+        }
+    }
+    if let Some(unclosed) = open.pop() {
+        return Err(format!("<{unclosed}> is never closed"));
+    }
+    if !text.contains("<svg") || !text.contains("<title>") {
+        return Err("not an <svg> with a <title>".into());
+    }
+    Ok(())
 }
