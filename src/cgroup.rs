@@ -146,16 +146,13 @@ pub const BOX_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
 impl Layout {
     /// The hierarchies a box joins: each v1 hierarchy that holds one of
-    /// [`BOX_CONTROLLERS`], and the v2 hierarchy when there is one (on a hybrid host
-    /// it may offer no controller, but it can still hold, kill and count the box:
-    /// its cpu.stat counts CPU time with or without the cpu controller). A host with
-    /// no v2 hierarchy counts CPU time in v1's cpuacct, so there the box joins that too.
+    /// [`BOX_CONTROLLERS`], and the v2 hierarchy when it offers one of them too, or
+    /// when it is the only hierarchy (a v2 host). Its cpu.stat counts the box's CPU
+    /// time. A hybrid host's v2 tree usually offers no controller, and joining it
+    /// would cost a `cgroup.procs` write, which can wait milliseconds for an RCU grace
+    /// period (step 04's `join` says why); there, and on a v1 host, the box counts
+    /// its CPU time in v1's cpuacct instead.
     pub fn for_box(&self) -> Result<Vec<Hierarchy>> {
-        let wanted: &[&str] = if self.v2.is_some() {
-            &BOX_CONTROLLERS
-        } else {
-            &["memory", "pids", "cpu", "cpuacct"]
-        };
         let membership =
             fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
         let mut paths: Vec<(Vec<String>, String)> = Vec::new();
@@ -184,6 +181,26 @@ impl Layout {
                 })
                 .map(|(_, path)| path.clone())
         };
+        let v2 = match &self.v2 {
+            Some((point, _)) => own(&[]).map(|path| {
+                let own_dir = point.join(path.trim_start_matches('/'));
+                let offered =
+                    fs::read_to_string(own_dir.join("cgroup.controllers")).unwrap_or_default();
+                Hierarchy {
+                    version: Version::V2,
+                    mount_point: point.clone(),
+                    controllers: offered.split_whitespace().map(String::from).collect(),
+                    own_dir,
+                }
+            }),
+            None => None,
+        }
+        .filter(|h| self.v1.is_empty() || BOX_CONTROLLERS.iter().any(|c| h.has(c)));
+        let wanted: &[&str] = if v2.is_some() {
+            &BOX_CONTROLLERS
+        } else {
+            &["memory", "pids", "cpu", "cpuacct"]
+        };
         let mut found = Vec::new();
         for h in &self.v1 {
             if !h.controllers.iter().any(|c| wanted.contains(&c.as_str())) {
@@ -202,19 +219,7 @@ impl Layout {
                 own_dir: h.mount_point.join(path.trim_start_matches('/')),
             });
         }
-        if let Some((point, _)) = &self.v2
-            && let Some(path) = own(&[])
-        {
-            let own_dir = point.join(path.trim_start_matches('/'));
-            let offered =
-                fs::read_to_string(own_dir.join("cgroup.controllers")).unwrap_or_default();
-            found.push(Hierarchy {
-                version: Version::V2,
-                mount_point: point.clone(),
-                controllers: offered.split_whitespace().map(String::from).collect(),
-                own_dir,
-            });
-        }
+        found.extend(v2);
         Ok(found)
     }
 }

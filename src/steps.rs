@@ -113,7 +113,7 @@ pub const STEPS: &[Step] = &[
         needs: Needs::Root,
         solution: include_str!("../solutions/04-cgroups.rs"),
         hint: "A limit is a number written into a file of the box's cgroup directory; joining \
-               is writing \"0\" into its cgroup.procs. v2 names: memory.max, pids.max, and \
+               is writing \"0\" into its cgroup.procs (v2) or tasks (v1). v2 names: memory.max, pids.max, and \
                cpu.max holding \"QUOTA PERIOD\". v1 names: memory.limit_in_bytes, pids.max, and \
                cpu.cfs_period_us then cpu.cfs_quota_us. Try `04-cgroups --show-limit-files \
                --memory 64m --pids-limit 32 --cpus 0.5 --rootfs DIR -- /bin/probe` against the \
