@@ -151,7 +151,10 @@ fn tour() -> Result<ExitCode> {
     );
     println!("an open directory on the host, as a careless caller might.\n");
     let mut columns = Vec::new();
-    for step in STEPS.iter().filter(|s| s.needs != Needs::Kvm) {
+    for step in STEPS
+        .iter()
+        .filter(|s| matches!(s.needs, Needs::Nothing | Needs::Root))
+    {
         if step.needs == Needs::Root && !root {
             println!(
                 "  step {:02} skipped: it needs root (run `sudo target/debug/isolab tour`)",
@@ -191,6 +194,14 @@ fn tour() -> Result<ExitCode> {
     );
     println!("Read down a column to see one box; across a row to see when a wall appears.");
     tour_kvm(&target)?;
+    if let Some(step) = STEPS.iter().find(|s| s.needs == Needs::RootAndKvm) {
+        println!(
+            "Step {:02} measures both worlds on this machine: `cargo build --release`, then \
+             `sudo target/release/{}`",
+            step.number,
+            step.solution_bin()
+        );
+    }
     println!("Each chapter of the book explains one column: start with `mdbook serve book`.");
     Ok(ExitCode::SUCCESS)
 }
