@@ -358,7 +358,7 @@ impl Table {
     pub fn to_svg(&self) -> String {
         const WIDTH: f64 = 820.0;
         const LABEL: f64 = 250.0; // where the bars start
-        const BARS: f64 = 440.0; // the longest bar
+        const BARS: f64 = 440.0; // the panel's width
         const ROW: f64 = 24.0;
         let mut body = String::new();
         let mut y = 58.0;
@@ -382,13 +382,16 @@ impl Table {
                 escape(&heading)
             );
             y += 10.0;
-            let scale = rows
-                .iter()
-                .filter_map(|r| match &r.outcome {
-                    Outcome::Measured { summary, .. } => Some(summary.max),
-                    _ => None,
-                })
-                .fold(0.0_f64, f64::max);
+            // The scale leaves room beyond the largest median; a whisker longer than
+            // that (one slow run on a busy machine) is cut at the edge, with an arrow.
+            let scale = 1.3
+                * rows
+                    .iter()
+                    .filter_map(|r| match &r.outcome {
+                        Outcome::Measured { summary, .. } => Some(summary.median),
+                        _ => None,
+                    })
+                    .fold(0.0_f64, f64::max);
             for row in rows {
                 let mid = y + ROW / 2.0;
                 let _ = writeln!(
@@ -409,14 +412,24 @@ impl Table {
                             ROW - 8.0,
                             row.world.colour()
                         );
-                        let (x0, x1) = (x(summary.min), x(summary.max));
+                        let (x0, x1) = (x(summary.min), x(summary.max).min(LABEL + BARS));
+                        let end = if summary.max > scale {
+                            // an arrowhead: the run went on past the edge
+                            format!(
+                                "M{:.1} {}L{x1:.1} {mid}L{:.1} {}",
+                                x1 - 5.0,
+                                mid - 4.0,
+                                x1 - 5.0,
+                                mid + 4.0
+                            )
+                        } else {
+                            format!("M{x1:.1} {}V{}", mid - 4.0, mid + 4.0)
+                        };
                         let _ = writeln!(
                             body,
-                            r#"<path d="M{x0:.1} {mid}H{x1:.1}M{x0:.1} {}V{}M{x1:.1} {}V{}" class="whisker"/>"#,
+                            r#"<path d="M{x0:.1} {mid}H{x1:.1}M{x0:.1} {}V{}{end}" class="whisker"/>"#,
                             mid - 4.0,
                             mid + 4.0,
-                            mid - 4.0,
-                            mid + 4.0
                         );
                         let shown = if same_unit {
                             number(summary.median)
@@ -468,7 +481,7 @@ impl Table {
         }
         let _ = write!(
             legend,
-            r#"<text x="{lx}" y="50" class="value">bar: median of {} runs; whisker: min to max</text>"#,
+            r#"<text x="{lx}" y="50" class="value">bar: the median of {} runs; whisker: min to max</text>"#,
             self.runs
         );
         format!(
