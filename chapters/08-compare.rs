@@ -9,8 +9,9 @@
 //! each time, and prints the median and the spread of:
 //!
 //! - start to exit of a trivial command: a plain process (00), chrooted (01), in
-//!   namespaces (02, 03), in the full container with limits (04); and a VM: the floor
-//!   (create a VM, run one `hlt`, close it) and step 06's guest;
+//!   namespaces (02, 03), in the full container with limits (04); and a VM: its
+//!   ioctls alone (create a VM, run one `hlt`, close it, in this process) and step
+//!   06's whole process;
 //! - one system call, on the host and inside the container, against one guest exit
 //!   to this process (a port write), and one that KVM handles in the kernel;
 //! - memory: what the box costs, against what the VM costs.
@@ -19,13 +20,19 @@
 //! Nothing here asserts a time: it measures and reports. `--json FILE` and
 //! `--svg FILE` also write the results as data and as a chart.
 //!
+//! Calls: the steps through fork, execve and wait (std::process); getppid(2) in a
+//! loop (the probe); KVM_RUN on a guest that loops over `out`, and KVM_IOEVENTFD
+//! (src/vmm.rs); ptrace(2) with PTRACE_O_TRACEEXIT, to read a process's peak memory
+//! as it exits (src/measure.rs).
+//!
 //! ```text
-//! $ sudo target/release/08-compare-solution --runs 10
-//! isolab 08-compare: the median of 10 runs (after one warm-up run), ...
-//! start to exit of a trivial command, spawn to wait of the whole runtime
-//!                                     median      min      max  unit how
-//!   plain process                       1.42     1.20     2.07  ms   00-process -- ROOTFS/bin/true
+//! $ sudo target/release/08-compare --runs 20
 //! ...
+//!                                   median      min      max  unit how
+//!   plain process                     2.07     1.74     2.60  ms   00-process
+//!   full container, with limits       4.22     3.55     4.71  ms   04-cgroups --memory 64m ...
+//!   syscall in the box                 150      130      170  ns   the same, inside 04's box
+//!   guest exit to the VMM             7480     5633     9064  ns   10000 port writes, ...
 //! ```
 
 // Your copy of step 08. Replace each todo!() with your code, then run
