@@ -632,8 +632,13 @@ impl Lab {
     pub fn bin(&self, name: &str) -> Result<PathBuf> {
         let path = self.bins.join(name);
         if !path.exists() {
+            let build = if cfg!(debug_assertions) {
+                "cargo build"
+            } else {
+                "cargo build --release"
+            };
             bail!(
-                "{} is missing: build the reference steps first (`cargo build --release`, then run the release build of this step)",
+                "{} is missing: this step runs the reference steps next to it, so build them first with `{build}`",
                 path.display()
             );
         }

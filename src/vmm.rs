@@ -304,6 +304,12 @@ pub fn exits(kvm: &File, count: u32, handler: Handler) -> Result<ExitTiming> {
         }
     }
     let elapsed = start.elapsed();
+    if handler == Handler::Kernel && returns_to_us > 1 {
+        bail!(
+            "KVM passed {} writes to the ioeventfd's port on to us instead of handling them",
+            returns_to_us - 1
+        );
+    }
     let handled = match &event {
         Some(event) => eventfd_count(event)?,
         None => u64::from(returns_to_us - 1), // every return but the HLT
