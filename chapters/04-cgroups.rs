@@ -1,11 +1,11 @@
 //! # Step 04: cgroups, a budget the kernel enforces
 //!
 //! Step 03's box, plus limits. A control group (cgroup) is a directory in a
-//! special filesystem: make one, write limits into its files, write a PID into its
-//! `cgroup.procs`, and that process and all its future children are held to the
-//! limits. This step gives the box a cgroup in each hierarchy the host has (cgroup
-//! v2, v1, or both on a hybrid host), created under the runtime's own cgroup and
-//! named `isolab-<runtime PID>`. init joins it before anything else, so the command
+//! special filesystem: make one, write limits into its files, move a process in
+//! (write to its `cgroup.procs`, or on v1 `tasks`), and that process and all its
+//! future children are held to the limits. This step gives the box a cgroup in each
+//! hierarchy that holds one of its controllers (cgroup v2, v1, or both on a hybrid
+//! host), created under the runtime's own cgroup and named `isolab-<runtime PID>`. init joins it before anything else, so the command
 //! is inside from its first instruction. When the box ends, the runtime removes it.
 //!
 //! The flags are `docker run`'s: `--memory 64m`, `--pids-limit 32`, `--cpus 0.5`.
@@ -17,7 +17,7 @@
 //! bomb stops at the PID limit, a spinner is throttled.
 //!
 //! Files: memory.max, pids.max, cpu.max (v2); memory.limit_in_bytes, pids.max,
-//! cpu.cfs_quota_us (v1); cgroup.procs (both). Syscalls: mkdir(2), write(2),
+//! cpu.cfs_quota_us, tasks (v1); cgroup.procs (v2). Syscalls: mkdir(2), write(2),
 //! rmdir(2), unshare(2) with CLONE_NEWCGROUP, mount(2) of cgroup filesystems.
 //!
 //! ```text
@@ -208,9 +208,11 @@ impl BoxCgroups {
     /// Put the calling process into the box's cgroup in every hierarchy.
     fn join(&self) -> Result<()> {
         // ANCHOR: join
-        // TODO: For each directory in self.dirs, write "0" into its cgroup.procs file: the
-        //       kernel reads 0 as "the process writing this". Children inherit their
-        //       parent's cgroups, so everything init forks afterwards is inside too.
+        // TODO: For each directory in self.dirs, write "0" (the kernel reads it as "the one
+        //       writing this") into the file that moves a process in: on v2 its
+        //       cgroup.procs; on v1 its `tasks`, which moves just the calling thread (init
+        //       has only one) without the global lock that cgroup.procs takes. Children
+        //       inherit their parent's cgroups, so all that init forks later is inside too.
         todo!(
             "step 04, `join`: not written yet. Read the TODO above this line in chapters/04-cgroups.rs, or run `cargo run -- hint 4`"
         );

@@ -64,8 +64,12 @@ impl BoxCgroups {
     /// Put the calling process into the box's cgroup in every hierarchy.
     pub fn join(&self) -> Result<()> {
         for dir in &self.dirs {
-            let procs = dir.path.join("cgroup.procs");
-            fs::write(&procs, "0").with_context(|| format!("write(0, {})", procs.display()))?;
+            let file = match dir.version {
+                Version::V1 => "tasks",
+                Version::V2 => "cgroup.procs",
+            };
+            let path = dir.path.join(file);
+            fs::write(&path, "0").with_context(|| format!("write(0, {})", path.display()))?;
         }
         Ok(())
     }

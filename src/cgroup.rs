@@ -146,16 +146,14 @@ pub const BOX_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
 impl Layout {
     /// The hierarchies a box joins: each v1 hierarchy that holds one of
-    /// [`BOX_CONTROLLERS`], and the v2 hierarchy when there is one (on a hybrid host
-    /// it may offer no controller, but it can still hold, kill and count the box:
-    /// its cpu.stat counts CPU time with or without the cpu controller). A host with
-    /// no v2 hierarchy counts CPU time in v1's cpuacct, so there the box joins that too.
+    /// [`BOX_CONTROLLERS`], and the v2 hierarchy when it offers one of them too, or
+    /// when it is the only hierarchy (a v2 host). A hybrid host's v2 tree usually
+    /// offers no controller, and joining it would cost a `cgroup.procs` write, which
+    /// can wait milliseconds for an RCU grace period (step 04's `join` says why).
+    /// Each hierarchy costs a mkdir, a join and an rmdir, so the box joins no other:
+    /// where no cgroup of its counts CPU time, [`Usage::read`] asks the kernel's
+    /// count of the runtime's children instead.
     pub fn for_box(&self) -> Result<Vec<Hierarchy>> {
-        let wanted: &[&str] = if self.v2.is_some() {
-            &BOX_CONTROLLERS
-        } else {
-            &["memory", "pids", "cpu", "cpuacct"]
-        };
         let membership =
             fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
         let mut paths: Vec<(Vec<String>, String)> = Vec::new();
@@ -184,9 +182,28 @@ impl Layout {
                 })
                 .map(|(_, path)| path.clone())
         };
+        let v2 = match &self.v2 {
+            Some((point, _)) => own(&[]).map(|path| {
+                let own_dir = point.join(path.trim_start_matches('/'));
+                let offered =
+                    fs::read_to_string(own_dir.join("cgroup.controllers")).unwrap_or_default();
+                Hierarchy {
+                    version: Version::V2,
+                    mount_point: point.clone(),
+                    controllers: offered.split_whitespace().map(String::from).collect(),
+                    own_dir,
+                }
+            }),
+            None => None,
+        }
+        .filter(|h| self.v1.is_empty() || BOX_CONTROLLERS.iter().any(|c| h.has(c)));
         let mut found = Vec::new();
         for h in &self.v1 {
-            if !h.controllers.iter().any(|c| wanted.contains(&c.as_str())) {
+            if !h
+                .controllers
+                .iter()
+                .any(|c| BOX_CONTROLLERS.contains(&c.as_str()))
+            {
                 continue;
             }
             let path = own(&h.controllers).with_context(|| {
@@ -202,19 +219,7 @@ impl Layout {
                 own_dir: h.mount_point.join(path.trim_start_matches('/')),
             });
         }
-        if let Some((point, _)) = &self.v2
-            && let Some(path) = own(&[])
-        {
-            let own_dir = point.join(path.trim_start_matches('/'));
-            let offered =
-                fs::read_to_string(own_dir.join("cgroup.controllers")).unwrap_or_default();
-            found.push(Hierarchy {
-                version: Version::V2,
-                mount_point: point.clone(),
-                controllers: offered.split_whitespace().map(String::from).collect(),
-                own_dir,
-            });
-        }
+        found.extend(v2);
         Ok(found)
     }
 }
@@ -415,7 +420,10 @@ fn keyed(path: &Path, key: &str) -> Option<u64> {
 }
 
 impl Usage {
-    /// Read the statistics of the box's cgroup directories, v1 or v2.
+    /// Read the statistics of the box's cgroup directories, v1 or v2. Call it after
+    /// init has been waited for: where no cgroup counts CPU time (v1's cpu does not,
+    /// and the box joins no cpuacct), the CPU time is that of the runtime's children
+    /// (getrusage(RUSAGE_CHILDREN)): init and all it waited for, which is the box.
     pub fn read(dirs: &[PathBuf]) -> Usage {
         let mut u = Usage::default();
         for dir in dirs {
@@ -445,6 +453,14 @@ impl Usage {
                 u.throttled = throttled;
             }
             u.forks_refused = or(u.forks_refused, keyed(&dir.join("pids.events"), "max"));
+        }
+        if u.cpu_usec.is_none() {
+            use nix::sys::resource::{UsageWho, getrusage};
+            u.cpu_usec = getrusage(UsageWho::RUSAGE_CHILDREN).ok().map(|r| {
+                let usec =
+                    |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+                usec(r.user_time()) + usec(r.system_time())
+            });
         }
         u
     }
@@ -588,5 +604,14 @@ mod tests {
                 forks_refused: Some(3)
             }
         );
+    }
+
+    /// Where no cgroup counts CPU time, the runtime's children's count stands in.
+    #[test]
+    fn cpu_time_without_a_counting_cgroup() {
+        let dir = tempfile::tempdir().unwrap();
+        let u = Usage::read(&[dir.path().to_path_buf()]);
+        assert!(u.cpu_usec.is_some(), "{u:?}");
+        assert_eq!(u.memory_peak, None);
     }
 }

@@ -4,8 +4,9 @@
 //! crate holds what is plumbing rather than lesson: building a root filesystem,
 //! the host canary, the command-line pieces every step takes, running a `main` that
 //! prints errors as one line, the hypervisor steps' plumbing (guest memory, the
-//! shared run structure, decoded exits and their trace), and the workshop's own
-//! bookkeeping (the steps, the exercise generator, reading probe reports).
+//! shared run structure, decoded exits and their trace), step 08's (a small VMM to
+//! time, the table, its JSON and its chart), and the workshop's own bookkeeping (the
+//! steps, the exercise generator, reading probe reports).
 
 pub mod box_cgroups;
 pub mod canary;
@@ -15,12 +16,14 @@ pub mod cli;
 pub mod container;
 pub mod exercise;
 pub mod kvm;
+pub mod measure;
 pub mod report;
 pub mod rootfs;
 pub mod run;
 pub mod scorecard;
 pub mod seccomp;
 pub mod steps;
+pub mod vmm;
 
 pub use run::{Command, in_child, main};
 

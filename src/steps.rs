@@ -9,6 +9,8 @@ pub enum Needs {
     Root,
     /// Read-write access to /dev/kvm.
     Kvm,
+    /// Both: root for the container steps it runs, and /dev/kvm for its VMs (step 08).
+    RootAndKvm,
 }
 
 #[derive(Debug)]
@@ -113,7 +115,7 @@ pub const STEPS: &[Step] = &[
         needs: Needs::Root,
         solution: include_str!("../solutions/04-cgroups.rs"),
         hint: "A limit is a number written into a file of the box's cgroup directory; joining \
-               is writing \"0\" into its cgroup.procs. v2 names: memory.max, pids.max, and \
+               is writing \"0\" into its cgroup.procs (v2) or tasks (v1). v2 names: memory.max, pids.max, and \
                cpu.max holding \"QUOTA PERIOD\". v1 names: memory.limit_in_bytes, pids.max, and \
                cpu.cfs_period_us then cpu.cfs_quota_us. Try `04-cgroups --show-limit-files \
                --memory 64m --pids-limit 32 --cpus 0.5 --rootfs DIR -- /bin/probe` against the \
@@ -162,6 +164,22 @@ pub const STEPS: &[Step] = &[
                answer into run.run_mut().__bindgen_anon_1.mmio.data before the next KVM_RUN.",
         built: "a 64-bit guest in the long mode you switched on, a device it reaches by MMIO, and an exit code it hands back",
         tour_args: &[],
+    },
+    Step {
+        number: 8,
+        slug: "compare",
+        title: "both worlds, measured",
+        needs: Needs::RootAndKvm,
+        solution: include_str!("../solutions/08-compare.rs"),
+        hint: "time_run: Instant::now() before command.status(), elapsed() right after it, and \
+               only then the status: if !status.success(), bail! with command.get_program() and \
+               the status. summarize: let mut sorted = samples.to_vec(); \
+               sorted.sort_by(f64::total_cmp); with n samples the median is sorted[n / 2] when n is \
+               odd, and (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 when it is even; min is \
+               sorted[0], max is sorted[n - 1]. The check compares each row's median, min and max \
+               with its samples in the JSON.",
+        built: "a measuring harness: the medians and spreads of both worlds, on your own machine",
+        tour_args: &["--runs", "1"],
     },
 ];
 

@@ -10,13 +10,15 @@
 //!
 //! The other subcommands are small demonstrations the tests and the book use:
 //! exit with a code, die by a signal, leave an orphan, wait for a signal, and (bounded)
-//! memory, fork and CPU hogs.
+//! memory, fork and CPU hogs. And two timers for step 08: the cost of a system call,
+//! and the life of a VM that only halts.
 
 mod demos;
 mod limits;
 mod privileges;
 mod report;
 mod routes;
+mod timing;
 mod view;
 
 use clap::{Parser, Subcommand};
@@ -71,6 +73,16 @@ enum What {
         #[arg(long, default_value_t = 500)]
         millis: u64,
     },
+    /// Time --count getppid() system calls and print the cost of one
+    Syscalls {
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+    },
+    /// Open /dev/kvm, create a VM and a vCPU, run a guest of one `hlt`, close it all
+    KvmFloor {
+        #[arg(long, default_value = "/dev/kvm")]
+        device: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,5 +101,7 @@ fn main() -> ExitCode {
         What::MemoryHog { max } => demos::memory_hog(max),
         What::ForkBomb { max } => demos::fork_bomb(max),
         What::Spin { millis } => demos::spin(millis),
+        What::Syscalls { count } => timing::syscalls(count),
+        What::KvmFloor { device } => timing::kvm_floor(&device),
     }
 }

@@ -379,7 +379,7 @@ pub fn run(number: u8, parsed: &[OsString]) -> Result<ExitCode> {
     let mut cmd = Command::new(&bin);
     // Kept until the step has run: the rootfs, and the canary the probe looks for.
     let _lab = match step.needs {
-        Needs::Kvm => {
+        Needs::Kvm | Needs::RootAndKvm => {
             cmd.args(args);
             None
         }

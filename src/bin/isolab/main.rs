@@ -224,6 +224,7 @@ pub fn needs_sudo(needs: Needs) -> bool {
         Needs::Nothing => false,
         Needs::Root => !is_root(),
         Needs::Kvm => !is_root() && !kvm_usable(),
+        Needs::RootAndKvm => !is_root(),
     }
 }
 

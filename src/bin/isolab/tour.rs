@@ -26,7 +26,10 @@ pub fn tour() -> Result<ExitCode> {
     );
     println!("an open directory on the host, as a careless caller might.\n");
     let mut columns = Vec::new();
-    for step in STEPS.iter().filter(|s| s.needs != Needs::Kvm) {
+    for step in STEPS
+        .iter()
+        .filter(|s| matches!(s.needs, Needs::Nothing | Needs::Root))
+    {
         let mut cmd = Command::new(target.join(step.solution_bin()));
         if step.number > 0 {
             cmd.arg("--rootfs").arg(&rootfs);
@@ -61,6 +64,14 @@ pub fn tour() -> Result<ExitCode> {
     println!("yes: the wall stands. no: the probe got through. ?: the box cannot see its own");
     println!("limits (no cgroup filesystem inside it). no /proc, none: nothing to try it with.");
     tour_kvm(&target)?;
+    if let Some(step) = STEPS.iter().find(|s| s.needs == Needs::RootAndKvm) {
+        println!(
+            "Step {:02} measures both worlds on this machine: `cargo build --release`, then \
+             `sudo target/release/{}`",
+            step.number,
+            step.solution_bin()
+        );
+    }
     println!("Each chapter of the book explains one column: start with `mdbook serve book`.");
     Ok(ExitCode::SUCCESS)
 }

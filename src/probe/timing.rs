@@ -1,0 +1,46 @@
+//! The probe's two timers, for step 08: the cost of one system call from wherever
+//! the probe runs, and the whole life of a VM that only halts (the floor of any
+//! process that runs a guest). Each prints `key: value` lines that step 08 reads.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+// ANCHOR: syscalls
+/// Time `count` getppid() calls in a row and print the cost of one. getppid is about
+/// the cheapest real system call: the kernel reads one field and returns, and no C
+/// library answers it from a cache (glibc once cached getpid's answer). Calling it
+/// through libc::syscall makes sure every call enters the kernel. One call is far
+/// shorter than reading the clock reliably, so we time them all and divide.
+pub fn syscalls(count: u64) -> ExitCode {
+    let start = Instant::now();
+    for _ in 0..count {
+        // SAFETY: getppid takes no arguments, touches no memory of ours, cannot fail.
+        std::hint::black_box(unsafe { libc::syscall(libc::SYS_getppid) });
+    }
+    let elapsed = start.elapsed();
+    println!("syscall: getppid");
+    println!("calls: {count}");
+    println!("total: {} ns", elapsed.as_nanos());
+    println!(
+        "each: {:.1} ns",
+        elapsed.as_nanos() as f64 / count.max(1) as f64
+    );
+    ExitCode::SUCCESS
+}
+// ANCHOR_END: syscalls
+
+/// Open the KVM device, create a VM with memory and a vCPU, run a guest of one
+/// `hlt`, close everything, and print how long that took inside this process.
+pub fn kvm_floor(device: &Path) -> ExitCode {
+    match isolab::vmm::lifecycle(device) {
+        Ok(took) => {
+            println!("kvm lifecycle: {} ns", took.as_nanos());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("probe: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
