@@ -89,9 +89,7 @@ fn each_restriction_takes_effect() {
 fn a_shell_in_the_box_is_refused_too() {
     needs!(root);
     let lab = Lab::new();
-    if !lab.rootfs().join("bin/busybox").exists() {
-        let why = "needs a static busybox on the host: apt-get install busybox-static";
-        skip(why);
+    if !has_busybox(&lab) {
         return;
     }
     let script = "mount -t tmpfs none /tmp 2>&1; unshare -r id 2>&1; hostname box2 2>&1; echo done";

@@ -164,9 +164,7 @@ fn killed_runtime_leaves_nothing() {
 fn a_shell_runs_in_the_box() {
     needs!(root);
     let lab = Lab::new();
-    if !lab.rootfs().join("bin/busybox").exists() {
-        let why = "needs a static busybox on the host: apt-get install busybox-static";
-        skip(why);
+    if !has_busybox(&lab) {
         return;
     }
     let run = run(

@@ -117,6 +117,11 @@ pub fn try_raise_priority() -> String {
         let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -1) };
         if rc == 0 { 0 } else { Errno::last() as i32 }
     });
+    child_verdict(code)
+}
+
+/// What a child that tried something reported: 0 for success, else the errno.
+fn child_verdict(code: Option<i32>) -> String {
     match code {
         Some(0) => "allowed".into(),
         Some(e) => format!("refused ({:?})", Errno::from_raw(e)),
@@ -133,12 +138,7 @@ pub fn try_user_namespace() -> String {
             Err(e) => e as i32,
         },
     );
-    match code {
-        Some(0) => "allowed".into(),
-        Some(e) if e == Errno::EPERM as i32 => "refused (EPERM)".into(),
-        Some(e) => format!("refused ({:?})", Errno::from_raw(e)),
-        None => "unknown (fork failed)".into(),
-    }
+    child_verdict(code)
 }
 
 /// A child asks to trace its parent (us) with PTRACE_SEIZE, which does not stop the
@@ -151,12 +151,7 @@ pub fn try_ptrace_parent() -> String {
             Err(e) => e as i32,
         }
     });
-    match code {
-        Some(0) => "allowed".into(),
-        Some(e) if e == Errno::EPERM as i32 => "refused (EPERM)".into(),
-        Some(e) => format!("refused ({:?})", Errno::from_raw(e)),
-        None => "unknown (fork failed)".into(),
-    }
+    child_verdict(code)
 }
 
 /// The network interfaces this process can see, and whether they are up.

@@ -162,6 +162,16 @@ impl Lab {
     }
 }
 
+/// Does the lab's rootfs have busybox (the host had a static one)? If not, the
+/// test that wants a shell skips (or fails under ISOLAB_NO_SKIP: CI installs it).
+pub fn has_busybox(lab: &Lab) -> bool {
+    let found = lab.rootfs().join("bin/busybox").exists();
+    if !found {
+        skip("needs a static busybox on the host: apt-get install busybox-static");
+    }
+    found
+}
+
 /// A container step's arguments: `--rootfs` the lab's rootfs, then `flags`, then
 /// `--` and the command to run in the box.
 pub fn box_args(lab: &Lab, flags: &[&str], command: &[&str]) -> Vec<String> {
