@@ -128,9 +128,14 @@ pub const WALLS: &[Wall] = &[
 /// Render the scorecard: one column per step, one row per wall.
 pub fn render(columns: &[(String, Report)], colour: bool) -> String {
     let width = WALLS.iter().map(|w| w.name.len()).max().unwrap_or(0);
+    // As wide as the widest heading or cell, so every column lines up.
+    let cells = columns
+        .iter()
+        .flat_map(|(_, report)| WALLS.iter().map(move |w| (w.cell)(report).len()));
     let col = columns
         .iter()
         .map(|(h, _)| h.len())
+        .chain(cells)
         .max()
         .unwrap_or(0)
         .max(4);

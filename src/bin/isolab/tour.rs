@@ -54,12 +54,18 @@ pub fn tour() -> Result<ExitCode> {
             continue;
         }
         let report = isolab::report::Report::parse(&String::from_utf8_lossy(&out.stdout));
-        columns.push((step.name(), report));
+        columns.push((format!("{:02}", step.number), report));
     }
     println!(
         "{}",
         isolab::scorecard::render(&columns, std::io::stdout().is_terminal())
     );
+    let names: Vec<String> = STEPS
+        .iter()
+        .filter(|s| matches!(s.needs, Needs::Nothing | Needs::Root))
+        .map(|s| format!("{:02} {}", s.number, s.slug))
+        .collect();
+    println!("columns: {}", names.join(", "));
     println!("Read down a column to see one box; across a row to see when a wall appears.");
     println!("yes: the wall stands. no: the probe got through. ?: the box cannot see its own");
     println!("limits (no cgroup filesystem inside it). no /proc, none: nothing to try it with.");
