@@ -126,3 +126,56 @@ fn check_solve_list_reset() {
         "reset restores the skeleton exactly"
     );
 }
+
+/// The tour runs every reference step on the probe and prints the scorecard: the
+/// walls go up step by step, as the book's ladder says. Column 00 is the host
+/// itself, so it is not compared; steps 01-05 are facts about the boxes.
+#[test]
+fn the_tour_prints_the_scorecard() {
+    needs!(root, kvm);
+    let (code, out, err) = run(&["tour"]);
+    assert_eq!(code, 0, "stderr: {err}");
+    // wall: the cells of steps 01 to 05.
+    let expected = [
+        ("/ is the rootfs", "yes yes yes yes yes"),
+        ("canary hidden by path", "yes yes yes yes yes"),
+        ("chroot escape blocked", "no no yes yes yes"),
+        ("/proc/*/root blocked", "none no yes yes yes"),
+        ("leaked fd blocked", "no no yes yes yes"),
+        ("own hostname", "no yes yes yes yes"),
+        ("own PID numbers", "no yes yes yes yes"),
+        ("host processes hidden", "no /proc|no|yes|yes|yes"),
+        ("own mount table", "no /proc|no|yes|yes|yes"),
+        ("memory limit", "? ? ? yes yes"),
+        ("pids limit", "? ? ? yes yes"),
+        ("cpu limit", "? ? ? yes yes"),
+        ("capabilities reduced", "no no no no yes"),
+        ("no_new_privs", "no no no no yes"),
+        ("seccomp filter", "no no no no yes"),
+        ("mount refused", "no no no no yes"),
+        ("reboot refused", "no no no no yes"),
+        ("only loopback", "no no no no yes"),
+        ("own kernel code", "yes yes"),
+        ("exits handled by the host", "23 5"),
+    ];
+    for (wall, cells) in expected {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(wall))
+            .unwrap_or_else(|| panic!("no row {wall:?} in:\n{out}"));
+        // Cells are separated by two or more spaces; "no /proc" has one inside.
+        let found: Vec<&str> = line[wall.len()..]
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        let want: Vec<&str> = if cells.contains('|') {
+            cells.split('|').collect()
+        } else {
+            cells.split(' ').collect()
+        };
+        let steps = &found[found.len() - want.len()..];
+        assert_eq!(steps, want.as_slice(), "row {wall:?}: {line}");
+    }
+    assert!(out.contains("columns: 00 process, 01 chroot"), "{out}");
+}
