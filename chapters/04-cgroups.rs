@@ -5,8 +5,9 @@
 //! (write to its `cgroup.procs`, or on v1 `tasks`), and that process and all its
 //! future children are held to the limits. This step gives the box a cgroup in each
 //! hierarchy that holds one of its controllers (cgroup v2, v1, or both on a hybrid
-//! host), created under the runtime's own cgroup and named `isolab-<runtime PID>`. init joins it before anything else, so the command
-//! is inside from its first instruction. When the box ends, the runtime removes it.
+//! host), created under the runtime's own cgroup and named `isolab-<runtime PID>`.
+//! init joins it before anything else, so the command is inside from its first
+//! instruction. When the box ends, the runtime removes it.
 //!
 //! The flags are `docker run`'s: `--memory 64m`, `--pids-limit 32`, `--cpus 0.5`.
 //! With `--stats`, the runtime prints what the box used (from the cgroups' own

@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use isolab::kvm::{Summary, Usage};
+use isolab::kvm::Summary;
 
 const STEP: &str = "07-kvm-long-mode";
 const NO_ARGS: &[&str] = &[];
@@ -123,29 +123,10 @@ fn break_code_segment() {
 #[test]
 fn many_vms_leave_nothing_behind() {
     needs!(kvm);
-    let run = run(&step(STEP), &["--repeat", "200"]);
-    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
-    let (first, last) = Usage::parse_repeat_line(&run.stdout)
-        .unwrap_or_else(|| panic!("no `ran 200 VMs` line in:\n{}", run.stdout));
-    assert_eq!(last.fds, first.fds, "open fds grew: {}", run.stdout);
-    assert_eq!(
-        last.mappings, first.mappings,
-        "mappings grew: {}",
-        run.stdout
-    );
-    assert!(
-        last.rss_kib < first.rss_kib + 1024,
-        "resident memory grew by more than 1 MiB: {}",
-        run.stdout
-    );
+    assert_many_vms_leave_nothing_behind(&step(STEP));
 }
 
 #[test]
 fn a_missing_device_is_one_line() {
-    let run = run(&step(STEP), &["--device", "/nonexistent/kvm"]);
-    assert_one_line_error(
-        &run,
-        125,
-        "cannot open /nonexistent/kvm: no such device: enable virtualization",
-    );
+    assert_a_missing_device_is_one_line(&step(STEP));
 }

@@ -203,24 +203,3 @@ fn fail(message: &str) -> ExitCode {
     eprintln!("probe: error: {message}");
     ExitCode::from(1)
 }
-
-/// Sizes like `512m`, `1g`, `64k` or plain bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim().to_ascii_lowercase();
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s.as_str(), ""),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 512m"))?;
-    let shift = match unit {
-        "" | "b" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use k, m or g")),
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}

@@ -60,7 +60,7 @@ enum What {
     },
     /// Allocate and touch memory, 1 MiB at a time, until killed or --max is reached
     MemoryHog {
-        #[arg(long, default_value = "512m", value_parser = demos::parse_size)]
+        #[arg(long, default_value = "512m", value_parser = isolab::cli::parse_size)]
         max: u64,
     },
     /// Fork children that wait, until refused or --max is reached

@@ -89,11 +89,8 @@ pub fn doctor() -> Result<ExitCode> {
 
 pub fn kvm_status() -> std::result::Result<String, String> {
     use std::os::fd::AsRawFd;
-    let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "missing: steps 06-08 need KVM (enable virtualization, or nested virtualization in your VM)".to_string(),
-        std::io::ErrorKind::PermissionDenied => format!("no permission: {}", isolab::kvm::permission_advice(std::path::Path::new("/dev/kvm"))),
-        _ => format!("cannot open: {e}"),
-    })?;
+    // The same open, and so the same advice, as steps 06-08 give.
+    let file = isolab::kvm::open(std::path::Path::new("/dev/kvm")).map_err(|e| format!("{e:#}"))?;
     // SAFETY: KVM_GET_API_VERSION (_IO(0xAE, 0)) takes no argument, and KVM insists
     // that the unused one is 0 (EINVAL otherwise), so pass 0 rather than leave it to chance.
     let version = unsafe { libc::ioctl(file.as_raw_fd(), 0xAE00, 0) };
