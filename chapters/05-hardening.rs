@@ -1,7 +1,8 @@
 //! # Step 05: hardening, what the box may ask of the kernel
 //!
-//! Step 04's box, with its powers taken away. The box shares the host's kernel, so
-//! every system call it may make is attack surface. Four things close it:
+//! Step 04's box, with its powers taken away and its ways to the host closed. The box
+//! shares the host's kernel, so every system call it may make is attack surface, and
+//! root in the box is root on the host. This step closes what a box can still reach:
 //!
 //! - a **network namespace** with only loopback, brought up: no route out;
 //! - **capabilities**: the bounding set cut to nine that ordinary programs run as
@@ -9,20 +10,30 @@
 //! - **no_new_privs**: no exec can ever grant more (setuid bits, file capabilities);
 //! - a **seccomp filter**, a small BPF program the kernel runs on every system call:
 //!   it checks the architecture, refuses with EPERM the calls a box has no business
-//!   making (mount, reboot, module loading, kexec, ptrace, namespaces, the clock, ...)
-//!   and allows the rest.
+//!   making (mount, reboot, module loading, kexec, ptrace, namespaces, the clock,
+//!   io_uring, ...), and, looking at the arguments, vsock sockets, typing into a
+//!   terminal (TIOCSTI), personalities that switch off ASLR, and setuid bits;
+//! - **a masked /proc**: the machine-wide settings under /proc/sys (core_pattern
+//!   among them) read-only, the kernel's own tables (/proc/keys, ...) hidden;
+//! - **a session of its own**, so the caller's terminal is not the box's controlling
+//!   terminal; with `--tty` the box gets a pseudo-terminal of its own instead;
+//! - **a clean environment**: PATH, HOME and TERM, plus `--env NAME=VALUE`, and
+//!   nothing else of the caller's.
 //!
 //! The probe tries each forbidden thing in a way that is refused after the
 //! permission check whatever happens, so `refused (EPERM)` means the box said no.
+//! `--break RESTRICTION` leaves one out, to see what it was holding back.
 //!
 //! Syscalls: unshare(2) with CLONE_NEWNET; ioctl(SIOCSIFFLAGS); prctl(2) with
-//! PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP; capset(2).
+//! PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP; capset(2);
+//! mount(2) with MS_BIND and MS_RDONLY; setsid(2); ioctl(TIOCSCTTY); execve(2).
 //!
 //! ```text
 //! $ sudo target/debug/05-hardening --rootfs /tmp/rootfs -- /bin/probe
 //! capabilities: 9 of 41: chown dac_override fowner fsetid kill setgid setuid setpcap net_bind_service
 //! mount a filesystem: refused (EPERM)
-//! network: lo (up)
+//! change a kernel setting: refused (EROFS: a read-only file system)
+//! plant a setuid file: refused (EPERM)
 //! ```
 
 // Your copy of step 05. Replace each todo!() with your code, then run
@@ -34,11 +45,14 @@ use isolab::cgroup::Usage;
 use isolab::cli::LimitArgs;
 use isolab::prelude::*;
 use isolab::run::Lifeline;
+use isolab::tty::Pty;
 use isolab::{caps, container, seccomp};
 use nix::errno::Errno;
+use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::prctl;
-use nix::sys::signal::SigSet;
+use nix::sys::signal::{SigSet, Signal};
+use std::ffi::CString;
 
 /// Step 05: run a command in step 04's box, with capabilities, no_new_privs,
 /// seccomp and a network namespace.
@@ -57,6 +71,13 @@ struct Args {
     /// When the box ends, print what it used (on stderr)
     #[arg(long)]
     stats: bool,
+    /// Give the box a terminal of its own (a pseudo-terminal), as `docker run -t`
+    /// does: needed for job control in an interactive shell
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Set a variable in the box's environment, as `docker run -e` does (repeatable)
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE", value_parser = variable)]
+    env: Vec<String>,
     /// Leave one restriction out, to see what it was holding back (repeatable)
     #[arg(long = "break", value_name = "RESTRICTION", value_enum)]
     breaks: Vec<Restriction>,
@@ -64,19 +85,31 @@ struct Args {
     command: CommandArgs,
 }
 
-/// The four restrictions of this step, for `--break`.
+/// The restrictions of this step, for `--break`.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Restriction {
+    /// keep all of root's capabilities
     Capabilities,
+    /// let exec grant privileges again (setuid bits, file capabilities)
     NoNewPrivs,
+    /// no seccomp filter
     Seccomp,
+    /// share the host's network
     Network,
+    /// an unmasked /proc: host-wide settings writable, the kernel's tables readable
+    Proc,
+    /// keep the caller's session, and so its terminal as the box's controlling one
+    Session,
+    /// pass the caller's whole environment in
+    Environment,
 }
 
 struct BoxSpec<'a> {
     rootfs: &'a Path,
     hostname: &'a str,
     read_only: bool,
+    tty: bool,
+    env: &'a [String],
     command: &'a Command,
     breaks: &'a [Restriction],
 }
@@ -99,6 +132,8 @@ fn main() -> ExitCode {
             rootfs: &rootfs,
             hostname: &args.hostname.hostname,
             read_only: args.read_only,
+            tty: args.tty,
+            env: &args.env,
             command: &command,
             breaks: &args.breaks,
         };
@@ -106,19 +141,40 @@ fn main() -> ExitCode {
     })
 }
 
+/// `--env NAME=VALUE`: a name, an `=`, and a value (which may be empty).
+fn variable(text: &str) -> std::result::Result<String, String> {
+    match text.split_once('=') {
+        Some((name, _)) if !name.is_empty() && !text.contains('\0') => Ok(text.to_string()),
+        _ => Err(format!(
+            "{text} is not NAME=VALUE: give a name, `=`, and the value, e.g. --env LANG=C.UTF-8"
+        )),
+    }
+}
+
 fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
-    let signals = container::waited_signals();
+    let mut signals = container::waited_signals();
+    if spec.tty {
+        // The relay passes window-size changes on to the box's terminal.
+        signals.add(Signal::SIGWINCH);
+    }
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     let mut cgroups = BoxCgroups::create(limits)?;
+    let terminal = if spec.tty { Some(Pty::open()?) } else { None };
     let lifeline = Lifeline::new()?;
     unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID)")?;
     // SAFETY: this program has no other threads, so the child may run any code.
     let code = match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
             lifeline.die_with_parent()?;
+            if let Some(terminal) = &terminal {
+                terminal.attach()?;
+            }
             init(spec, &cgroups, &signals)
         }),
-        ForkResult::Parent { child } => container::supervise(child, &signals)?,
+        ForkResult::Parent { child } => match terminal {
+            Some(terminal) => terminal.relay(child, &signals)?,
+            None => container::supervise(child, &signals)?,
+        },
     };
     if stats {
         eprint!("{}", Usage::read(&cgroups.paths()).render());
@@ -128,9 +184,9 @@ fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
 }
 
 // ANCHOR: init
-/// PID 1 of the box: step 04's box, plus a network namespace. init keeps its powers
-/// (it needed them to build the box, and the box cannot signal or trace it); the
-/// command is hardened between fork and exec.
+/// PID 1 of the box: step 04's box, plus a network namespace and a masked /proc. init
+/// keeps its powers (it needed them to build the box, and the box cannot signal or
+/// trace it); the command is hardened between fork and exec.
 fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     cgroups.join()?;
@@ -150,6 +206,9 @@ fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infall
     container::pivot_into(spec.rootfs)?;
     container::mount_proc()?;
     container::mount_dev()?;
+    if spec.keeps(Restriction::Proc) {
+        mask_proc()?;
+    }
     mount_cgroupfs(cgroups)?;
     if spec.read_only {
         container::remount_read_only("/")?;
@@ -160,13 +219,109 @@ fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infall
             signals
                 .thread_unblock()
                 .context("sigprocmask(SIG_UNBLOCK)")?;
+            if spec.tty || spec.keeps(Restriction::Session) {
+                new_session(spec.tty)?;
+            }
             harden(spec)?;
-            container::exec(spec.command)
+            exec_with(spec.command, &environment(spec))
         }),
         ForkResult::Parent { child } => std::process::exit(container::supervise(child, signals)?),
     }
 }
 // ANCHOR_END: init
+
+// ANCHOR: proc_paths
+/// Files of /proc that are the whole machine's, not the box's: written, they change
+/// the host. /proc/sys/kernel/core_pattern alone is a way out: set it to
+/// `|/some/program` and the host's kernel runs that program, as root, at the next
+/// crash of any process. Docker and runc make these read-only.
+const PROC_READ_ONLY: [&str; 5] = [
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+];
+
+/// Files of /proc that tell about the host's kernel and nothing about the box: its
+/// memory, its keyrings, every timer on the machine. Docker and runc hide them.
+const PROC_MASKED: [&str; 7] = [
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/acpi",
+    "/proc/scsi",
+];
+// ANCHOR_END: proc_paths
+
+/// Make the host-wide parts of the box's fresh /proc read-only, and hide the kernel's
+/// own tables: a bind mount of a path onto itself can be made read-only on its own,
+/// and a file is hidden by mounting /dev/null over it (a directory, by an empty
+/// read-only tmpfs). The box cannot undo this: it may not mount or unmount.
+fn mask_proc() -> Result<()> {
+    // ANCHOR: mask_proc
+    // TODO: For each path of PROC_READ_ONLY that exists: mount(2) it onto itself with
+    //       MsFlags::MS_BIND | MS_REC, then make that mount read-only with
+    //       container::remount_read_only(path). For each path of PROC_MASKED that
+    //       exists: a directory gets an empty tmpfs, mounted with MS_RDONLY; a file gets
+    //       /dev/null bind-mounted over it (MS_BIND). Skip paths this kernel lacks.
+    todo!(
+        "step 05, `mask_proc`: not written yet. Read the TODO above this line in chapters/05-hardening.rs, or run `cargo run -- hint 5`"
+    );
+    // ANCHOR_END: mask_proc
+}
+
+// ANCHOR: new_session
+/// A session of its own for the command, so it has no controlling terminal: the
+/// caller's terminal stays its stdin and stdout, but the kernel no longer lets it
+/// type into that terminal (TIOCSTI), and signals from the keyboard reach the box
+/// through init. With `--tty`, the box's own pseudo-terminal (already on fds 0-2)
+/// becomes its controlling terminal, so a shell there has job control.
+fn new_session(tty: bool) -> Result<()> {
+    nix::unistd::setsid().context("setsid()")?;
+    if tty {
+        // SAFETY: TIOCSCTTY takes an integer (0: do not steal it from another session).
+        let rc = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+        Errno::result(rc).context("ioctl(0, TIOCSCTTY, 0): the box's terminal")?;
+    }
+    Ok(())
+}
+// ANCHOR_END: new_session
+
+// ANCHOR: environment
+/// The PATH a box gets: docker's default.
+const BOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The command's environment, made from nothing, as `docker run` makes it: whatever
+/// the caller's shell holds (tokens, keys, passwords) stays outside. TERM describes
+/// the terminal the box's output goes to; the rest is `--env`.
+fn environment(spec: &BoxSpec) -> Option<Vec<String>> {
+    if !spec.keeps(Restriction::Environment) {
+        return None; // the caller's, all of it, as steps 00-04 pass it
+    }
+    let mut env = vec![format!("PATH={BOX_PATH}"), "HOME=/".to_string()];
+    if let Ok(term) = std::env::var("TERM") {
+        env.push(format!("TERM={term}"));
+    }
+    env.extend(spec.env.iter().cloned());
+    Some(env)
+}
+// ANCHOR_END: environment
+
+/// Become the command, with `env` as its whole environment (None: ours).
+fn exec_with(command: &Command, env: &Option<Vec<String>>) -> Result<Infallible> {
+    let Some(env) = env else {
+        return container::exec(command);
+    };
+    let env: Vec<CString> = env
+        .iter()
+        .map(|v| CString::new(v.as_str()).context("a variable with a NUL byte"))
+        .collect::<Result<_>>()?;
+    nix::unistd::execve(&command.path, &command.argv, &env)
+        .with_context(|| format!("execve({})", command.path.to_string_lossy()))
+}
 
 // ANCHOR: harden
 /// The last thing before exec: take the powers away, in an order that works. The
@@ -265,9 +420,13 @@ const REFUSED: &[(i64, &str)] = &[
     (libc::SYS_add_key, "add_key"),
     (libc::SYS_request_key, "request_key"),
     // Big kernel surfaces a box rarely needs, each with a history of exploits.
+    // io_uring is also a second way to read, write and open that no filter sees.
     (libc::SYS_bpf, "bpf"),
     (libc::SYS_perf_event_open, "perf_event_open"),
     (libc::SYS_userfaultfd, "userfaultfd"),
+    (libc::SYS_io_uring_setup, "io_uring_setup"),
+    (libc::SYS_io_uring_enter, "io_uring_enter"),
+    (libc::SYS_io_uring_register, "io_uring_register"),
     // Opening files by handle walks around the mount tree (the "shocker" escape).
     (libc::SYS_open_by_handle_at, "open_by_handle_at"),
     (libc::SYS_name_to_handle_at, "name_to_handle_at"),
@@ -284,7 +443,32 @@ const NEW_NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUSER
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNET
-    | 0x80/* CLONE_NEWTIME */) as u32;
+    | libc::CLONE_NEWTIME) as u32;
+
+/// The calls that set a file's mode, and which argument holds it. A mode with the
+/// setuid or setgid bit is refused: box root owns what it makes, and a setuid-root
+/// file left in the rootfs runs as root for every host user who reaches it.
+const MODE_ARGUMENT: [(i64, u32); 9] = [
+    (libc::SYS_chmod, 1),
+    (libc::SYS_fchmod, 1),
+    (libc::SYS_fchmodat, 2),
+    (libc::SYS_fchmodat2, 2),
+    (libc::SYS_open, 2),
+    (libc::SYS_openat, 3),
+    (libc::SYS_creat, 1),
+    (libc::SYS_mknod, 1),
+    (libc::SYS_mknodat, 2),
+];
+const SETUID_SETGID: u32 = libc::S_ISUID | libc::S_ISGID;
+
+/// ioctls on a terminal that act for its user: TIOCSTI types a byte into it, as if
+/// from the keyboard; TIOCLINUX can paste the screen's selection into a console.
+const TERMINAL_INPUT: [u32; 2] = [libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
+
+/// The personalities docker allows: Linux, 32-bit Linux, and the 2.6-style uname of
+/// each, plus 0xffffffff, which only asks. The others switch things off, such as
+/// ADDR_NO_RANDOMIZE, which makes memory layouts predictable for an exploit.
+const PERSONALITIES: [u32; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 // ANCHOR_END: refused
 
 // ANCHOR: filter
@@ -309,19 +493,79 @@ fn filter() -> Vec<seccomp::Instruction> {
         "step 05, `deny_list`: not written yet. Read the TODO above this line in chapters/05-hardening.rs, or run `cargo run -- hint 5`"
     );
     // ANCHOR_END: deny_list
+    // clone3 and openat2 pass their flags and modes in memory, where a filter cannot
+    // look: say "no such call", and the C library falls back to clone and openat.
     program.extend([
-        // clone3 passes its flags in memory, where a filter cannot look: say "no
-        // such call", and the C library falls back to clone, whose flags we check.
         jump_if_equal(libc::SYS_clone3 as u32, 0, 1),
         ret(errno(Errno::ENOSYS)),
-        // clone with any new-namespace flag is refused; any other clone is allowed.
-        jump_if_equal(libc::SYS_clone as u32, 0, 3),
-        load(ARG0_LOW),
-        jump_if_any_bit(NEW_NAMESPACE_FLAGS, 0, 1),
-        ret(errno(Errno::EPERM)),
-        ret(ALLOW),
+        jump_if_equal(libc::SYS_openat2 as u32, 0, 1),
+        ret(errno(Errno::ENOSYS)),
     ]);
+    // Calls refused only for some arguments.
+    program.extend(refuse_if_any_bit(libc::SYS_clone, 0, NEW_NAMESPACE_FLAGS));
+    for (number, mode) in MODE_ARGUMENT {
+        program.extend(refuse_if_any_bit(number, mode, SETUID_SETGID));
+    }
+    program.extend(refuse_if_one_of(
+        libc::SYS_socket,
+        0,
+        &[libc::AF_VSOCK as u32],
+    ));
+    program.extend(refuse_if_one_of(libc::SYS_ioctl, 1, &TERMINAL_INPUT));
+    program.extend(refuse_unless_one_of(
+        libc::SYS_personality,
+        0,
+        &PERSONALITIES,
+    ));
+    program.push(ret(ALLOW));
     program
+}
+
+/// Call `number` is refused when its argument `arg` has any of `bits` set.
+fn refuse_if_any_bit(number: i64, arg: u32, bits: u32) -> Vec<seccomp::Instruction> {
+    use seccomp::*;
+    vec![
+        load(NR),
+        jump_if_equal(number as u32, 0, 3), // another call: skip this rule
+        load(arg_low(arg)),
+        jump_if_any_bit(bits, 0, 1),
+        ret(errno(Errno::EPERM)),
+    ]
+}
+
+/// Call `number` is refused when its argument `arg` is one of `values`.
+fn refuse_if_one_of(number: i64, arg: u32, values: &[u32]) -> Vec<seccomp::Instruction> {
+    use seccomp::*;
+    let n = values.len() as u8;
+    let mut rule = vec![
+        load(NR),
+        jump_if_equal(number as u32, 0, n + 2),
+        load(arg_low(arg)),
+    ];
+    for (i, value) in (0u8..).zip(values) {
+        // Equal: on to the refusal. Not: the next value, or past the refusal.
+        let last = i + 1 == n;
+        rule.push(jump_if_equal(*value, n - 1 - i, u8::from(last)));
+    }
+    rule.push(ret(errno(Errno::EPERM)));
+    rule
+}
+
+/// Call `number` is refused unless its argument `arg` is one of `values`.
+fn refuse_unless_one_of(number: i64, arg: u32, values: &[u32]) -> Vec<seccomp::Instruction> {
+    use seccomp::*;
+    let n = values.len() as u8;
+    let mut rule = vec![
+        load(NR),
+        jump_if_equal(number as u32, 0, n + 2),
+        load(arg_low(arg)),
+    ];
+    for (i, value) in (0u8..).zip(values) {
+        // Equal: past the refusal. Not: the next value, and after the last, the refusal.
+        rule.push(jump_if_equal(*value, n - i, 0));
+    }
+    rule.push(ret(errno(Errno::EPERM)));
+    rule
 }
 // ANCHOR_END: filter
 

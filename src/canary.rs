@@ -10,6 +10,12 @@ use std::path::{Path, PathBuf};
 /// has the same name inside the box does not count.
 pub const MARKER: &str = "isolab host canary";
 
+/// The canary's other form: a variable in the environment of whoever starts a box,
+/// as a token or a password in a shell's environment would be. The tests and the
+/// tour set it for every runtime they start, with [`ENV_VALUE`].
+pub const ENV: &str = "ISOLAB_CANARY";
+pub const ENV_VALUE: &str = "isolab host canary, in the caller's environment";
+
 /// A canary in its own temporary directory, removed when dropped.
 pub struct Canary {
     dir: tempfile::TempDir,

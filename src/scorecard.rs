@@ -123,7 +123,66 @@ pub const WALLS: &[Wall] = &[
             yes_if(r.get("network").starts_with("lo (up)") && !r.get("network").contains(','))
         },
     },
+    Wall {
+        name: "vsock refused",
+        cell: |r| match r.get("vsock socket") {
+            v if v.starts_with("impossible") => "none",
+            v => refused(v),
+        },
+    },
+    Wall {
+        name: "io_uring refused",
+        cell: |r| refused(r.get("io_uring")),
+    },
+    Wall {
+        name: "ASLR stays on",
+        cell: |r| refused(r.get("turn off ASLR")),
+    },
+    Wall {
+        name: "environment kept out",
+        cell: |r| blocked(r.get("canary via environment")),
+    },
+    Wall {
+        name: "host settings read-only",
+        cell: |r| through_proc(r.get("change a kernel setting")),
+    },
+    Wall {
+        name: "kernel tables hidden",
+        cell: |r| through_proc(r.get("read the kernel's tables")),
+    },
+    // Only when the tour runs in a terminal: otherwise there is none to type into.
+    Wall {
+        name: "terminal typing refused",
+        cell: |r| match r.get("type into my terminal") {
+            v if v.starts_with("no terminal") => "-",
+            v => refused(v),
+        },
+    },
+    Wall {
+        name: "setuid planting refused",
+        cell: |r| planted(r.get("plant a setuid file")),
+    },
+    Wall {
+        name: "device nodes refused",
+        cell: |r| planted(r.get("plant a device node")),
+    },
 ];
+
+/// A route through /proc: open ("WRITABLE", "READABLE"), closed, or no /proc at all.
+fn through_proc(value: &str) -> &'static str {
+    match value {
+        v if v.starts_with("no /proc") => "no /proc",
+        v => yes_if(!v.starts_with("WRITABLE") && !v.starts_with("READABLE")),
+    }
+}
+
+/// Leaving a file in the rootfs for the host's users: planted, refused, or not tried.
+fn planted(value: &str) -> &'static str {
+    match value {
+        v if v.starts_with("not tried") => "-",
+        v => yes_if(!v.starts_with("PLANTED")),
+    }
+}
 
 /// Render the scorecard: one column per step, one row per wall.
 pub fn render(columns: &[(String, Report)], colour: bool) -> String {

@@ -21,8 +21,12 @@ pub use libc::sock_filter as Instruction;
 /// Offsets into `struct seccomp_data`.
 pub const NR: u32 = 0;
 pub const ARCH: u32 = 4;
-/// The low 32 bits of the first argument (x86-64 is little-endian).
-pub const ARG0_LOW: u32 = 16;
+/// Where the low 32 bits of argument `index` are (x86-64 is little-endian). A
+/// filter that looks only at these sees what the kernel sees for any argument that
+/// is an int, a mode or a flag word of 32 bits.
+pub const fn arg_low(index: u32) -> u32 {
+    16 + 8 * index
+}
 
 /// The architecture a filter must check first: a 32-bit x86 call uses other
 /// numbers for the same syscalls, and a filter that does not look would let them by.

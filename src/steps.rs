@@ -134,8 +134,10 @@ pub const STEPS: &[Step] = &[
                no_new_privs before installing the filter. In the filter, each refused call is two \
                instructions: jump_if_equal(nr, 0, 1) falls through to ret(errno(EPERM)) when it \
                matches, and skips it when not. Compare your report with the reference: \
-               `capabilities after exec` says MORE when a drop did not stick.",
-        built: "a box that may not mount, reboot, load modules, set the clock, trace, make namespaces or reach the network",
+               `capabilities after exec` says MORE when a drop did not stick. In mask_proc, \
+               /dev/null must exist before it is mounted over a file: mask_proc runs after \
+               mount_dev; a read-only bind needs two mounts, the bind and then the remount.",
+        built: "a box that may not mount, reboot, load modules, set the clock, trace, make namespaces or reach the network, nor reach the host through /proc, its terminal, planted files or its environment",
         tour_args: &["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"],
     },
     Step {

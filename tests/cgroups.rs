@@ -306,3 +306,49 @@ fn the_box_is_under_the_runtimes_own_cgroup() {
         );
     }
 }
+
+/// The lesson chapter 04 ends with, and its "break it": root in this box has
+/// CAP_SYS_ADMIN, so it mounts its cgroup filesystems again, read-write, and lifts
+/// its own limits. A memory hog then takes twice the memory the runtime allowed.
+/// Step 05 refuses this (tests/hardening.rs).
+#[test]
+fn root_in_the_box_can_raise_its_own_limits() {
+    needs!(root);
+    let lab = Lab::new();
+    let run = run_box(
+        &lab,
+        &["--memory", "64m", "--pids-limit", "16", "--cpus", "0.5"],
+        &[
+            "/bin/probe",
+            "raise-limits",
+            "--",
+            "/bin/probe",
+            "memory-hog",
+            "--max",
+            "128m",
+        ],
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "stdout {} stderr {}",
+        run.stdout,
+        run.stderr
+    );
+    let said = Report::parse(&run.stdout);
+    assert!(
+        said.get("mount my own cgroup filesystems")
+            .starts_with("allowed"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(said.get("memory limit"), "64 MiB -> none", "{}", run.stdout);
+    assert_eq!(said.get("pids limit"), "16 -> none", "{}", run.stdout);
+    assert!(said.get("cpu limit").ends_with("-> none"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("memory hog: allocated all 128 MiB: no memory limit stopped me"),
+        "{}",
+        run.stdout
+    );
+}

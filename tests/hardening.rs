@@ -44,21 +44,35 @@ fn each_restriction_takes_effect() {
     for key in [
         "mount a filesystem",
         "reboot",
-        "load a module",
         "set the clock",
         "new user namespace",
         "ptrace my parent",
+        "turn off ASLR",
+        "io_uring",
+        "plant a setuid file",
+        "plant a device node",
     ] {
         assert_eq!(hardened.get(key), "refused (EPERM)", "{key} in step 05");
-        assert_eq!(
-            without.get(key),
-            "allowed",
-            "{key} in step 04, without the restrictions"
+        assert!(
+            !without.get(key).starts_with("refused"),
+            "{key} in step 04, without the restrictions: {}",
+            without.get(key)
         );
     }
+    // A kernel built without modules has no call to refuse: step 04 says so.
+    assert_eq!(hardened.get("load a module"), "refused (EPERM)");
+    assert!(!without.get("load a module").starts_with("refused"));
+    assert_eq!(hardened.get("vsock socket"), "refused (EPERM)");
+    assert!(
+        without.get("vsock socket").starts_with("allowed")
+            || without.get("vsock socket").starts_with("impossible"),
+        "{}",
+        without.get("vsock socket")
+    );
+    // The planted setuid file is refused before no_new_privs could matter.
     assert_eq!(
         hardened.get("setuid-root binary"),
-        "refused (euid stays 65534)"
+        "not tried (could not make a setuid copy: EPERM)"
     );
     assert_eq!(without.get("setuid-root binary"), "grants root (euid 0)");
     assert_eq!(
@@ -81,6 +95,272 @@ fn each_restriction_takes_effect() {
     // chroot is refused too (no CAP_SYS_CHROOT, and the filter), so the escape cannot start.
     assert_eq!(hardened.get("network"), "lo (up)");
     assert_eq!(hardened.get("outside network"), "unreachable (no route)");
+    // The host's kernel settings and tables, through /proc.
+    assert_eq!(
+        hardened.get("change a kernel setting"),
+        "refused (EROFS: a read-only file system)"
+    );
+    assert!(
+        without
+            .get("change a kernel setting")
+            .starts_with("WRITABLE: kernel.core_pattern"),
+        "{}",
+        without.get("change a kernel setting")
+    );
+    assert_eq!(
+        hardened.get("read the kernel's tables"),
+        "masked (empty or refused)"
+    );
+    assert!(
+        without
+            .get("read the kernel's tables")
+            .starts_with("READABLE"),
+        "{}",
+        without.get("read the kernel's tables")
+    );
+    // The caller's environment stays outside.
+    assert_eq!(
+        hardened.get("canary via environment"),
+        "not passed in (my environment: HOME PATH)"
+    );
+    assert!(
+        without
+            .get("canary via environment")
+            .starts_with("READABLE"),
+        "{}",
+        without.get("canary via environment")
+    );
+}
+
+/// The host's kernel lets a process type into a terminal (TIOCSTI) only if it is the
+/// process's controlling terminal. Started from a terminal, step 04's box still has
+/// the caller's; step 05 gives the command a session of its own, and its filter
+/// refuses TIOCSTI besides: each wall alone closes the route.
+#[test]
+fn the_box_cannot_type_into_the_callers_terminal() {
+    needs!(root);
+    let lab = Lab::new();
+    let in_terminal = |bin: &std::path::Path, flags: &[&str]| {
+        let run = run_in_terminal(bin, &box_args(&lab, flags, &["/bin/probe"]), "");
+        assert_eq!(run.code, Some(0), "{}", run.stdout);
+        assert_no_process_from(&lab.rootfs());
+        Report::parse(&run.stdout)
+            .get("type into my terminal")
+            .to_string()
+    };
+    let open = in_terminal(&target_dir().join("04-cgroups-solution"), &[]);
+    if legacy_tiocsti() {
+        assert_eq!(
+            open,
+            "allowed (fd 0 is my controlling terminal: what I push there is typed into it)"
+        );
+    } else {
+        assert_eq!(
+            open,
+            "refused (EIO: this kernel's dev.tty.legacy_tiocsti is off)"
+        );
+    }
+    assert_eq!(
+        in_terminal(&step(STEP), &[]),
+        "refused (EPERM: it is not my controlling terminal)"
+    );
+    // Either wall alone holds.
+    assert_eq!(
+        in_terminal(&step(STEP), &["--break", "seccomp"]),
+        "refused (EPERM: it is not my controlling terminal)"
+    );
+    assert_eq!(
+        in_terminal(&step(STEP), &["--break", "session"]),
+        "refused (EPERM)"
+    );
+    if legacy_tiocsti() {
+        assert!(
+            in_terminal(&step(STEP), &["--break", "session", "--break", "seccomp"])
+                .starts_with("allowed"),
+        );
+    }
+}
+
+/// Does this kernel let TIOCSTI through at all (dev.tty.legacy_tiocsti, Linux 6.2+)?
+fn legacy_tiocsti() -> bool {
+    std::fs::read_to_string("/proc/sys/dev/tty/legacy_tiocsti").map_or(true, |v| v.trim() != "0")
+}
+
+/// With `--tty` the box gets a terminal of its own: the probe's controlling terminal
+/// is the box's pseudo-terminal (TIOCSTI is still refused by the filter, and with the
+/// filter broken it reaches only that terminal), and its output still reaches ours.
+#[test]
+fn with_tty_the_box_has_a_terminal_of_its_own() {
+    needs!(root);
+    let lab = Lab::new();
+    let shown = run_in_terminal(
+        &step(STEP),
+        &box_args(&lab, &["--tty"], &["/bin/probe"]),
+        "",
+    );
+    assert_eq!(shown.code, Some(0), "{}", shown.stdout);
+    let report = Report::parse(&shown.stdout);
+    assert_eq!(report.get("type into my terminal"), "refused (EPERM)");
+    assert_eq!(report.get("pid"), "2", "{}", shown.stdout);
+    // Without a terminal around it (stdin /dev/null, stdout a pipe) --tty works too.
+    let piped = run(
+        &step(STEP),
+        &box_args(&lab, &["--tty"], &["/bin/probe", "exit", "7"]),
+    );
+    assert_eq!(piped.code, Some(7), "{}", piped.stderr);
+    assert_no_process_from(&lab.rootfs());
+}
+
+/// An interactive shell: without a terminal of its own it has no job control; with
+/// `--tty` it has, as in `docker run -it`.
+#[test]
+fn an_interactive_shell_has_job_control_only_with_tty() {
+    needs!(root);
+    let lab = Lab::new();
+    if !has_busybox(&lab) {
+        return;
+    }
+    let typed = "sleep 30 &\njobs\nkill %1\necho done-$((6*7))\nexit\n";
+    let plain = run_in_terminal(&step(STEP), &box_args(&lab, &[], &["/bin/sh", "-i"]), typed);
+    assert!(
+        plain.stdout.contains("job control turned off"),
+        "{}",
+        plain.stdout
+    );
+    let with_tty = run_in_terminal(
+        &step(STEP),
+        &box_args(&lab, &["--tty"], &["/bin/sh", "-i"]),
+        typed,
+    );
+    assert_eq!(with_tty.code, Some(0), "{}", with_tty.stdout);
+    assert!(
+        !with_tty.stdout.contains("job control turned off"),
+        "{}",
+        with_tty.stdout
+    );
+    assert!(with_tty.stdout.contains("Running"), "{}", with_tty.stdout);
+    assert!(with_tty.stdout.contains("done-42"), "{}", with_tty.stdout);
+    assert_no_process_from(&lab.rootfs());
+}
+
+/// What box root leaves in the rootfs is on the host. In step 04 it plants a
+/// setuid-root copy of the probe, and an ordinary host user who runs it is root. In
+/// step 05 the filter refuses the setuid bit, and the same user stays who they are.
+#[test]
+fn a_setuid_file_planted_in_the_box_gives_a_host_user_nothing() {
+    needs!(root);
+    let lab = Lab::new();
+    let planted = lab.rootfs().join("tmp/planted");
+    let plant = |bin: &std::path::Path| {
+        let run = run(
+            bin,
+            &box_args(&lab, &[], &["/bin/probe", "plant-setuid", "/tmp/planted"]),
+        );
+        assert_no_process_from(&lab.rootfs());
+        run
+    };
+    let open = plant(&target_dir().join("04-cgroups-solution"));
+    assert_eq!(open.code, Some(0), "{}{}", open.stdout, open.stderr);
+    assert_eq!(
+        run_as_nobody(&planted),
+        "0",
+        "step 04: the planted file runs as root"
+    );
+    std::fs::remove_file(&planted).expect("rm planted");
+    let closed = plant(&step(STEP));
+    assert_eq!(
+        closed.stdout.trim(),
+        "not planted: refused (EPERM)",
+        "{}",
+        closed.stderr
+    );
+    // The copy is there, but without its setuid bit: it runs as whoever runs it.
+    assert_eq!(run_as_nobody(&planted), "65534");
+}
+
+/// Run `file euid` as user 65534 and return what it printed. The file is opened here,
+/// as root, and run through /proc/self/fd, so the test's own private directories do
+/// not stand in the way: only the file's own mode counts, as for a host user who can
+/// reach it.
+fn run_as_nobody(file: &std::path::Path) -> String {
+    use std::os::unix::process::CommandExt;
+    let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: open(2) with a valid C string; the descriptor is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH) };
+    assert!(
+        fd >= 0,
+        "open({}): {}",
+        file.display(),
+        std::io::Error::last_os_error()
+    );
+    let out = std::process::Command::new(format!("/proc/self/fd/{fd}"))
+        .arg("euid")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("running the planted file as user 65534");
+    // SAFETY: `fd` is the descriptor opened above, closed once.
+    unsafe { libc::close(fd) };
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Step 04's box could mount its cgroups again and lift its limits
+/// (tests/cgroups.rs); this one may not mount, and its cgroup files are read-only.
+#[test]
+fn the_box_cannot_raise_its_own_limits() {
+    needs!(root);
+    let lab = Lab::new();
+    let run = run(
+        &step(STEP),
+        &box_args(
+            &lab,
+            &["--memory", "64m", "--pids-limit", "16"],
+            &["/bin/probe", "raise-limits"],
+        ),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let said = Report::parse(&run.stdout);
+    assert_eq!(
+        said.get("mount my own cgroup filesystems"),
+        "refused (EPERM)"
+    );
+    assert_eq!(
+        said.get("memory limit"),
+        "64 MiB (unchanged: EROFS)",
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        said.get("pids limit"),
+        "16 (unchanged: EROFS)",
+        "{}",
+        run.stdout
+    );
+}
+
+/// The environment is built from nothing, plus `--env`; a bad `--env` is one line.
+#[test]
+fn the_environment_is_the_boxs_own() {
+    needs!(root);
+    let lab = Lab::new();
+    let given = run_box_report(&lab, &["--env", "LANG=C.UTF-8", "-e", "EMPTY="]);
+    assert_eq!(
+        given.get("canary via environment"),
+        "not passed in (my environment: EMPTY HOME LANG PATH)"
+    );
+    let broken = run_box_report(&lab, &["--break", "environment"]);
+    assert!(broken.get("canary via environment").starts_with("READABLE"));
+    let bad = run(
+        &step(STEP),
+        &box_args(&lab, &["--env", "=x"], &["/bin/probe"]),
+    );
+    assert_one_line_error(&bad, 2, "=x is not NAME=VALUE");
+}
+
+fn run_box_report(lab: &Lab, flags: &[&str]) -> Report {
+    let run = run(&step(STEP), &box_args(lab, flags, &["/bin/probe"]));
+    assert_eq!(run.code, Some(0), "{flags:?}: {}", run.stderr);
+    Report::parse(&run.stdout)
 }
 
 /// The filter refuses syscalls the probe does not try by itself: checked with
@@ -166,15 +446,9 @@ fn the_hardened_box_still_runs_ordinary_work() {
 fn breaking_one_restriction_opens_only_its_doors() {
     needs!(root);
     let lab = Lab::new();
-    let report = |restriction: &str| {
-        let run = run(
-            &step(STEP),
-            &box_args(&lab, &["--break", restriction], &["/bin/probe"]),
-        );
-        assert_eq!(run.code, Some(0), "--break {restriction}: {}", run.stderr);
-        Report::parse(&run.stdout)
-    };
-    // Capabilities: raising the priority needs CAP_SYS_NICE, and no filter refuses it.
+    let report = |restriction: &str| run_box_report(&lab, &["--break", restriction]);
+    // Capabilities: raising the priority needs CAP_SYS_NICE, and no filter refuses it;
+    // nor does it refuse mknod, which only the capability held back.
     let r = report("capabilities");
     assert!(
         r.get("capabilities").starts_with("all "),
@@ -182,22 +456,40 @@ fn breaking_one_restriction_opens_only_its_doors() {
         r.get("capabilities")
     );
     assert_eq!(r.get("raise my priority"), "allowed");
+    assert!(r.get("plant a device node").starts_with("PLANTED"));
     assert_eq!(r.get("new user namespace"), "refused (EPERM)");
-    // no_new_privs: the setuid bit works again, although capabilities are dropped.
+    assert_eq!(r.get("plant a setuid file"), "refused (EPERM)");
+    // no_new_privs: off, but the filter still refuses to make a setuid file, so there
+    // is none to run. Both walls stand on this route: see the next case.
     let r = report("no-new-privs");
     assert_eq!(r.get("no_new_privs"), "off");
-    assert_eq!(r.get("setuid-root binary"), "grants root (euid 0)");
+    assert_eq!(
+        r.get("setuid-root binary"),
+        "not tried (could not make a setuid copy: EPERM)"
+    );
     assert_eq!(
         r.get("seccomp"),
         "filter",
         "the filter goes in before the capabilities go"
     );
     assert_eq!(r.get("raise my priority"), "refused (EACCES)");
-    // seccomp: namespaces and ptrace need no capability, only the filter refuses them.
+    let r = run_box_report(&lab, &["--break", "no-new-privs", "--break", "seccomp"]);
+    assert_eq!(r.get("setuid-root binary"), "grants root (euid 0)");
+    // seccomp: namespaces, ptrace, io_uring, vsock, personalities and setuid bits need
+    // no capability: only the filter refuses them.
     let r = report("seccomp");
     assert_eq!(r.get("seccomp"), "off");
-    assert_eq!(r.get("new user namespace"), "allowed");
-    assert_eq!(r.get("ptrace my parent"), "allowed");
+    for key in [
+        "new user namespace",
+        "ptrace my parent",
+        "turn off ASLR",
+        "io_uring",
+    ] {
+        assert_eq!(r.get(key), "allowed", "{key}");
+    }
+    assert!(r.get("vsock socket").starts_with("allowed"));
+    assert!(r.get("plant a setuid file").starts_with("PLANTED"));
+    assert_eq!(r.get("setuid-root binary"), "refused (euid stays 65534)");
     assert_eq!(
         r.get("mount a filesystem"),
         "refused (EPERM)",
@@ -207,6 +499,22 @@ fn breaking_one_restriction_opens_only_its_doors() {
     let r = report("network");
     assert_ne!(r.get("network"), "lo (up)");
     assert_eq!(r.get("mount a filesystem"), "refused (EPERM)");
+    // /proc: the host's settings are writable and its tables readable again, although
+    // the box holds only nine capabilities: a sysctl file checks its mode, and the
+    // box's root is the host's uid 0.
+    let r = report("proc");
+    assert!(
+        r.get("change a kernel setting")
+            .starts_with("WRITABLE: kernel.core_pattern")
+    );
+    assert!(r.get("read the kernel's tables").starts_with("READABLE"));
+    // The environment: the caller's comes in, canary and all.
+    let r = report("environment");
+    assert!(r.get("canary via environment").starts_with("READABLE"));
+    assert_eq!(
+        r.get("change a kernel setting"),
+        "refused (EROFS: a read-only file system)"
+    );
 }
 
 #[test]

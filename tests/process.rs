@@ -31,6 +31,9 @@ fn report() {
         "network",
         "setuid-root binary",
         "outside network",
+        "open init's program",
+        "plant a setuid file",
+        "plant a device node",
     ]);
     host.push(count_filter("processes"));
     snapshot("report", &run.stdout, host);

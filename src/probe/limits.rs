@@ -3,6 +3,7 @@
 //! (/proc/self/mountinfo), then read the limit files of its own cgroup. Works on
 //! cgroup v2, v1 and hybrid layouts.
 
+use nix::mount::{MsFlags, mount};
 use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
@@ -165,4 +166,149 @@ fn find() -> Result<Found, String> {
         return Err("not visible (no cgroup filesystem mounted here)".into());
     }
     Ok((v1_dirs, v2_dir))
+}
+
+/// The v1 controllers whose limits the box could lift.
+const LIMITED: [&str; 3] = ["memory", "pids", "cpu"];
+
+/// `probe raise-limits`: what root in a box with CAP_SYS_ADMIN can do to its own
+/// budget. The box's cgroup filesystems are mounted read-only, but a new mount of the
+/// same hierarchy, made inside the box, is read-write: mounted over the old one, it
+/// shows the box's own cgroup (its cgroup namespace's root), whose limit files root
+/// may write. Only the box's own cgroup changes, and the runtime removes it at the end.
+pub fn raise(then: &[std::ffi::OsString]) -> std::process::ExitCode {
+    let before = Cgroups::find();
+    let (memory, pids, cpu) = (before.memory(), before.pids(), before.cpu());
+    println!("mount my own cgroup filesystems: {}", remount_read_write());
+    let dirs = Cgroups::find();
+    let written = [
+        ("memory limit", memory, dirs.lift_memory()),
+        (
+            "pids limit",
+            pids,
+            dirs.lift("pids", "pids.max", &[("pids.max", "max")]),
+        ),
+        (
+            "cpu limit",
+            cpu,
+            dirs.lift(
+                "cpu",
+                "cpu.max",
+                &[("cpu.max", "max"), ("cpu.cfs_quota_us", "-1")],
+            ),
+        ),
+    ];
+    let after = Cgroups::find();
+    for ((key, was, result), now) in
+        written
+            .into_iter()
+            .zip([after.memory(), after.pids(), after.cpu()])
+    {
+        match result {
+            Ok(()) if now != was => println!("{key}: {was} -> {now}"),
+            Ok(()) => println!("{key}: {now} (unchanged)"),
+            Err(why) => println!("{key}: {now} (unchanged: {why})"),
+        }
+    }
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let Some((program, args)) = then.split_first() else {
+        return std::process::ExitCode::SUCCESS;
+    };
+    let err =
+        std::os::unix::process::CommandExt::exec(std::process::Command::new(program).args(args));
+    eprintln!("probe: error: exec {}: {err}", program.to_string_lossy());
+    std::process::ExitCode::from(127)
+}
+
+/// Mount each cgroup hierarchy this process sees again, read-write, where it was. The
+/// kernel will not stack a filesystem on its own mount, so a fresh tmpfs goes over
+/// /sys/fs/cgroup first, and the hierarchies onto it.
+fn remount_read_write() -> String {
+    let Ok(table) = fs::read_to_string("/proc/self/mountinfo") else {
+        return "not tried (/proc is not mounted)".into();
+    };
+    let mut hierarchies = Vec::new();
+    for line in table.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (point, fstype) = (fields[4], fields.get(dash + 1).copied().unwrap_or(""));
+        let options = fields.get(dash + 3).copied().unwrap_or("");
+        let data = match fstype {
+            "cgroup2" => None,
+            "cgroup" if options.split(',').any(|o| LIMITED.contains(&o)) => Some(
+                options
+                    .split(',')
+                    .filter(|o| *o != "rw" && *o != "ro")
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            _ => continue,
+        };
+        hierarchies.push((point.to_string(), fstype.to_string(), data));
+    }
+    if hierarchies.is_empty() {
+        return "nothing to mount (no cgroup filesystem here)".into();
+    }
+    let safe = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if let Err(e) = mount(
+        Some("tmpfs"),
+        "/sys/fs/cgroup",
+        Some("tmpfs"),
+        safe,
+        Some("size=16k"),
+    ) {
+        return format!("refused ({e:?})");
+    }
+    for (point, fstype, data) in &hierarchies {
+        let mounted = fs::create_dir_all(point)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                mount(
+                    Some(fstype.as_str()),
+                    point.as_str(),
+                    Some(fstype.as_str()),
+                    safe,
+                    data.as_deref(),
+                )
+                .map_err(|e| format!("{e:?}"))
+            });
+        if let Err(why) = mounted {
+            return format!("refused ({why}, mounting {point})");
+        }
+    }
+    let points: Vec<&str> = hierarchies.iter().map(|(p, _, _)| p.as_str()).collect();
+    format!("allowed (read-write, at {})", points.join(" "))
+}
+
+impl Cgroups {
+    /// Write `files` (the first that exists gets its value) in the cgroup that holds `controller`.
+    fn lift(&self, controller: &str, v2_file: &str, files: &[(&str, &str)]) -> Result<(), String> {
+        let (dir, _) = self.dir_for(controller, v2_file)?;
+        for (file, value) in files {
+            let path = dir.join(file);
+            if path.exists() {
+                return fs::write(&path, value).map_err(|e| match e.raw_os_error() {
+                    Some(n) => format!("{:?}", nix::errno::Errno::from_raw(n)),
+                    None => e.to_string(),
+                });
+            }
+        }
+        Err("no limit file".into())
+    }
+
+    /// v1 keeps memory+swap at least as high as memory alone: lift that first.
+    fn lift_memory(&self) -> Result<(), String> {
+        let _ = self.lift(
+            "memory",
+            "memory.max",
+            &[("memory.memsw.limit_in_bytes", "-1")],
+        );
+        self.lift(
+            "memory",
+            "memory.max",
+            &[("memory.max", "max"), ("memory.limit_in_bytes", "-1")],
+        )
+    }
 }

@@ -14,6 +14,7 @@
 //! and the life of a VM that only halts.
 
 mod demos;
+mod host;
 mod limits;
 mod privileges;
 mod report;
@@ -73,6 +74,14 @@ enum What {
         #[arg(long, default_value_t = 500)]
         millis: u64,
     },
+    /// Mount the box's cgroup filesystems again, read-write, and lift its own memory,
+    /// pids and CPU limits; then run COMMAND, if one is given after `--`
+    RaiseLimits {
+        #[arg(last = true, value_name = "COMMAND")]
+        then: Vec<std::ffi::OsString>,
+    },
+    /// Copy the probe to PATH as a setuid file (mode 4755) and leave it there
+    PlantSetuid { path: PathBuf },
     /// Time --count getppid() system calls and print the cost of one
     Syscalls {
         #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -101,6 +110,8 @@ fn main() -> ExitCode {
         What::MemoryHog { max } => demos::memory_hog(max),
         What::ForkBomb { max } => demos::fork_bomb(max),
         What::Spin { millis } => demos::spin(millis),
+        What::RaiseLimits { then } => limits::raise(&then),
+        What::PlantSetuid { path } => host::plant_setuid_copy(&path),
         What::Syscalls { count } => timing::syscalls(count),
         What::KvmFloor { device } => timing::kvm_floor(&device),
     }

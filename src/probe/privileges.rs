@@ -87,12 +87,62 @@ pub fn try_reboot() -> String {
     verdict(Errno::result(rc).map(drop))
 }
 
-/// finit_module(2) with no file: EBADF after the check (ENOSYS on kernels
-/// built without modules, which is "not refused" too).
+/// finit_module(2) with no file: EBADF after the check. A kernel built without
+/// module support has no such call at all (ENOSYS): nothing to refuse there.
 pub fn try_load_module() -> String {
     // SAFETY: fd -1 and an empty parameter string; the kernel reads only the string.
     let rc = unsafe { libc::syscall(libc::SYS_finit_module, -1, c"".as_ptr(), 0) };
-    verdict(Errno::result(rc).map(drop))
+    match Errno::result(rc) {
+        Err(Errno::ENOSYS) => "impossible (this kernel has no module support)".into(),
+        result => verdict(result.map(drop)),
+    }
+}
+
+/// io_uring_setup(2) with 0 entries: EINVAL after the check. io_uring is a second
+/// way to make system calls (reads, writes, opens, sockets) that a filter on the
+/// ordinary calls never sees, and one of the kernel's largest recent attack surfaces.
+pub fn try_io_uring() -> String {
+    let mut params = [0u8; 120]; // struct io_uring_params, all zero
+    // SAFETY: `params` is as big as struct io_uring_params; with 0 entries the kernel
+    // fails before it writes anything.
+    let rc = unsafe { libc::syscall(libc::SYS_io_uring_setup, 0, params.as_mut_ptr()) };
+    match Errno::result(rc) {
+        Err(Errno::ENOSYS) => "impossible (this kernel has no io_uring)".into(),
+        Ok(fd) => {
+            // SAFETY: the kernel made a ring after all; the descriptor is ours to close.
+            unsafe { libc::close(fd as i32) };
+            "allowed".into()
+        }
+        result => verdict(result.map(drop)),
+    }
+}
+
+/// socket(AF_VSOCK): the channel between a VM and its host. It has no network
+/// namespace, so a box with only loopback could still talk to the host (or to a
+/// guest) through it.
+pub fn try_vsock() -> String {
+    // SAFETY: socket(2) takes integers; we close the descriptor it returns.
+    let rc = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    match Errno::result(rc) {
+        Ok(fd) => {
+            // SAFETY: `fd` is the socket just made, closed once.
+            unsafe { libc::close(fd) };
+            "allowed (vsock has no network namespace: it reaches past the box's)".into()
+        }
+        Err(Errno::EAFNOSUPPORT) => "impossible (this kernel has no vsock)".into(),
+        Err(e) => verdict(Err(e)),
+    }
+}
+
+/// personality(2) with ADDR_NO_RANDOMIZE, in a child: memory layouts without
+/// randomisation make exploits reliable.
+pub fn try_personality() -> String {
+    let code = in_fork(|| {
+        // SAFETY: personality takes an integer; it changes only this child.
+        let rc = unsafe { libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong) };
+        if rc == -1 { Errno::last() as i32 } else { 0 }
+    });
+    child_verdict(code)
 }
 
 /// settimeofday(NULL, NULL) asks for CAP_SYS_TIME and then has nothing to set.
@@ -258,7 +308,10 @@ pub fn try_setuid_binary() -> String {
     let made = std::fs::copy(&me, &copy)
         .and_then(|_| std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o4755)));
     let result = match made {
-        Err(e) => format!("not tried (could not make a setuid copy: {e})"),
+        Err(e) => match e.raw_os_error().map(Errno::from_raw) {
+            Some(errno) => format!("not tried (could not make a setuid copy: {errno:?})"),
+            None => format!("not tried (could not make a setuid copy: {e})"),
+        },
         Ok(()) => {
             let nobody = nix::unistd::Uid::from_raw(65534);
             let euid = run_self(&copy, "euid", || nix::unistd::setuid(nobody).is_ok());

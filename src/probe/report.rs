@@ -1,6 +1,6 @@
 //! The report: sections in a fixed order, one `key: value` line per fact.
 
-use crate::{limits, privileges, routes, view};
+use crate::{host, limits, privileges, routes, view};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -31,6 +31,7 @@ pub fn print(canary: Option<&Path>) -> ExitCode {
         "canary via inherited fd",
         routes::inherited_fd(canary, &fds),
     );
+    line("canary via environment", routes::environment());
 
     section("what I may spend");
     let cgroups = limits::Cgroups::find();
@@ -53,9 +54,20 @@ pub fn print(canary: Option<&Path>) -> ExitCode {
     line("raise my priority", privileges::try_raise_priority());
     line("new user namespace", privileges::try_user_namespace());
     line("ptrace my parent", privileges::try_ptrace_parent());
+    line("turn off ASLR", privileges::try_personality());
+    line("io_uring", privileges::try_io_uring());
     line("setuid-root binary", privileges::try_setuid_binary());
     line("network", privileges::network());
     line("outside network", privileges::outside_network());
+    line("vsock socket", privileges::try_vsock());
+
+    section("what I can do to the host");
+    line("change a kernel setting", host::kernel_settings());
+    line("read the kernel's tables", host::kernel_tables());
+    line("open init's program", host::init_program());
+    line("type into my terminal", host::type_into_terminal());
+    line("plant a setuid file", host::plant_setuid_file());
+    line("plant a device node", host::plant_device_node());
     ExitCode::SUCCESS
 }
 

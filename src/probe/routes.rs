@@ -2,7 +2,7 @@
 //! forked child, so whatever it does to its root and working directory, the probe's
 //! own view is untouched.
 
-use isolab::canary::MARKER;
+use isolab::canary::{ENV, MARKER};
 use nix::unistd::{chdir, chroot, fchdir};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::path::Path;
@@ -130,6 +130,27 @@ pub fn inherited_fd(canary: Option<&Path>, fds: &[RawFd]) -> String {
         }
     }
     "blocked (the inherited directories lead nowhere)".into()
+}
+
+/// A runtime that passes its own environment on hands the box whatever secrets the
+/// caller's shell holds. The canary variable stands for them.
+pub fn environment() -> String {
+    match std::env::var(ENV) {
+        Ok(value) if value.starts_with(MARKER) => {
+            format!("READABLE (${ENV}: the caller's environment came in)")
+        }
+        _ => {
+            let mut names: Vec<String> = std::env::vars_os()
+                .map(|(k, _)| k.to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            match names.len() {
+                0 => "not passed in (my environment is empty)".into(),
+                n if n > 8 => format!("not passed in (my environment has {n} variables)"),
+                _ => format!("not passed in (my environment: {})", names.join(" ")),
+            }
+        }
+    }
 }
 
 fn not_checked() -> String {

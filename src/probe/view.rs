@@ -120,11 +120,15 @@ pub fn mounts() -> String {
     };
     // Field 5 of each line is the mount point, as seen from our root. Whatever is
     // mounted under /sys/fs/cgroup is one entry: how many hierarchies it holds is
-    // the host's layout (v1, v2 or hybrid), not the box's.
+    // the host's layout (v1, v2 or hybrid), not the box's. The mounts that mask parts
+    // of /proc (step 05) are one entry too, `/proc/*`: which of them exist depends
+    // on the host's kernel.
     let mut points: Vec<&str> = Vec::new();
     for point in table.lines().filter_map(|l| l.split(' ').nth(4)) {
         let point = if point.starts_with("/sys/fs/cgroup/") {
             "/sys/fs/cgroup"
+        } else if point.starts_with("/proc/") {
+            "/proc/*"
         } else {
             point
         };

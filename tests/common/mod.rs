@@ -211,15 +211,83 @@ impl Run {
 }
 
 /// A command for `bin` that inherits only stdin, stdout and stderr, and with `leak`
-/// set also fd 3 on that host directory.
+/// set also fd 3 on that host directory. Its environment is PATH and the canary
+/// variable, the same on every machine, so reports do not depend on the caller's.
 pub fn command<S: AsRef<OsStr>>(bin: &Path, args: &[S], leak: Option<&Path>) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(isolab::canary::ENV, isolab::canary::ENV_VALUE)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     isolab::run::std_fds_only(&mut cmd, leak).expect("setting up descriptors");
     cmd
+}
+
+/// Run `bin` with a terminal of its own, as a shell would start it (or `script`
+/// does): a new session whose controlling terminal is a fresh pseudo-terminal, on its
+/// stdin, stdout and stderr. `input` is typed into that terminal at the start. What
+/// the terminal showed comes back as stdout, with the terminal's `\r\n` as `\n`.
+pub fn run_in_terminal<S: AsRef<OsStr>>(bin: &Path, args: &[S], input: &str) -> Run {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let mut cmd = command(bin, args, None);
+    let slave = |_| Stdio::from(pty.slave.try_clone().expect("dup pty slave"));
+    cmd.stdin(slave(0)).stdout(slave(1)).stderr(slave(2));
+    // SAFETY: between fork and exec the closure only calls setsid and ioctl, which are
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mounts = mount_table();
+    let mut child = cmd.spawn().expect("starting the step in a terminal");
+    drop(cmd); // its copies of the slave
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    master
+        .write_all(input.as_bytes())
+        .expect("typing into the terminal");
+    let (tx, shown) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        // Reading ends with EIO once no process holds the slave any more.
+        let _ = master.read_to_end(&mut bytes);
+        let _ = tx.send(String::from_utf8_lossy(&bytes).replace("\r\n", "\n"));
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the step") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the step did not finish within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let run = Run {
+        pid: child.id(),
+        code: status.code().or_else(|| status.signal().map(|s| 128 + s)),
+        stdout: shown
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the terminal is still held open after the step ended: by what?"),
+        stderr: String::new(),
+    };
+    assert_eq!(
+        mount_table(),
+        mounts,
+        "the run changed the host's mount table"
+    );
+    run
 }
 
 /// Run `bin` with `args` to the end (at most 60 s), then check it left nothing behind.
@@ -484,14 +552,20 @@ pub fn count_filter(key: &str) -> (String, String) {
     )
 }
 
-/// Filters that apply in every step: the kernel's release and the count of
-/// capabilities root has (which a sandboxed host may trim).
+/// Filters that apply in every step: the kernel's release, the count of
+/// capabilities root has (which a sandboxed host may trim), and whether the host's
+/// kernel was built with modules and vsock at all: where a call is not refused, a
+/// kernel without the feature answers "impossible" and one with it "allowed".
 pub fn common_filters() -> Vec<(String, String)> {
     vec![
         (r"(?m)^(kernel: Linux) \S+".into(), "$1 [release]".into()),
         (
             r"all \d+ that root has on this host".into(),
             "all [N] that root has on this host".into(),
+        ),
+        (
+            r"(?m)^(load a module|vsock socket): (allowed|impossible).*$".into(),
+            "$1: [not refused: allowed, or impossible in this kernel]".into(),
         ),
     ]
 }

@@ -402,6 +402,7 @@ pub fn run(number: u8, parsed: &[OsString]) -> Result<ExitCode> {
                     PathBuf::from("/bin/probe")
                 };
                 cmd.arg("--").arg(probe).arg("--canary").arg(canary.path());
+                cmd.env(isolab::canary::ENV, isolab::canary::ENV_VALUE);
                 Some(canary)
             };
             Some((work, canary))

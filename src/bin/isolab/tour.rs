@@ -41,6 +41,7 @@ pub fn tour() -> Result<ExitCode> {
             cmd.arg("/bin/probe");
         }
         cmd.arg("--canary").arg(canary.path());
+        cmd.env(isolab::canary::ENV, isolab::canary::ENV_VALUE);
         isolab::run::std_fds_only(&mut cmd, Some(canary.dir()))?;
         let out = cmd
             .stderr(Stdio::inherit())
@@ -69,6 +70,7 @@ pub fn tour() -> Result<ExitCode> {
     println!("Read down a column to see one box; across a row to see when a wall appears.");
     println!("yes: the wall stands. no: the probe got through. ?: the box cannot see its own");
     println!("limits (no cgroup filesystem inside it). no /proc, none: nothing to try it with.");
+    println!("-: not tried (the terminal row needs the tour run from a terminal).");
     tour_kvm(&target)?;
     if let Some(step) = STEPS.iter().find(|s| s.needs == Needs::RootAndKvm) {
         println!(
