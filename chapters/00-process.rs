@@ -8,6 +8,9 @@
 //!
 //! Syscalls: fork(2), execve(2), waitpid(2), prctl(2) with PR_SET_PDEATHSIG.
 //!
+//! The functions marked `pub` are finished code the later steps call: step 01 takes
+//! this file as its module `step00`, and so on up the ladder.
+//!
 //! ```text
 //! $ target/debug/00-process -- target/debug/probe --canary /tmp/canary
 //! pid: 48213
@@ -57,7 +60,7 @@ fn run(command: &Command) -> Result<i32> {
 
 /// Ask the kernel to SIGKILL us when the runtime dies, so that a runtime killed
 /// halfway never leaves the command running on its own.
-fn die_with(runtime: Pid) -> Result<()> {
+pub fn die_with(runtime: Pid) -> Result<()> {
     prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG, SIGKILL)")?;
     // The runtime may have died before the prctl: then we have a new parent already.
     if getppid() != runtime {
@@ -67,7 +70,7 @@ fn die_with(runtime: Pid) -> Result<()> {
 }
 
 /// Become the command. execv only returns when it fails.
-fn exec(command: &Command) -> Result<Infallible> {
+pub fn exec(command: &Command) -> Result<Infallible> {
     // ANCHOR: exec
     // TODO: Replace this program with the command: execv(2) with command.path and
     //       command.argv. It returns only on failure: return that error, with a context
@@ -79,7 +82,7 @@ fn exec(command: &Command) -> Result<Infallible> {
 }
 
 /// Wait for the child and return its exit status as a shell reports it.
-fn wait_for(child: Pid) -> Result<i32> {
+pub fn wait_for(child: Pid) -> Result<i32> {
     // ANCHOR: wait
     // TODO: Call waitpid(2) on `child` until it has ended. WaitStatus::Exited(_, code)
     //       gives `code`; WaitStatus::Signaled(_, signal, _) gives 128 + the signal's

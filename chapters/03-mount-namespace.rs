@@ -26,14 +26,22 @@
 // `cargo run -- check 3`. (Generated from solutions/03-mount-namespace.rs: `cargo run -- reset 3`
 // brings this version back.)
 
-use isolab::container;
 use isolab::prelude::*;
 use isolab::run::Lifeline;
+use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::prctl;
 use nix::sys::signal::SigSet;
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, makedev, mknod};
+use nix::sys::statvfs::{FsFlags, statvfs};
 use nix::unistd::{chdir, pivot_root};
+
+// The finished steps this one builds on: step 02's own file, and through it 00-01's.
+#[path = "../solutions/02-namespaces.rs"]
+#[allow(dead_code)] // its main, and what this step does not call
+pub mod step02;
+pub use step02::{step00, step01};
 
 /// Step 03: run a command with its own mount table, root and /proc (pivot_root).
 #[derive(Parser)]
@@ -51,11 +59,11 @@ struct Args {
 }
 
 /// What init needs to build the box.
-struct BoxSpec<'a> {
-    rootfs: &'a Path,
-    hostname: &'a str,
-    read_only: bool,
-    command: &'a Command,
+pub struct BoxSpec<'a> {
+    pub rootfs: &'a Path,
+    pub hostname: &'a str,
+    pub read_only: bool,
+    pub command: &'a Command,
 }
 
 fn main() -> ExitCode {
@@ -77,7 +85,7 @@ fn main() -> ExitCode {
 }
 
 fn run(spec: &BoxSpec) -> Result<i32> {
-    let signals = container::waited_signals();
+    let signals = step02::waited_signals();
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     let lifeline = Lifeline::new()?;
     unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID)")?;
@@ -87,7 +95,7 @@ fn run(spec: &BoxSpec) -> Result<i32> {
             lifeline.die_with_parent()?;
             init(spec, &signals)
         }),
-        ForkResult::Parent { child } => container::supervise(child, &signals),
+        ForkResult::Parent { child } => step02::supervise(child, &signals),
     }
 }
 
@@ -96,15 +104,15 @@ fn run(spec: &BoxSpec) -> Result<i32> {
 /// /dev; then the command as its child, supervised until it ends.
 fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
-    container::close_inherited_fds()?;
+    close_inherited_fds()?;
     let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
-    container::enter_namespaces(namespaces, spec.hostname)?;
+    step02::enter_namespaces(namespaces, spec.hostname)?;
     make_mounts_private()?;
     pivot_into(spec.rootfs)?;
     mount_proc()?;
-    container::mount_dev()?;
+    mount_dev()?;
     if spec.read_only {
-        container::remount_read_only("/")?;
+        remount_read_only("/")?;
     }
     // SAFETY: init has no other threads either.
     match unsafe { fork() }.context("fork()")? {
@@ -112,17 +120,30 @@ fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
             signals
                 .thread_unblock()
                 .context("sigprocmask(SIG_UNBLOCK)")?;
-            container::exec(spec.command)
+            step00::exec(spec.command)
         }),
-        ForkResult::Parent { child } => std::process::exit(container::supervise(child, signals)?),
+        ForkResult::Parent { child } => std::process::exit(step02::supervise(child, signals)?),
     }
 }
 // ANCHOR_END: init
 
+// ANCHOR: close_inherited_fds
+/// Close every descriptor but 0, 1 and 2, first thing in init: what the runtime
+/// inherited must not reach the box, not even through /proc/1/fd. runc's
+/// CVE-2024-21626 was one such descriptor, a directory of the host's.
+pub fn close_inherited_fds() -> Result<()> {
+    // SAFETY: close_range takes two numbers and flags and touches no memory of ours;
+    // nothing in init still uses a descriptor above 2.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3, u32::MAX, 0) };
+    Errno::result(rc).context("close_range(3, ~0)")?;
+    Ok(())
+}
+// ANCHOR_END: close_inherited_fds
+
 /// A new mount namespace starts as a copy of the host's, and on most hosts (systemd
 /// makes "/" shared) its mounts are still *peers* of the host's: a mount made in
 /// one appears in the other. Cut that tie, for every mount, before mounting anything.
-fn make_mounts_private() -> Result<()> {
+pub fn make_mounts_private() -> Result<()> {
     // ANCHOR: make_mounts_private
     // TODO: mount(2) with no source, target "/", no type, and flags MS_REC | MS_PRIVATE:
     //       every mount in our new namespace stops propagating to and from the host.
@@ -134,7 +155,7 @@ fn make_mounts_private() -> Result<()> {
 }
 
 /// Make `rootfs` the root of our mount namespace and detach the host's tree.
-fn pivot_into(rootfs: &Path) -> Result<()> {
+pub fn pivot_into(rootfs: &Path) -> Result<()> {
     // ANCHOR: pivot_into
     // TODO: pivot_root(2) needs the new root to be a mount: bind-mount `rootfs` onto itself
     //       (MS_BIND | MS_REC). Then chdir into it and pivot_root(".", "."): the old root
@@ -146,9 +167,21 @@ fn pivot_into(rootfs: &Path) -> Result<()> {
     // ANCHOR_END: pivot_into
 }
 
+/// pivot_root says only EINVAL for most of what can go wrong; say what it means.
+pub fn pivot_error(errno: Errno, rootfs: &Path) -> anyhow::Error {
+    let why = match errno {
+        Errno::EINVAL => {
+            ": the rootfs must be on a filesystem that can be mounted elsewhere (not the \
+             initial ramfs), and the runtime must not itself run inside a chroot"
+        }
+        _ => "",
+    };
+    anyhow::Error::new(errno).context(format!("pivot_root(., .) in {}{why}", rootfs.display()))
+}
+
 /// A procfs shows the PID namespace of the process that mounts it: mounted by init,
 /// it shows the box's processes only.
-fn mount_proc() -> Result<()> {
+pub fn mount_proc() -> Result<()> {
     // ANCHOR: mount_proc
     // TODO: mount(2) a new procfs: source "proc", target "/proc", type "proc", flags
     //       MS_NOSUID | MS_NODEV | MS_NOEXEC. Mounted by init, it lists the box's PIDs.
@@ -156,4 +189,74 @@ fn mount_proc() -> Result<()> {
         "step 03, `mount_proc`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
     );
     // ANCHOR_END: mount_proc
+}
+
+// ANCHOR: mount_dev
+/// A minimal /dev on a tmpfs: the device nodes every program expects, and no
+/// others (no disks, no /dev/mem, no /dev/kvm).
+pub fn mount_dev() -> Result<()> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount(
+        Some("tmpfs"),
+        "/dev",
+        Some("tmpfs"),
+        flags,
+        Some("mode=755,size=64k"),
+    )
+    .context("mount(tmpfs, /dev, tmpfs)")?;
+    let nodes = [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ];
+    for (name, major, minor) in nodes {
+        let path = format!("/dev/{name}");
+        let mode = Mode::from_bits_truncate(0o666);
+        mknod(path.as_str(), SFlag::S_IFCHR, mode, makedev(major, minor))
+            .with_context(|| format!("mknod({path}, {major}:{minor})"))?;
+        // mknod's mode went through our umask: set it exactly.
+        fchmodat(
+            nix::fcntl::AT_FDCWD,
+            path.as_str(),
+            mode,
+            FchmodatFlags::FollowSymlink,
+        )
+        .with_context(|| format!("chmod({path}, 666)"))?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, format!("/dev/{link}"))
+            .with_context(|| format!("symlink({target}, /dev/{link})"))?;
+    }
+    Ok(())
+}
+// ANCHOR_END: mount_dev
+
+/// Remount the mount at `path` read-only, keeping the flags it has (a rootfs under
+/// a nosuid /tmp stays nosuid). A bind mount's flags change only with MS_REMOUNT |
+/// MS_BIND, which leaves the filesystem itself, shared with the host, alone.
+pub fn remount_read_only(path: &str) -> Result<()> {
+    let current = statvfs(path)
+        .with_context(|| format!("statvfs({path})"))?
+        .flags();
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+    for (has, keep) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    ] {
+        if current.contains(has) {
+            flags |= keep;
+        }
+    }
+    let none = None::<&str>;
+    mount(none, path, none, flags, none)
+        .with_context(|| format!("mount({path}, MS_REMOUNT | MS_BIND | MS_RDONLY)"))
 }

@@ -33,7 +33,6 @@
 
 use isolab::cgroup::{self, Delegation, Hierarchy, Layout, Usage, Version};
 use isolab::cli::{Cpus, LimitArgs};
-use isolab::container;
 use isolab::prelude::*;
 use isolab::run::Lifeline;
 use nix::mount::{MsFlags, mount};
@@ -41,6 +40,13 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::prctl;
 use nix::sys::signal::SigSet;
 use std::fs;
+
+// The finished steps this one builds on: step 03's own file, and through it 00-02's.
+#[path = "../solutions/03-mount-namespace.rs"]
+#[allow(dead_code)] // its main, and what this step does not call
+pub mod step03;
+use step03::BoxSpec;
+pub use step03::{step00, step01, step02};
 
 /// Step 04: run a command in step 03's box, with memory, PID and CPU limits.
 #[derive(Parser)]
@@ -64,13 +70,6 @@ struct Args {
     show_limit_files: bool,
     #[command(flatten)]
     command: CommandArgs,
-}
-
-struct BoxSpec<'a> {
-    rootfs: &'a Path,
-    hostname: &'a str,
-    read_only: bool,
-    command: &'a Command,
 }
 
 fn main() -> ExitCode {
@@ -97,7 +96,7 @@ fn main() -> ExitCode {
 
 // ANCHOR: run
 fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
-    let signals = container::waited_signals();
+    let signals = step02::waited_signals();
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     // The box's cgroups exist, limits written, before the box does.
     let mut cgroups = BoxCgroups::create(limits)?;
@@ -109,7 +108,7 @@ fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
             lifeline.die_with_parent()?;
             init(spec, &cgroups, &signals)
         }),
-        ForkResult::Parent { child } => container::supervise(child, &signals)?,
+        ForkResult::Parent { child } => step02::supervise(child, &signals)?,
     };
     // init has exited, and with it every process of the box.
     if stats {
@@ -126,21 +125,21 @@ fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infall
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     // Before anything else: everything init forks from here on is inside.
     cgroups.join()?;
-    container::close_inherited_fds()?;
+    step03::close_inherited_fds()?;
     // A cgroup namespace made now has the box's cgroups as its root: the box sees
     // "/" in /proc/self/cgroup, and nothing above its own cgroup.
     let namespaces = CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWCGROUP;
-    container::enter_namespaces(namespaces, spec.hostname)?;
-    container::make_mounts_private()?;
-    container::pivot_into(spec.rootfs)?;
-    container::mount_proc()?;
-    container::mount_dev()?;
+    step02::enter_namespaces(namespaces, spec.hostname)?;
+    step03::make_mounts_private()?;
+    step03::pivot_into(spec.rootfs)?;
+    step03::mount_proc()?;
+    step03::mount_dev()?;
     mount_cgroupfs(cgroups)?;
     if spec.read_only {
-        container::remount_read_only("/")?;
+        step03::remount_read_only("/")?;
     }
     // SAFETY: init has no other threads either.
     match unsafe { fork() }.context("fork()")? {
@@ -148,9 +147,9 @@ fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infall
             signals
                 .thread_unblock()
                 .context("sigprocmask(SIG_UNBLOCK)")?;
-            container::exec(spec.command)
+            step00::exec(spec.command)
         }),
-        ForkResult::Parent { child } => std::process::exit(container::supervise(child, signals)?),
+        ForkResult::Parent { child } => std::process::exit(step02::supervise(child, signals)?),
     }
 }
 
@@ -163,7 +162,7 @@ struct BoxDir {
 }
 
 /// The box's cgroups, one per hierarchy, and what we changed to get them.
-struct BoxCgroups {
+pub struct BoxCgroups {
     dirs: Vec<BoxDir>,
     delegation: Option<Delegation>,
 }
@@ -171,7 +170,7 @@ struct BoxCgroups {
 impl BoxCgroups {
     /// Make the box's cgroup in every hierarchy, under the runtime's own cgroup,
     /// and write the limits into the hierarchy that holds each controller.
-    fn create(limits: &LimitArgs) -> Result<BoxCgroups> {
+    pub fn create(limits: &LimitArgs) -> Result<BoxCgroups> {
         let hierarchies = Layout::detect()?.for_box()?;
         need_controllers(&hierarchies, limits)?;
         let name = cgroup::box_name(std::process::id());
@@ -202,12 +201,12 @@ impl BoxCgroups {
         Ok(cgroups)
     }
 
-    fn paths(&self) -> Vec<PathBuf> {
+    pub fn paths(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|d| d.path.clone()).collect()
     }
 
     /// Put the calling process into the box's cgroup in every hierarchy.
-    fn join(&self) -> Result<()> {
+    pub fn join(&self) -> Result<()> {
         // ANCHOR: join
         // TODO: For each directory in self.dirs, write "0" (the kernel reads it as "the one
         //       writing this") into the file that moves a process in: on v2 its
@@ -222,7 +221,7 @@ impl BoxCgroups {
 
     /// Kill whatever is left in the box's cgroups, remove them, and undo any
     /// delegation. What is removed is forgotten, so a second call does nothing.
-    fn remove(&mut self) -> Result<()> {
+    pub fn remove(&mut self) -> Result<()> {
         while let Some(dir) = self.dirs.pop() {
             cgroup::remove_dir(&dir.path)?;
         }
@@ -237,7 +236,8 @@ impl BoxCgroups {
 impl Drop for BoxCgroups {
     fn drop(&mut self) {
         if let Err(e) = self.remove() {
-            eprintln!("04-cgroups: warning: cleaning up the box's cgroups: {e:#}");
+            let me = isolab::run::program_name();
+            eprintln!("{me}: warning: cleaning up the box's cgroups: {e:#}");
         }
     }
 }
@@ -313,7 +313,7 @@ fn write_limits(dir: &BoxDir, limits: &LimitArgs) -> Result<()> {
 
 /// Let the box read its own cgroups at /sys/fs/cgroup, read-only, as docker does:
 /// inside the cgroup namespace, each hierarchy's root is the box's own cgroup.
-fn mount_cgroupfs(cgroups: &BoxCgroups) -> Result<()> {
+pub fn mount_cgroupfs(cgroups: &BoxCgroups) -> Result<()> {
     let safe = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mount_at = |source: &str, target: &str, fstype: &str, data: Option<&str>| {
         // The cgroup filesystems themselves read-only; the tmpfs that holds their
@@ -354,9 +354,9 @@ fn mount_cgroupfs(cgroups: &BoxCgroups) -> Result<()> {
         if cgroups.dirs.iter().any(|d| d.version == Version::V2) {
             mount_at("cgroup2", "/sys/fs/cgroup/unified", "cgroup2", None)?;
         }
-        container::remount_read_only("/sys/fs/cgroup")?;
+        step03::remount_read_only("/sys/fs/cgroup")?;
     }
-    container::remount_read_only("/sys")
+    step03::remount_read_only("/sys")
 }
 
 /// What `--show-limit-files` prints: the lesson in one table.

@@ -31,7 +31,13 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::prctl;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::WaitPidFlag;
-use nix::unistd::{chdir, chroot, execv, sethostname};
+use nix::unistd::sethostname;
+
+// The finished steps this one builds on: step 01's own file, and through it 00's.
+#[path = "../solutions/01-chroot.rs"]
+#[allow(dead_code)] // its main, and what this step does not call
+pub mod step01;
+pub use step01::step00;
 
 /// Step 02: run a command in new UTS, PID and IPC namespaces, under a real init.
 #[derive(Parser)]
@@ -59,7 +65,7 @@ fn main() -> ExitCode {
 
 /// The signals our processes wait for instead of letting them act: the three an
 /// init passes on to the command, and SIGCHLD, which says a child has ended.
-fn waited_signals() -> SigSet {
+pub fn waited_signals() -> SigSet {
     let mut set = SigSet::empty();
     for signal in [
         Signal::SIGTERM,
@@ -107,9 +113,10 @@ fn new_pid_namespace() -> Result<()> {
 /// supervised until it ends. Never returns: exits with the command's status.
 fn init(rootfs: &Path, hostname: &str, command: &Command, signals: &SigSet) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
-    enter_namespaces(hostname)?;
+    let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
+    enter_namespaces(namespaces, hostname)?;
     mount_host_proc(rootfs)?;
-    enter_rootfs(rootfs)?;
+    step01::enter_rootfs(rootfs)?;
     // SAFETY: init has no other threads either.
     match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
@@ -117,20 +124,21 @@ fn init(rootfs: &Path, hostname: &str, command: &Command, signals: &SigSet) -> R
             signals
                 .thread_unblock()
                 .context("sigprocmask(SIG_UNBLOCK)")?;
-            exec(command)
+            step00::exec(command)
         }),
         ForkResult::Parent { child } => std::process::exit(supervise(child, signals)?),
     }
 }
 
-/// New UTS, IPC and mount namespaces for this process (init), and our hostname.
-fn enter_namespaces(hostname: &str) -> Result<()> {
+/// New namespaces of the kinds in `namespaces` for this process (init), and our
+/// hostname. Here: UTS, IPC and mount; later steps add kinds.
+pub fn enter_namespaces(namespaces: CloneFlags, hostname: &str) -> Result<()> {
     // ANCHOR: enter_namespaces
-    //> unshare(2) new UTS, IPC and mount namespaces (CLONE_NEWUTS | CLONE_NEWIPC |
+    //> unshare(2) with `namespaces` (a CloneFlags: here CLONE_NEWUTS | CLONE_NEWIPC |
     //> CLONE_NEWNS), then sethostname(2) to `hostname`: the new name is seen only
-    //> inside the new UTS namespace. Name each call in its error context.
-    unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS)
-        .context("unshare(CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNS)")?;
+    //> inside the new UTS namespace. Name each call in its error context, e.g.
+    //> format!("unshare({namespaces:?})").
+    unshare(namespaces).with_context(|| format!("unshare({namespaces:?})"))?;
     sethostname(hostname).with_context(|| format!("sethostname({hostname})"))?;
     Ok(())
     // ANCHOR_END: enter_namespaces
@@ -157,7 +165,7 @@ fn mount_host_proc(rootfs: &Path) -> Result<()> {
 /// Wait for `child`, passing forwarded signals on to it and reaping every child
 /// that ends here, orphans included. Returns `child`'s status as a shell reports it.
 /// The runtime uses it to supervise init; init uses it to supervise the command.
-fn supervise(child: Pid, signals: &SigSet) -> Result<i32> {
+pub fn supervise(child: Pid, signals: &SigSet) -> Result<i32> {
     // ANCHOR: supervise
     //> Loop: take the next signal with signals.wait() (sigwait). For SIGTERM, SIGINT
     //> or SIGHUP, kill(child, signal) to pass it on (ignore ESRCH: the child may be
@@ -185,17 +193,4 @@ fn supervise(child: Pid, signals: &SigSet) -> Result<i32> {
         }
     }
     // ANCHOR_END: supervise
-}
-
-/// Make `rootfs` this process's root directory, and move into it (step 01).
-fn enter_rootfs(rootfs: &Path) -> Result<()> {
-    chroot(rootfs).with_context(|| format!("chroot({})", rootfs.display()))?;
-    chdir("/").context("chdir(/)")?;
-    Ok(())
-}
-
-/// Become the command (step 00).
-fn exec(command: &Command) -> Result<Infallible> {
-    execv(&command.path, &command.argv)
-        .with_context(|| format!("execv({})", command.path.to_string_lossy()))
 }

@@ -8,12 +8,10 @@
 //! time, the table, its JSON and its chart), and the workshop's own bookkeeping (the
 //! steps, the exercise generator, reading probe reports).
 
-pub mod box_cgroups;
 pub mod canary;
 pub mod caps;
 pub mod cgroup;
 pub mod cli;
-pub mod container;
 pub mod exercise;
 pub mod kvm;
 pub mod measure;
