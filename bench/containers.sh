@@ -84,7 +84,7 @@ for runtime in "${runtimes[@]}"; do
 done
 vms=(
     "a Rust process that does nothing|$T/probe exit 0"
-    "KVM floor as a process: open, create, HLT, close|$T/probe kvm-floor"
+    "KVM floor as a process: open, create, HLT, close|$T/kvm-floor"
     "ours: step 06, the whole process|$T/06-kvm-real-mode-solution"
 )
 
@@ -154,7 +154,7 @@ fi
 
 # The in-process floor: the probe's own clock around the ioctls, RUNS times.
 for ((i = 0; i < RUNS; i++)); do
-    "$T/probe" kvm-floor | awk '/^kvm lifecycle:/ {print $3 / 1e6}'
+    "$T/kvm-floor" | awk '/^kvm lifecycle:/ {print $3 / 1e6}'
 done | sort -g >"$work/ioctls.txt"
 ioctls=$(awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}' "$work/ioctls.txt")
 ioctls_min=$(head -1 "$work/ioctls.txt")

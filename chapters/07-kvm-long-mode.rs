@@ -33,14 +33,17 @@
 
 use isolab::kvm::{CODE_SELECTOR, DATA_SELECTOR, Exit, GDT, GuestMemory, KvmArgs, RunArea, Trace};
 use isolab::prelude::*;
-use kvm_bindings::{
-    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO, KVM_EXIT_IO_OUT,
-    KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, kvm_dtable, kvm_regs, kvm_segment, kvm_sregs,
-    kvm_userspace_memory_region,
-};
-use nix::{ioctl_read, ioctl_write_int_bad, ioctl_write_ptr, request_code_none};
+use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
+use nix::{ioctl_read, ioctl_write_ptr};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+// The finished step this one builds on: step 06's own file, as a module. Its
+// ioctls (create_vm, create_vcpu, run_vcpu, decode, ...) are the ones you wrote.
+#[path = "../solutions/06-kvm-real-mode.rs"]
+#[allow(dead_code)] // its main, and what this step does not call
+pub mod step06;
+use step06::KVMIO;
 
 /// Step 07: run a 64-bit guest on KVM, with hypercalls, an MMIO device and an exit code.
 #[derive(Parser)]
@@ -76,7 +79,7 @@ impl Mistake {
             Mistake::TrapFlag => regs.rflags |= 0x100,
             Mistake::CodeSegment => sregs.cs.present = 0,
             Mistake::NoPae => sregs.cr4 &= !CR4_PAE,
-            Mistake::Int3 => regs.rip = guest_address(&raw const GUEST_BREAKPOINT),
+            Mistake::Int3 => regs.rip = guest_address(&raw const GUEST07_BREAKPOINT),
         }
     }
 }
@@ -115,15 +118,15 @@ const EFER_LMA: u64 = 1 << 10; // long mode active (the CPU sets it; KVM wants i
 core::arch::global_asm!(
     r#"
     .pushsection .rodata.guest07, "a"
-    .globl GUEST_START
-GUEST_START:
+    .globl GUEST07_START
+GUEST07_START:
     .code64
     lea rax, [rip + hello]
     mov dx, {print}
     out dx, eax                     # hypercall: print(hello)
     mov dword ptr [{doubler}], 21   # no memory there: an MMIO write exit
     mov ebx, dword ptr [{doubler}]  # an MMIO read exit; the host answers
-    mov qword ptr [rip + GUEST_ANSWER], rbx  # keep it, for the host to find
+    mov qword ptr [rip + GUEST07_ANSWER], rbx  # keep it, for the host to find
     cmp ebx, 42
     lea rax, [rip + right]
     lea rcx, [rip + wrong]
@@ -133,8 +136,8 @@ GUEST_START:
     mov dx, {exit}
     out dx, eax                     # hypercall: exit(edi)
     hlt
-    .globl GUEST_BREAKPOINT
-GUEST_BREAKPOINT:                   # only --break int3 starts here
+    .globl GUEST07_BREAKPOINT
+GUEST07_BREAKPOINT:                 # only --break int3 starts here
     int3
 hello:
     .asciz "Hello from long mode!\n"
@@ -143,11 +146,11 @@ right:
 wrong:
     .asciz "The doubler got 21 * 2 wrong.\n"
     .balign 8
-    .globl GUEST_ANSWER
-GUEST_ANSWER:
+    .globl GUEST07_ANSWER
+GUEST07_ANSWER:
     .quad 0
-    .globl GUEST_END
-GUEST_END:
+    .globl GUEST07_END
+GUEST07_END:
     .popsection
 "#,
     print = const HYPERCALL_PRINT,
@@ -156,16 +159,17 @@ GUEST_END:
 );
 // ANCHOR_END: guest
 
+// Global symbols, named for this step (step 06's guest links beside this one).
 unsafe extern "C" {
-    static GUEST_START: u8;
-    static GUEST_END: u8;
-    static GUEST_BREAKPOINT: u8;
-    static GUEST_ANSWER: u8;
+    static GUEST07_START: u8;
+    static GUEST07_END: u8;
+    static GUEST07_BREAKPOINT: u8;
+    static GUEST07_ANSWER: u8;
 }
 
 /// The guest's machine code, as the assembler left it in this program's read-only data.
 fn guest_code() -> &'static [u8] {
-    let (start, end) = (&raw const GUEST_START, &raw const GUEST_END);
+    let (start, end) = (&raw const GUEST07_START, &raw const GUEST07_END);
     // SAFETY: both symbols come from the global_asm! above, in one section, END after
     // START; the bytes between them are read-only data that lives as long as the program.
     unsafe { std::slice::from_raw_parts(start, end as usize - start as usize) }
@@ -173,18 +177,16 @@ fn guest_code() -> &'static [u8] {
 
 /// Where a label of the guest ends up in guest memory.
 fn guest_address(label: *const u8) -> u64 {
-    GUEST_ADDRESS + (label as u64 - (&raw const GUEST_START) as u64)
+    GUEST_ADDRESS + (label as u64 - (&raw const GUEST07_START) as u64)
 }
-
-const KVMIO: u8 = 0xAE;
 
 fn main() -> ExitCode {
     isolab::main(|| {
         let args: Args = isolab::cli::parse();
         let kvm = isolab::kvm::open(&args.kvm.device)?;
-        let version = api_version(&kvm, &args.kvm.device)?;
+        let version = step06::api_version(&kvm, &args.kvm.device)?;
         println!("KVM API version {version}");
-        isolab::kvm::print_capabilities(|cap| check_extension(&kvm, cap))?;
+        isolab::kvm::print_capabilities(|cap| step06::check_extension(&kvm, cap))?;
         isolab::kvm::repeat(args.kvm.repeat, |report| run_guest(&kvm, &args, report))
     })
 }
@@ -199,8 +201,8 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
         &isolab::kvm::identity_page_tables(PML4_ADDRESS),
     )?;
     memory.write(GUEST_ADDRESS, guest_code())?;
-    let vm = create_vm(kvm, &memory)?;
-    let (vcpu, mut run) = create_vcpu(kvm, &vm)?;
+    let vm = step06::create_vm(kvm, &memory)?;
+    let (vcpu, mut run) = step06::create_vcpu(kvm, &vm)?;
 
     let mut sregs = get_sregs(&vcpu)?;
     let mut regs = kvm_regs::default();
@@ -217,8 +219,8 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
     let mut said = String::new();
     let mut doubler = Doubler::default();
     let code = loop {
-        run_vcpu(&vcpu)?;
-        let exit = decode(&run)?;
+        step06::run_vcpu(&vcpu)?;
+        let exit = step06::decode(&run)?;
         trace.push(&exit);
         match exit {
             Exit::IoOut { port, value, .. } => match hypercall(port, value, &memory)? {
@@ -337,7 +339,7 @@ fn report_state(vcpu: &OwnedFd, memory: &GuestMemory) -> Result<()> {
         "  cr0 {:#x}  cr3 {:#x}  cr4 {:#x}  efer {:#x}",
         sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer
     );
-    let answer = guest_address(&raw const GUEST_ANSWER);
+    let answer = guest_address(&raw const GUEST07_ANSWER);
     println!(
         "  memory at {answer:#x} (the guest's answer): {}",
         memory.read_u64(answer)?
@@ -348,7 +350,7 @@ fn report_state(vcpu: &OwnedFd, memory: &GuestMemory) -> Result<()> {
 
 // ANCHOR: registers
 /// KVM_GET_REGS: the general registers (rax ... r15, rip, rflags).
-fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
+pub fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
     ioctl_read!(kvm_get_regs, KVMIO, 0x81, kvm_regs);
     let mut regs = kvm_regs::default();
     // SAFETY: the kernel writes one kvm_regs into `regs`, which is exactly that big.
@@ -357,7 +359,7 @@ fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
 }
 
 /// KVM_SET_REGS.
-fn set_regs(vcpu: &OwnedFd, regs: &kvm_regs) -> Result<()> {
+pub fn set_regs(vcpu: &OwnedFd, regs: &kvm_regs) -> Result<()> {
     ioctl_write_ptr!(kvm_set_regs, KVMIO, 0x82, kvm_regs);
     // SAFETY: the kernel only reads `regs`, a valid kvm_regs.
     unsafe { kvm_set_regs(vcpu.as_raw_fd(), regs) }.context("ioctl(KVM_SET_REGS)")?;
@@ -365,7 +367,7 @@ fn set_regs(vcpu: &OwnedFd, regs: &kvm_regs) -> Result<()> {
 }
 
 /// KVM_GET_SREGS: segments, control registers, EFER, GDT and IDT.
-fn get_sregs(vcpu: &OwnedFd) -> Result<kvm_sregs> {
+pub fn get_sregs(vcpu: &OwnedFd) -> Result<kvm_sregs> {
     ioctl_read!(kvm_get_sregs, KVMIO, 0x83, kvm_sregs);
     let mut sregs = kvm_sregs::default();
     // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that big.
@@ -375,7 +377,7 @@ fn get_sregs(vcpu: &OwnedFd) -> Result<kvm_sregs> {
 
 /// KVM_SET_SREGS. KVM checks the combination first, and refuses (EINVAL) what no
 /// CPU could be in, such as paging in long mode without PAE.
-fn set_sregs(vcpu: &OwnedFd, sregs: &kvm_sregs) -> Result<()> {
+pub fn set_sregs(vcpu: &OwnedFd, sregs: &kvm_sregs) -> Result<()> {
     ioctl_write_ptr!(kvm_set_sregs, KVMIO, 0x84, kvm_sregs);
     // SAFETY: the kernel only reads `sregs`, a valid kvm_sregs.
     unsafe { kvm_set_sregs(vcpu.as_raw_fd(), sregs) }.with_context(|| {
@@ -387,141 +389,3 @@ fn set_sregs(vcpu: &OwnedFd, sregs: &kvm_sregs) -> Result<()> {
     Ok(())
 }
 // ANCHOR_END: registers
-
-// From step 06, finished.
-
-/// KVM_GET_API_VERSION: 12 since Linux 2.6.22, and KVM promises never to change it.
-fn api_version(kvm: &File, device: &Path) -> Result<i32> {
-    ioctl_write_int_bad!(kvm_get_api_version, request_code_none!(KVMIO, 0x00));
-    // SAFETY: KVM_GET_API_VERSION reads nothing from us and writes nothing to our memory.
-    let version = unsafe { kvm_get_api_version(kvm.as_raw_fd(), 0) }.with_context(|| {
-        format!(
-            "ioctl({}, KVM_GET_API_VERSION, 0): not a KVM device?",
-            device.display()
-        )
-    })?;
-    if version != 12 {
-        bail!("KVM API version {version}, but this program speaks version 12");
-    }
-    Ok(version)
-}
-
-/// KVM_CHECK_EXTENSION: 0 when the capability is missing, 1 (or a number) when not.
-fn check_extension(kvm: &File, capability: u32) -> Result<i32> {
-    ioctl_write_int_bad!(kvm_check_extension, request_code_none!(KVMIO, 0x03));
-    // SAFETY: the argument is a plain integer, and the kernel writes nothing to our memory.
-    unsafe { kvm_check_extension(kvm.as_raw_fd(), capability as i32) }
-        .with_context(|| format!("ioctl(KVM_CHECK_EXTENSION, {capability})"))
-}
-
-/// A new VM whose guest-physical memory, from address 0, is `memory`.
-fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
-    ioctl_write_int_bad!(kvm_create_vm, request_code_none!(KVMIO, 0x01));
-    ioctl_write_ptr!(
-        kvm_set_user_memory_region,
-        KVMIO,
-        0x46,
-        kvm_userspace_memory_region
-    );
-    // SAFETY: the argument is the machine type, a plain integer (0: the default).
-    let fd = unsafe { kvm_create_vm(kvm.as_raw_fd(), 0) }.context("ioctl(KVM_CREATE_VM, 0)")?;
-    // SAFETY: KVM_CREATE_VM returned a new fd that nothing else owns.
-    let vm = unsafe { OwnedFd::from_raw_fd(fd) };
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: memory.size(),
-        userspace_addr: memory.host_address(),
-    };
-    // SAFETY: `region` is a valid struct that the kernel only reads. The memory it
-    // names stays mapped for as long as the VM runs: `run_guest` drops the VM first.
-    unsafe { kvm_set_user_memory_region(vm.as_raw_fd(), &region) }.with_context(|| {
-        format!(
-            "ioctl(KVM_SET_USER_MEMORY_REGION, slot 0, {:#x} bytes at guest address 0)",
-            memory.size()
-        )
-    })?;
-    Ok(vm)
-}
-
-/// vCPU 0 of `vm`, and its shared `kvm_run`, mapped.
-fn create_vcpu(kvm: &File, vm: &OwnedFd) -> Result<(OwnedFd, RunArea)> {
-    ioctl_write_int_bad!(kvm_create_vcpu, request_code_none!(KVMIO, 0x41));
-    ioctl_write_int_bad!(kvm_get_vcpu_mmap_size, request_code_none!(KVMIO, 0x04));
-    // SAFETY: the argument is the vCPU id, a plain integer.
-    let fd = unsafe { kvm_create_vcpu(vm.as_raw_fd(), 0) }.context("ioctl(KVM_CREATE_VCPU, 0)")?;
-    // SAFETY: KVM_CREATE_VCPU returned a new fd that nothing else owns.
-    let vcpu = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: no pointer argument; the kernel writes nothing to our memory.
-    let size = unsafe { kvm_get_vcpu_mmap_size(kvm.as_raw_fd(), 0) }
-        .context("ioctl(KVM_GET_VCPU_MMAP_SIZE, 0)")?;
-    let run = RunArea::map(&vcpu, size as usize)?;
-    Ok((vcpu, run))
-}
-
-/// KVM_RUN: run the guest until it does something we must handle.
-fn run_vcpu(vcpu: &OwnedFd) -> Result<()> {
-    ioctl_write_int_bad!(kvm_run, request_code_none!(KVMIO, 0x80));
-    // SAFETY: no pointer argument. The kernel writes only to the vCPU's kvm_run
-    // mapping, which no Rust reference borrows while this call runs.
-    unsafe { kvm_run(vcpu.as_raw_fd(), 0) }.map_err(isolab::kvm::run_failed)?;
-    Ok(())
-}
-
-/// Why the vCPU stopped, read from the shared run structure.
-fn decode(run: &RunArea) -> Result<Exit> {
-    let kvm_run = run.run();
-    let exit = match kvm_run.exit_reason {
-        KVM_EXIT_IO => {
-            // SAFETY: the exit reason is KVM_EXIT_IO, so the kernel filled `io`.
-            let io = unsafe { kvm_run.__bindgen_anon_1.io };
-            if u32::from(io.direction) == KVM_EXIT_IO_OUT {
-                let mut value = [0u8; 4];
-                let size = usize::from(io.size).min(4);
-                value[..size].copy_from_slice(run.bytes(io.data_offset, size)?);
-                Exit::IoOut {
-                    port: io.port,
-                    size: io.size,
-                    value: u32::from_le_bytes(value),
-                }
-            } else {
-                Exit::IoIn {
-                    port: io.port,
-                    size: io.size,
-                }
-            }
-        }
-        KVM_EXIT_MMIO => {
-            // SAFETY: the exit reason is KVM_EXIT_MMIO, so the kernel filled `mmio`.
-            let mmio = unsafe { kvm_run.__bindgen_anon_1.mmio };
-            let len = (mmio.len as usize).min(8);
-            if mmio.is_write != 0 {
-                let mut value = [0u8; 8];
-                value[..len].copy_from_slice(&mmio.data[..len]);
-                Exit::MmioWrite {
-                    addr: mmio.phys_addr,
-                    len,
-                    value: u64::from_le_bytes(value),
-                }
-            } else {
-                Exit::MmioRead {
-                    addr: mmio.phys_addr,
-                    len,
-                }
-            }
-        }
-        KVM_EXIT_HLT => Exit::Hlt,
-        KVM_EXIT_SHUTDOWN => Exit::Shutdown,
-        KVM_EXIT_FAIL_ENTRY => Exit::FailEntry {
-            // SAFETY: the exit reason is KVM_EXIT_FAIL_ENTRY, so the kernel filled `fail_entry`.
-            reason: unsafe { kvm_run.__bindgen_anon_1.fail_entry }.hardware_entry_failure_reason,
-        },
-        KVM_EXIT_INTERNAL_ERROR => Exit::InternalError {
-            // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so the kernel filled `internal`.
-            suberror: unsafe { kvm_run.__bindgen_anon_1.internal }.suberror,
-        },
-        reason => Exit::Other { reason },
-    };
-    Ok(exit)
-}

@@ -22,8 +22,8 @@
 //!
 //! Calls: the steps through fork, execve and wait (std::process); getppid(2) in a
 //! loop (the probe); KVM_RUN on a guest that loops over `out`, and KVM_IOEVENTFD
-//! (src/vmm.rs); ptrace(2) with PTRACE_O_TRACEEXIT, to read a process's peak memory
-//! as it exits (src/measure.rs).
+//! (08-compare/timed_vm.rs, on step 06's and 07's own ioctls); ptrace(2) with
+//! PTRACE_O_TRACEEXIT, to read a process's peak memory as it exits (src/measure.rs).
 //!
 //! ```text
 //! $ sudo target/release/08-compare --runs 20
@@ -43,11 +43,22 @@ use isolab::measure::{
     Lab, Machine, Measurement, Outcome, Row, Sample, Sampler, Summary, Table, World,
 };
 use isolab::prelude::*;
-use isolab::vmm::{self, Handler};
 use kvm_bindings::KVM_CAP_IOEVENTFD;
 use std::fs::File;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+// The finished steps this one measures with: step 07's own file, and through it
+// step 06's, whose ioctls the VMM to time is made of.
+#[path = "../solutions/07-kvm-long-mode.rs"]
+#[allow(dead_code)] // its main, and what this step does not call
+pub mod step07;
+pub use step07::step06;
+
+// A small VMM to time, built from those steps' functions.
+#[path = "../solutions/08-compare/timed_vm.rs"]
+mod timed_vm;
+use timed_vm::Handler;
 
 /// Step 08: measure containers and VMs on this machine, side by side.
 #[derive(Parser)]
@@ -71,8 +82,6 @@ const SYSCALLS: u32 = 200_000;
 /// Port writes per exit sample: to us, and to an ioeventfd (handled by KVM).
 const EXITS: u32 = 10_000;
 const KERNEL_EXITS: u32 = 20_000;
-/// Step 06's guest RAM (its MEMORY_SIZE): 1 MiB.
-const STEP_06_GUEST_KIB: f64 = 1024.0;
 
 fn main() -> ExitCode {
     isolab::main(|| {
@@ -127,7 +136,7 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
             lab.step("04-cgroups-solution", &LIMITS, &t)?),
         // ... and of a VM: its ioctls alone (in this process), then step 06's process.
         Measurement::ms("kvm-ioctls", "VM: its ioctls alone", Vm, ioctls, Box::new(|| {
-            Ok(Sample::Value(vmm::lifecycle(Path::new("/dev/kvm"))?.as_secs_f64() * 1e3))
+            Ok(Sample::Value(timed_vm::lifecycle(Path::new("/dev/kvm"))?.as_secs_f64() * 1e3))
         })),
         start("kvm", "VM: step 06's guest", Vm, lab.command::<&str>("06-kvm-real-mode-solution", &[])?)
             .how("06-kvm-real-mode: 22 port writes, then HLT"),
@@ -141,14 +150,14 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
         // ... against a guest's exit: to us, the VMM, or handled by KVM itself.
         Measurement::ns("exit-vmm", "guest exit to the VMM", Vm,
             &format!("{EXITS} port writes, each a KVM_RUN return"), Box::new(move || {
-                Ok(Sample::Value(vmm::exits(kvm, EXITS, Handler::Vmm)?.ns_each()))
+                Ok(Sample::Value(timed_vm::exits(kvm, EXITS, Handler::Vmm)?.ns_each()))
             })),
         Measurement::ns("exit-kernel", "guest exit handled in KVM", Vm,
             &format!("{KERNEL_EXITS} port writes to an ioeventfd"), Box::new(move || {
-                if vmm::check_extension(kvm, KVM_CAP_IOEVENTFD)? <= 0 {
+                if step06::check_extension(kvm, KVM_CAP_IOEVENTFD)? <= 0 {
                     return Ok(Sample::NotAvailable("this KVM has no ioeventfd".into()));
                 }
-                Ok(Sample::Value(vmm::exits(kvm, KERNEL_EXITS, Handler::Kernel)?.ns_each()))
+                Ok(Sample::Value(timed_vm::exits(kvm, KERNEL_EXITS, Handler::Kernel)?.ns_each()))
             })),
 
         // Memory, in KiB: what the box costs, and what the VM costs.
@@ -165,7 +174,7 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
         Measurement::kib("vmm", "VM: the VMM, peak", Vm, "VmHWM of 06-kvm-real-mode as it exits",
             peak(lab.command::<&str>("06-kvm-real-mode-solution", &[])?)),
         Measurement::kib("guest-ram", "VM: guest RAM", Vm, "06's memory slot: given, backed where touched",
-            Box::new(|| Ok(Sample::Value(STEP_06_GUEST_KIB)))),
+            Box::new(|| Ok(Sample::Value((step06::MEMORY_SIZE >> 10) as f64)))),
     ])
 }
 // ANCHOR_END: measurements

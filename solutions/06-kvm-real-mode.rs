@@ -49,11 +49,11 @@ struct Args {
 core::arch::global_asm!(
     r#"
     .pushsection .rodata.guest06, "a"
-    .globl GUEST_START
-GUEST_START:
+    .globl GUEST06_START
+GUEST06_START:
     .code16
     mov dx, 0x3f8                   # COM1's data port
-    .set GREETING_OFFSET, greeting - GUEST_START
+    .set GREETING_OFFSET, greeting - GUEST06_START
     mov si, offset GREETING_OFFSET  # ds:si -> the greeting
 2:  lodsb                           # al = [ds:si], si += 1
     test al, al
@@ -64,37 +64,39 @@ GUEST_START:
 greeting:
     .asciz "Hello from real mode!\n"
     .code64
-    .globl GUEST_END
-GUEST_END:
+    .globl GUEST06_END
+GUEST06_END:
     .popsection
 "#
 );
 // ANCHOR_END: guest
 
+// The labels are global symbols, named for this step, so that a later step that
+// takes this file as a module can link its own guest beside this one.
 unsafe extern "C" {
-    static GUEST_START: u8;
-    static GUEST_END: u8;
+    static GUEST06_START: u8;
+    static GUEST06_END: u8;
 }
 
 /// The guest's machine code, as the assembler left it in this program's read-only data.
 fn guest_code() -> &'static [u8] {
-    let (start, end) = (&raw const GUEST_START, &raw const GUEST_END);
+    let (start, end) = (&raw const GUEST06_START, &raw const GUEST06_END);
     // SAFETY: both symbols come from the global_asm! above, in one section, END after
     // START; the bytes between them are read-only data that lives as long as the program.
     unsafe { std::slice::from_raw_parts(start, end as usize - start as usize) }
 }
 
 /// Guest RAM: 1 MiB at guest-physical address 0, all that real mode can address.
-const MEMORY_SIZE: usize = 1 << 20;
+pub const MEMORY_SIZE: usize = 1 << 20;
 /// Where the guest's code goes. Below it, a PC keeps the real-mode interrupt table.
-const GUEST_ADDRESS: u64 = 0x1000;
+pub const GUEST_ADDRESS: u64 = 0x1000;
 /// COM1: the guest writes its text here, one byte per `out`.
 const SERIAL_PORT: u16 = 0x3f8;
 
 // ANCHOR: kvmio
 /// Every KVM ioctl number is built from this "type" byte, as _IO(KVMIO, nr) and
 /// friends in <linux/kvm.h>.
-const KVMIO: u8 = 0xAE;
+pub const KVMIO: u8 = 0xAE;
 // ANCHOR_END: kvmio
 
 fn main() -> ExitCode {
@@ -110,7 +112,7 @@ fn main() -> ExitCode {
 
 // ANCHOR: api_version
 /// KVM_GET_API_VERSION: 12 since Linux 2.6.22, and KVM promises never to change it.
-fn api_version(kvm: &File, device: &Path) -> Result<i32> {
+pub fn api_version(kvm: &File, device: &Path) -> Result<i32> {
     // _IO ioctls take no argument, but KVM refuses one that is not 0 (EINVAL), so we
     // declare them as "write an int" and pass 0 ourselves.
     ioctl_write_int_bad!(kvm_get_api_version, request_code_none!(KVMIO, 0x00));
@@ -128,7 +130,7 @@ fn api_version(kvm: &File, device: &Path) -> Result<i32> {
 }
 
 /// KVM_CHECK_EXTENSION: 0 when the capability is missing, 1 (or a number) when not.
-fn check_extension(kvm: &File, capability: u32) -> Result<i32> {
+pub fn check_extension(kvm: &File, capability: u32) -> Result<i32> {
     ioctl_write_int_bad!(kvm_check_extension, request_code_none!(KVMIO, 0x03));
     // SAFETY: the argument is a plain integer, and the kernel writes nothing to our memory.
     unsafe { kvm_check_extension(kvm.as_raw_fd(), capability as i32) }
@@ -180,7 +182,7 @@ fn run_guest(kvm: &File, report: bool) -> Result<i32> {
 // ANCHOR_END: run_guest
 
 /// A new VM whose guest-physical memory, from address 0, is `memory`.
-fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
+pub fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
     // ANCHOR: create_vm
     //> Declare two ioctls with nix's macros, then call them:
     //> - KVM_CREATE_VM is _IO(KVMIO, 0x01) and takes the machine type, 0 on x86:
@@ -222,7 +224,7 @@ fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
 }
 
 /// vCPU 0 of `vm`, and its shared `kvm_run`, mapped.
-fn create_vcpu(kvm: &File, vm: &OwnedFd) -> Result<(OwnedFd, RunArea)> {
+pub fn create_vcpu(kvm: &File, vm: &OwnedFd) -> Result<(OwnedFd, RunArea)> {
     // ANCHOR: create_vcpu
     //> Declare and call two more:
     //> - KVM_CREATE_VCPU is _IO(KVMIO, 0x41), on the VM's fd; its argument is the
@@ -245,7 +247,7 @@ fn create_vcpu(kvm: &File, vm: &OwnedFd) -> Result<(OwnedFd, RunArea)> {
 }
 
 /// Point the vCPU at the guest's code, in real mode.
-fn set_real_mode(vcpu: &OwnedFd) -> Result<()> {
+pub fn set_real_mode(vcpu: &OwnedFd) -> Result<()> {
     // ANCHOR: set_real_mode
     //> Declare KVM_GET_SREGS (_IOR(KVMIO, 0x83, kvm_sregs): `ioctl_read!`),
     //> KVM_SET_SREGS (_IOW(KVMIO, 0x84, kvm_sregs)) and KVM_SET_REGS
@@ -282,7 +284,7 @@ fn set_real_mode(vcpu: &OwnedFd) -> Result<()> {
 // ANCHOR: run_vcpu
 /// KVM_RUN: run the guest until it does something we must handle. The answer is in
 /// the shared run structure, not in the return value.
-fn run_vcpu(vcpu: &OwnedFd) -> Result<()> {
+pub fn run_vcpu(vcpu: &OwnedFd) -> Result<()> {
     ioctl_write_int_bad!(kvm_run, request_code_none!(KVMIO, 0x80));
     // SAFETY: no pointer argument. The kernel writes only to the vCPU's kvm_run
     // mapping, which no Rust reference borrows while this call runs.
@@ -292,7 +294,7 @@ fn run_vcpu(vcpu: &OwnedFd) -> Result<()> {
 // ANCHOR_END: run_vcpu
 
 /// Why the vCPU stopped, read from the shared run structure.
-fn decode(run: &RunArea) -> Result<Exit> {
+pub fn decode(run: &RunArea) -> Result<Exit> {
     // ANCHOR: decode
     //> Read `run.run().exit_reason` and turn it into an `Exit`. The details are in
     //> the union `run.run().__bindgen_anon_1`, in the member the reason names;

@@ -22,7 +22,6 @@ pub mod scorecard;
 pub mod seccomp;
 pub mod steps;
 pub mod tty;
-pub mod vmm;
 
 pub use run::{Command, in_child, main};
 

@@ -10,8 +10,7 @@
 //!
 //! The other subcommands are small demonstrations the tests and the book use:
 //! exit with a code, die by a signal, leave an orphan, wait for a signal, and (bounded)
-//! memory, fork and CPU hogs. And two timers for step 08: the cost of a system call,
-//! and the life of a VM that only halts.
+//! memory, fork and CPU hogs. And a timer for step 08: the cost of a system call.
 
 mod demos;
 mod host;
@@ -87,11 +86,6 @@ enum What {
         #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
         count: u64,
     },
-    /// Open /dev/kvm, create a VM and a vCPU, run a guest of one `hlt`, close it all
-    KvmFloor {
-        #[arg(long, default_value = "/dev/kvm")]
-        device: PathBuf,
-    },
 }
 
 fn main() -> ExitCode {
@@ -113,6 +107,5 @@ fn main() -> ExitCode {
         What::RaiseLimits { then } => limits::raise(&then),
         What::PlantSetuid { path } => host::plant_setuid_copy(&path),
         What::Syscalls { count } => timing::syscalls(count),
-        What::KvmFloor { device } => timing::kvm_floor(&device),
     }
 }

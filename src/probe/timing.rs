@@ -1,8 +1,6 @@
-//! The probe's two timers, for step 08: the cost of one system call from wherever
-//! the probe runs, and the whole life of a VM that only halts (the floor of any
-//! process that runs a guest). Each prints `key: value` lines that step 08 reads.
+//! The probe's timer, for step 08: the cost of one system call from wherever the
+//! probe runs. It prints `key: value` lines that step 08 reads.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -29,18 +27,3 @@ pub fn syscalls(count: u64) -> ExitCode {
     ExitCode::SUCCESS
 }
 // ANCHOR_END: syscalls
-
-/// Open the KVM device, create a VM with memory and a vCPU, run a guest of one
-/// `hlt`, close everything, and print how long that took inside this process.
-pub fn kvm_floor(device: &Path) -> ExitCode {
-    match isolab::vmm::lifecycle(device) {
-        Ok(took) => {
-            println!("kvm lifecycle: {} ns", took.as_nanos());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("probe: error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
-}
