@@ -70,9 +70,9 @@ fn main() -> ExitCode {
     isolab::main(|| {
         let args: Args = isolab::cli::parse();
         isolab::run::need_root("unshare(2) of new namespaces")?;
-        isolab::rootfs::need_root_mount()?;
+        isolab::container::rootfs::need_root_mount()?;
         let rootfs = args.rootfs.checked()?;
-        isolab::rootfs::need_mount_points(&rootfs, &["proc", "dev"])?;
+        isolab::container::rootfs::need_mount_points(&rootfs, &["proc", "dev"])?;
         let command = args.command.in_rootfs(&rootfs)?;
         let spec = BoxSpec {
             rootfs: &rootfs,

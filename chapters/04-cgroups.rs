@@ -31,8 +31,8 @@
 // `cargo run -- check 4`. (Generated from solutions/04-cgroups.rs: `cargo run -- reset 4`
 // brings this version back.)
 
-use isolab::cgroup::{self, Delegation, Hierarchy, Layout, Usage, Version};
 use isolab::cli::{Cpus, LimitArgs};
+use isolab::container::cgroup::{self, Delegation, Hierarchy, Layout, Usage, Version};
 use isolab::prelude::*;
 use isolab::run::Lifeline;
 use nix::mount::{MsFlags, mount};
@@ -80,9 +80,9 @@ fn main() -> ExitCode {
             return Ok(0);
         }
         isolab::run::need_root("unshare(2) of new namespaces")?;
-        isolab::rootfs::need_root_mount()?;
+        isolab::container::rootfs::need_root_mount()?;
         let rootfs = args.rootfs.checked()?;
-        isolab::rootfs::need_mount_points(&rootfs, &["proc", "dev", "sys"])?;
+        isolab::container::rootfs::need_mount_points(&rootfs, &["proc", "dev", "sys"])?;
         let command = args.command.in_rootfs(&rootfs)?;
         let spec = BoxSpec {
             rootfs: &rootfs,

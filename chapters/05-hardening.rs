@@ -40,12 +40,12 @@
 // `cargo run -- check 5`. (Generated from solutions/05-hardening.rs: `cargo run -- reset 5`
 // brings this version back.)
 
-use isolab::cgroup::Usage;
 use isolab::cli::LimitArgs;
+use isolab::container::cgroup::Usage;
+use isolab::container::tty::Pty;
+use isolab::container::{caps, seccomp};
 use isolab::prelude::*;
 use isolab::run::Lifeline;
-use isolab::tty::Pty;
-use isolab::{caps, seccomp};
 use nix::errno::Errno;
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
@@ -130,9 +130,9 @@ fn main() -> ExitCode {
     isolab::main(|| {
         let args: Args = isolab::cli::parse();
         isolab::run::need_root("unshare(2) of new namespaces")?;
-        isolab::rootfs::need_root_mount()?;
+        isolab::container::rootfs::need_root_mount()?;
         let rootfs = args.rootfs.checked()?;
-        isolab::rootfs::need_mount_points(&rootfs, &["proc", "dev", "sys"])?;
+        isolab::container::rootfs::need_mount_points(&rootfs, &["proc", "dev", "sys"])?;
         let command = args.command.in_rootfs(&rootfs)?;
         let spec = BoxSpec {
             rootfs: &rootfs,

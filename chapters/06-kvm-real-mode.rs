@@ -29,8 +29,8 @@
 // `cargo run -- check 6`. (Generated from solutions/06-kvm-real-mode.rs: `cargo run -- reset 6`
 // brings this version back.)
 
-use isolab::kvm::{Exit, GuestMemory, KvmArgs, RunArea, Trace};
 use isolab::prelude::*;
+use isolab::vm::{Exit, GuestMemory, KvmArgs, RunArea, Trace};
 use kvm_bindings::{
     KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO, KVM_EXIT_IO_OUT,
     KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
@@ -106,11 +106,11 @@ pub const KVMIO: u8 = 0xAE;
 fn main() -> ExitCode {
     isolab::main(|| {
         let args: Args = isolab::cli::parse();
-        let kvm = isolab::kvm::open(&args.kvm.device)?;
+        let kvm = isolab::vm::open(&args.kvm.device)?;
         let version = api_version(&kvm, &args.kvm.device)?;
         println!("KVM API version {version}");
-        isolab::kvm::print_capabilities(|cap| check_extension(&kvm, cap))?;
-        isolab::kvm::repeat(args.kvm.repeat, |report| run_guest(&kvm, report))
+        isolab::vm::print_capabilities(|cap| check_extension(&kvm, cap))?;
+        isolab::vm::repeat(args.kvm.repeat, |report| run_guest(&kvm, report))
     })
 }
 
@@ -152,7 +152,7 @@ fn run_guest(kvm: &File, report: bool) -> Result<i32> {
     let (vcpu, run) = create_vcpu(kvm, &vm)?;
     set_real_mode(&vcpu)?;
 
-    let _watchdog = isolab::kvm::Watchdog::start()?;
+    let _watchdog = isolab::vm::Watchdog::start()?;
     let mut trace = Trace::default();
     let mut serial = Vec::new();
     loop {
@@ -168,7 +168,7 @@ fn run_guest(kvm: &File, report: bool) -> Result<i32> {
             Exit::Hlt => break,
             other => {
                 print!("{trace}");
-                for why in isolab::kvm::explain(&other, None) {
+                for why in isolab::vm::explain(&other, None) {
                     println!("why: {why}");
                 }
                 bail!("the guest stopped with {other}");
@@ -177,7 +177,7 @@ fn run_guest(kvm: &File, report: bool) -> Result<i32> {
     }
     if report {
         for line in String::from_utf8_lossy(&serial).lines() {
-            println!("guest said: {}", isolab::kvm::printable(line));
+            println!("guest said: {}", isolab::vm::printable(line));
         }
         print!("{trace}");
     }
@@ -243,7 +243,7 @@ pub fn run_vcpu(vcpu: &OwnedFd) -> Result<()> {
     ioctl_write_int_bad!(kvm_run, request_code_none!(KVMIO, 0x80));
     // SAFETY: no pointer argument. The kernel writes only to the vCPU's kvm_run
     // mapping, which no Rust reference borrows while this call runs.
-    unsafe { kvm_run(vcpu.as_raw_fd(), 0) }.map_err(isolab::kvm::run_failed)?;
+    unsafe { kvm_run(vcpu.as_raw_fd(), 0) }.map_err(isolab::vm::run_failed)?;
     Ok(())
 }
 // ANCHOR_END: run_vcpu

@@ -55,9 +55,9 @@ fn main() -> ExitCode {
     isolab::main(|| {
         let args: Args = isolab::cli::parse();
         isolab::run::need_root("unshare(2) of new namespaces")?;
-        isolab::rootfs::need_root_mount()?;
+        isolab::container::rootfs::need_root_mount()?;
         let rootfs = args.rootfs.checked()?;
-        isolab::rootfs::need_mount_points(&rootfs, &["proc"])?;
+        isolab::container::rootfs::need_mount_points(&rootfs, &["proc"])?;
         let command = args.command.in_rootfs(&rootfs)?;
         run(&rootfs, &args.hostname.hostname, &command)
     })

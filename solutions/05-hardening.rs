@@ -36,12 +36,12 @@
 //! plant a setuid file: refused (EPERM)
 //! ```
 
-use isolab::cgroup::Usage;
 use isolab::cli::LimitArgs;
+use isolab::container::cgroup::Usage;
+use isolab::container::tty::Pty;
+use isolab::container::{caps, seccomp};
 use isolab::prelude::*;
 use isolab::run::Lifeline;
-use isolab::tty::Pty;
-use isolab::{caps, seccomp};
 use nix::errno::Errno;
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
@@ -126,9 +126,9 @@ fn main() -> ExitCode {
     isolab::main(|| {
         let args: Args = isolab::cli::parse();
         isolab::run::need_root("unshare(2) of new namespaces")?;
-        isolab::rootfs::need_root_mount()?;
+        isolab::container::rootfs::need_root_mount()?;
         let rootfs = args.rootfs.checked()?;
-        isolab::rootfs::need_mount_points(&rootfs, &["proc", "dev", "sys"])?;
+        isolab::container::rootfs::need_mount_points(&rootfs, &["proc", "dev", "sys"])?;
         let command = args.command.in_rootfs(&rootfs)?;
         let spec = BoxSpec {
             rootfs: &rootfs,

@@ -27,8 +27,8 @@
 //! 3
 //! ```
 
-use isolab::kvm::{CODE_SELECTOR, DATA_SELECTOR, Exit, GDT, GuestMemory, KvmArgs, RunArea, Trace};
 use isolab::prelude::*;
+use isolab::vm::{CODE_SELECTOR, DATA_SELECTOR, Exit, GDT, GuestMemory, KvmArgs, RunArea, Trace};
 use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
 use nix::{ioctl_read, ioctl_write_ptr};
 use std::fs::File;
@@ -84,7 +84,7 @@ impl Mistake {
 // ANCHOR: layout
 /// Guest RAM: 2 MiB at guest-physical address 0.
 const MEMORY_SIZE: usize = 2 << 20;
-/// The GDT: three descriptors (see isolab::kvm::GDT).
+/// The GDT: three descriptors (see isolab::vm::GDT).
 const GDT_ADDRESS: u64 = 0x1000;
 /// The page tables: PML4 here, PDPT at +0x1000, PD at +0x2000.
 const PML4_ADDRESS: u64 = 0x2000;
@@ -179,11 +179,11 @@ fn guest_address(label: *const u8) -> u64 {
 fn main() -> ExitCode {
     isolab::main(|| {
         let args: Args = isolab::cli::parse();
-        let kvm = isolab::kvm::open(&args.kvm.device)?;
+        let kvm = isolab::vm::open(&args.kvm.device)?;
         let version = step06::api_version(&kvm, &args.kvm.device)?;
         println!("KVM API version {version}");
-        isolab::kvm::print_capabilities(|cap| step06::check_extension(&kvm, cap))?;
-        isolab::kvm::repeat(args.kvm.repeat, |report| run_guest(&kvm, &args, report))
+        isolab::vm::print_capabilities(|cap| step06::check_extension(&kvm, cap))?;
+        isolab::vm::repeat(args.kvm.repeat, |report| run_guest(&kvm, &args, report))
     })
 }
 
@@ -191,10 +191,10 @@ fn main() -> ExitCode {
 /// One VM, from nothing to the guest's exit hypercall. Returns the guest's exit code.
 fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
     let mut memory = GuestMemory::new(MEMORY_SIZE)?;
-    memory.write(GDT_ADDRESS, &isolab::kvm::gdt_bytes())?;
+    memory.write(GDT_ADDRESS, &isolab::vm::x86::gdt_bytes())?;
     memory.write(
         PML4_ADDRESS,
-        &isolab::kvm::identity_page_tables(PML4_ADDRESS),
+        &isolab::vm::x86::identity_page_tables(PML4_ADDRESS),
     )?;
     memory.write(GUEST_ADDRESS, guest_code())?;
     let vm = step06::create_vm(kvm, &memory)?;
@@ -210,7 +210,7 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
     set_sregs(&vcpu, &sregs)?;
     set_regs(&vcpu, &regs)?;
 
-    let _watchdog = isolab::kvm::Watchdog::start()?;
+    let _watchdog = isolab::vm::Watchdog::start()?;
     let mut trace = Trace::default();
     let mut said = String::new();
     let mut doubler = Doubler::default();
@@ -236,7 +236,7 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
             other => {
                 let (regs, sregs) = (get_regs(&vcpu)?, get_sregs(&vcpu)?);
                 print!("{trace}");
-                for why in isolab::kvm::explain(&other, Some((&regs, &sregs))) {
+                for why in isolab::vm::explain(&other, Some((&regs, &sregs))) {
                     println!("why: {why}");
                 }
                 bail!("the guest stopped with {other} at rip {:#x}", regs.rip);
@@ -245,7 +245,7 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
     };
     if report {
         for line in said.lines() {
-            println!("guest said: {}", isolab::kvm::printable(line));
+            println!("guest said: {}", isolab::vm::printable(line));
         }
         print!("{trace}");
         report_state(&vcpu, &memory)?;
@@ -266,7 +266,7 @@ fn set_long_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
     //> - the GDT: sregs.gdt is a kvm_dtable with base GDT_ADDRESS and limit
     //>   size_of_val(&GDT) - 1;
     //> - segments: the CPU uses the copies in kvm_segment, not the GDT, so they must
-    //>   say what the descriptors say (isolab::kvm::GDT): cs gets selector
+    //>   say what the descriptors say (isolab::vm::GDT): cs gets selector
     //>   CODE_SELECTOR, base 0, limit 0xffff_ffff, type_ 0xb, present 1, s 1, l 1
     //>   (64-bit code), db 0, g 1; ds, es, fs, gs and ss get selector DATA_SELECTOR,
     //>   type_ 0x3, db 1, l 0, and the rest as for cs;

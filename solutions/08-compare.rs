@@ -36,7 +36,7 @@
 //! ```
 
 use isolab::measure::{
-    Lab, Machine, Measurement, Outcome, Row, Sample, Sampler, Summary, Table, World,
+    Lab, Machine, Measurement, Outcome, Row, Sample, Sampler, Spread, Table, World,
 };
 use isolab::prelude::*;
 use kvm_bindings::KVM_CAP_IOEVENTFD;
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     isolab::main(|| {
         let args: Args = isolab::cli::parse();
         isolab::run::need_root("running the container steps")?;
-        let kvm = isolab::kvm::open(Path::new("/dev/kvm"))?;
+        let kvm = isolab::vm::open(Path::new("/dev/kvm"))?;
         isolab::measure::catch_interrupts()?;
         let lab = Lab::new()?;
         let rows = measure(measurements(&lab, &kvm)?, args.runs)?;
@@ -276,7 +276,7 @@ fn measure(mut measurements: Vec<Measurement>, runs: u32) -> Result<Vec<Row>> {
 // ANCHOR_END: measure
 
 /// The median of the samples, and the spread: the smallest and the largest.
-fn summarize(samples: &[f64]) -> Summary {
+fn summarize(samples: &[f64]) -> Spread {
     // ANCHOR: summarize
     //> Sort a copy of the samples (f64 is not Ord, because of NaN: sort_by with
     //> f64::total_cmp). The median is the middle sample, or the mean of the two in
@@ -290,7 +290,7 @@ fn summarize(samples: &[f64]) -> Summary {
     } else {
         (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
     };
-    Summary {
+    Spread {
         median,
         min: sorted[0],
         max: sorted[n - 1],

@@ -8,20 +8,12 @@
 //! time, the table, its JSON and its chart), and the workshop's own bookkeeping (the
 //! steps, the exercise generator, reading probe reports).
 
-pub mod canary;
-pub mod caps;
-pub mod cgroup;
 pub mod cli;
-pub mod exercise;
-pub mod kvm;
+pub mod container;
 pub mod measure;
-pub mod report;
-pub mod rootfs;
 pub mod run;
-pub mod scorecard;
-pub mod seccomp;
-pub mod steps;
-pub mod tty;
+pub mod vm;
+pub mod workshop;
 
 pub use run::{Command, in_child, main};
 

@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use isolab::report::Report;
+use isolab::workshop::report::Report;
 use std::path::PathBuf;
 
 const STEP: &str = "04-cgroups";
@@ -13,7 +13,11 @@ const STEP: &str = "04-cgroups";
 /// parent cgroups): what a runtime created and has not removed yet.
 fn our_cgroups() -> Vec<PathBuf> {
     let mut found = Vec::new();
-    for h in isolab::cgroup::Layout::detect().unwrap().for_box().unwrap() {
+    for h in isolab::container::cgroup::Layout::detect()
+        .unwrap()
+        .for_box()
+        .unwrap()
+    {
         for entry in std::fs::read_dir(&h.own_dir).unwrap().flatten() {
             if entry.file_name().to_string_lossy().starts_with("isolab-") && entry.path().is_dir() {
                 found.push(entry.path());
@@ -217,7 +221,7 @@ fn limit_files_for_v1_and_v2() {
     let run = run(&step(STEP), &box_args(&lab, &flags, &["/bin/probe"]));
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     snapshot("limit_files", &run.stdout, vec![]);
-    let layout = isolab::cgroup::Layout::detect().unwrap();
+    let layout = isolab::container::cgroup::Layout::detect().unwrap();
     if layout
         .v2
         .as_ref()
@@ -281,7 +285,11 @@ fn the_box_is_under_the_runtimes_own_cgroup() {
     ));
     box_.wait_for_line("ready");
     let name = format!("isolab-{}", box_.child.id());
-    for h in isolab::cgroup::Layout::detect().unwrap().for_box().unwrap() {
+    for h in isolab::container::cgroup::Layout::detect()
+        .unwrap()
+        .for_box()
+        .unwrap()
+    {
         let dir = h.own_dir.join(&name);
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
         assert_eq!(

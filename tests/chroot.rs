@@ -46,7 +46,7 @@ fn the_chroot_escape_reaches_the_host() {
         &step(STEP),
         &probe_args(&lab, &rootfs, &["--canary", &lab.canary_arg()]),
     );
-    let report = isolab::report::Report::parse(&run.stdout);
+    let report = isolab::workshop::report::Report::parse(&run.stdout);
     assert!(
         !lab.rootfs()
             .join(lab.canary.path().strip_prefix("/").unwrap())

@@ -68,8 +68,8 @@ fn hint_names_each_todo_and_what_to_write() {
 fn check_solve_list_reset() {
     let path = chapter("00-process.rs");
     let original = std::fs::read_to_string(&path).unwrap();
-    let step = isolab::steps::find(0).unwrap();
-    let skeleton = isolab::exercise::skeleton(0, &step.file(), step.solution).unwrap();
+    let step = isolab::workshop::steps::find(0).unwrap();
+    let skeleton = isolab::workshop::exercise::skeleton(0, &step.file(), step.solution).unwrap();
     if original != skeleton {
         common::skip("would replace chapters/00-process.rs, which has your changes");
         return;

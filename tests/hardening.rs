@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use isolab::report::Report;
+use isolab::workshop::report::Report;
 
 const STEP: &str = "05-hardening";
 

@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use isolab::kvm::Summary;
+use isolab::workshop::scorecard::GuestSummary;
 
 const STEP: &str = "07-kvm-long-mode";
 const NO_ARGS: &[&str] = &[];
@@ -26,7 +26,7 @@ fn trace() {
 fn the_host_answers_the_mmio_read() {
     needs!(kvm);
     let run = run(&step(STEP), NO_ARGS);
-    let summary = Summary::parse(&run.stdout).expect("a `guest said:` and an `exits:` line");
+    let summary = GuestSummary::parse(&run.stdout).expect("a `guest said:` and an `exits:` line");
     assert_eq!(summary.said, "Hello from long mode!");
     assert!(
         run.stdout

@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use isolab::kvm::Summary;
+use isolab::workshop::scorecard::GuestSummary;
 
 const STEP: &str = "06-kvm-real-mode";
 const NO_ARGS: &[&str] = &[];
@@ -23,7 +23,7 @@ fn trace() {
 fn every_byte_is_one_exit() {
     needs!(kvm);
     let run = run(&step(STEP), NO_ARGS);
-    let summary = Summary::parse(&run.stdout).expect("a `guest said:` and an `exits:` line");
+    let summary = GuestSummary::parse(&run.stdout).expect("a `guest said:` and an `exits:` line");
     assert_eq!(summary.said, "Hello from real mode!");
     assert_eq!(summary.exits as usize, summary.said.len() + 1 + 1);
 }

@@ -38,7 +38,7 @@ fn every_route_to_the_canary_is_closed() {
         &box_args(&lab, &[], &["/bin/probe", "--canary", &canary]),
         Some(lab.canary.dir()),
     ));
-    let report = isolab::report::Report::parse(&run.stdout);
+    let report = isolab::workshop::report::Report::parse(&run.stdout);
     for route in [
         "canary by path",
         "canary via chroot escape",
@@ -67,7 +67,7 @@ fn read_only_root() {
         &box_args(&lab, &["--read-only"], &["/bin/probe"]),
     );
     assert_eq!(
-        isolab::report::Report::parse(&run.stdout).get("root mount"),
+        isolab::workshop::report::Report::parse(&run.stdout).get("root mount"),
         "read-only"
     );
     let run = run_with(command(
@@ -76,7 +76,7 @@ fn read_only_root() {
         None,
     ));
     assert_eq!(
-        isolab::report::Report::parse(&run.stdout).get("root mount"),
+        isolab::workshop::report::Report::parse(&run.stdout).get("root mount"),
         "read-write"
     );
 }
@@ -201,7 +201,7 @@ fn runtime_inside_a_chroot_is_one_line() {
     let outer = Lab::new();
     let runtime = outer.rootfs().join("bin/runtime");
     std::fs::copy(step(STEP), &runtime).unwrap();
-    isolab::rootfs::build(&outer.rootfs().join("inner"), &probe()).unwrap();
+    isolab::container::rootfs::build(&outer.rootfs().join("inner"), &probe()).unwrap();
     let chroot = target_dir().join("01-chroot-solution");
     let run = run(
         &chroot,

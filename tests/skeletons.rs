@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use isolab::steps::{Needs, STEPS};
+use isolab::workshop::steps::{Needs, STEPS};
 
 #[test]
 fn untouched_skeletons_stop_at_their_first_todo() {
@@ -13,7 +13,7 @@ fn untouched_skeletons_stop_at_their_first_todo() {
     let mut checked = Vec::new();
     for step in STEPS {
         let skeleton =
-            isolab::exercise::skeleton(step.number, &step.file(), step.solution).unwrap();
+            isolab::workshop::exercise::skeleton(step.number, &step.file(), step.solution).unwrap();
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("chapters")
             .join(step.file());
@@ -57,7 +57,7 @@ fn untouched_skeletons_stop_at_their_first_todo() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let first = isolab::exercise::exercises(step.solution);
+        let first = isolab::workshop::exercise::exercises(step.solution);
         let names: Vec<String> = first
             .iter()
             .map(|e| format!("step {:02}, `{}`: not written yet", step.number, e.name))

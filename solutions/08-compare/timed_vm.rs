@@ -15,7 +15,7 @@
 
 use super::{step06, step07};
 use anyhow::{Context, Result, bail};
-use isolab::kvm::{Exit, GuestMemory, RunArea};
+use isolab::vm::{Exit, GuestMemory, RunArea};
 use kvm_bindings::{kvm_ioeventfd, kvm_ioeventfd_flag_nr_pio, kvm_regs};
 use nix::errno::Errno;
 use nix::ioctl_write_ptr;
@@ -155,7 +155,7 @@ fn eventfd_count(event: &OwnedFd) -> Result<u64> {
 /// long it took.
 pub fn lifecycle(device: &Path) -> Result<Duration> {
     let start = Instant::now();
-    let kvm = isolab::kvm::open(device)?;
+    let kvm = isolab::vm::open(device)?;
     let mut vm = Vm::new(&kvm, &HLT, kvm_regs::default())?;
     match vm.run()? {
         Exit::Hlt => {}
@@ -205,7 +205,7 @@ pub fn exits(kvm: &File, count: u32, handler: Handler) -> Result<ExitTiming> {
         Handler::Kernel => Some(vm.ioeventfd(LOOP_PORT)?),
         Handler::Vmm => None,
     };
-    let _watchdog = isolab::kvm::Watchdog::start()?;
+    let _watchdog = isolab::vm::Watchdog::start()?;
     match vm.run()? {
         Exit::IoOut {
             port: START_PORT, ..

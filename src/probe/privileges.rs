@@ -6,7 +6,7 @@
 use crate::routes::in_fork;
 use nix::errno::Errno;
 
-use isolab::caps;
+use isolab::container::caps;
 
 fn effective_caps() -> Option<u64> {
     caps::get().ok().map(|s| s.effective)

@@ -2,7 +2,7 @@
 //! forked child, so whatever it does to its root and working directory, the probe's
 //! own view is untouched.
 
-use isolab::canary::{ENV, MARKER};
+use isolab::container::canary::{ENV, MARKER};
 use nix::unistd::{chdir, chroot, fchdir};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::path::Path;

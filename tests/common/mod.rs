@@ -12,7 +12,7 @@
 //!   is unchanged and no process runs from the rootfs.
 #![allow(dead_code)]
 
-use isolab::canary::Canary;
+use isolab::container::canary::Canary;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ pub fn probe() -> PathBuf {
 
 /// Are we checking the learner's chapters rather than the references?
 pub fn checking_chapters() -> bool {
-    std::env::var("ISOLAB_CHECK").is_ok_and(|v| v == "chapters")
+    isolab::workshop::env::checking_chapters()
 }
 
 /// The binary under test for step `name` (e.g. "01-chroot").
@@ -46,7 +46,7 @@ pub fn step(name: &str) -> PathBuf {
     static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    if std::env::var_os("ISOLAB_PREBUILT").is_none() && !built.iter().any(|b| b == name) {
+    if !isolab::workshop::env::prebuilt() && !built.iter().any(|b| b == name) {
         build_chapter(name);
         built.push(name.to_string());
     }
@@ -83,7 +83,7 @@ pub fn missing(requirement: &str) -> Option<String> {
             "needs root: `cargo run -- check N` runs step N's tests through sudo (and builds as you)".into(),
         ),
         // The same one line, with the same remedy, as the KVM steps print.
-        "kvm" => isolab::kvm::open(Path::new("/dev/kvm"))
+        "kvm" => isolab::vm::open(Path::new("/dev/kvm"))
             .err()
             .map(|e| format!("needs /dev/kvm: {e:#}")),
         _ => None,
@@ -110,7 +110,7 @@ pub fn say_skipped(why: &str) {
 /// one line and returns. It fails instead under ISOLAB_NO_SKIP=1 (CI), and when
 /// checking a learner's step: a check that could not run has not passed.
 pub fn skip(why: &str) {
-    if std::env::var_os("ISOLAB_NO_SKIP").is_some() {
+    if isolab::workshop::env::no_skip() {
         panic!("ISOLAB_NO_SKIP is set and this test {why}");
     }
     if checking_chapters() {
@@ -146,7 +146,8 @@ impl Lab {
             .prefix("isolab-test-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("temp dir");
-        isolab::rootfs::build(&dir.path().join("rootfs"), &probe()).expect("building the rootfs");
+        isolab::container::rootfs::build(&dir.path().join("rootfs"), &probe())
+            .expect("building the rootfs");
         Lab {
             dir,
             canary: Canary::create().expect("creating the canary"),
@@ -218,7 +219,10 @@ pub fn command<S: AsRef<OsStr>>(bin: &Path, args: &[S], leak: Option<&Path>) -> 
     cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env(isolab::canary::ENV, isolab::canary::ENV_VALUE)
+        .env(
+            isolab::container::canary::ENV,
+            isolab::container::canary::ENV_VALUE,
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -603,7 +607,7 @@ pub fn snapshot(name: &str, text: &str, filters: Vec<(String, String)>) {
 pub fn assert_many_vms_leave_nothing_behind(bin: &Path) {
     let run = run(bin, &["--repeat", "200"]);
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
-    let (first, last) = isolab::kvm::Usage::parse_repeat_line(&run.stdout)
+    let (first, last) = isolab::vm::repeat::Footprint::parse_repeat_line(&run.stdout)
         .unwrap_or_else(|| panic!("no `ran 200 VMs` line in:\n{}", run.stdout));
     assert_eq!(last.fds, first.fds, "open fds grew: {}", run.stdout);
     assert_eq!(

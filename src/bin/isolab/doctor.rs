@@ -38,9 +38,9 @@ pub fn doctor() -> Result<ExitCode> {
         userns != "0",
         format!("max_user_namespaces = {userns}"),
     );
-    match isolab::cgroup::Layout::detect() {
+    match isolab::container::cgroup::Layout::detect() {
         Ok(layout) => {
-            use isolab::cgroup::Kind;
+            use isolab::container::cgroup::Kind;
             let kind = match layout.kind {
                 Kind::V2 => "cgroup v2 (unified)",
                 Kind::V1 => "cgroup v1",
@@ -73,7 +73,7 @@ pub fn doctor() -> Result<ExitCode> {
             Err(why) => why,
         },
     );
-    let busybox = isolab::rootfs::find_static_busybox();
+    let busybox = isolab::container::rootfs::find_static_busybox();
     row("busybox", busybox.is_some(), match busybox {
         Some(p) => format!("{} (static): the rootfs gets a shell", p.display()),
         None => "no static busybox: `apt-get install busybox-static` for a shell in the box (optional)".into(),
@@ -95,7 +95,7 @@ mod step06;
 pub fn kvm_status() -> std::result::Result<String, String> {
     // The same open, and so the same advice, as steps 06-08 give.
     let device = std::path::Path::new("/dev/kvm");
-    let file = isolab::kvm::open(device).map_err(|e| format!("{e:#}"))?;
+    let file = isolab::vm::open(device).map_err(|e| format!("{e:#}"))?;
     let version = step06::api_version(&file, device).map_err(|e| format!("{e:#}"))?;
     Ok(format!("usable (KVM API version {version})"))
 }

@@ -2,8 +2,9 @@
 
 use crate::{as_root, build_references, cargo, needs_sudo, paint, repo, step_arg, target_dir};
 use anyhow::{Context, Result, bail};
-use isolab::exercise;
-use isolab::steps::{Needs, STEPS, Step};
+use isolab::workshop::env;
+use isolab::workshop::exercise;
+use isolab::workshop::steps::{Needs, STEPS, Step};
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -82,8 +83,8 @@ fn run_checks(step: &Step, announce: bool) -> Result<Checked> {
         })
         .with_context(|| format!("cargo did not say where the test {} is", step.test_name()))?;
     let env = [
-        ("ISOLAB_CHECK", "chapters".to_string()),
-        ("ISOLAB_PREBUILT", "1".to_string()),
+        (env::CHECK, "chapters".to_string()),
+        (env::PREBUILT, "1".to_string()),
         ("INSTA_UPDATE", "no".to_string()),
         ("INSTA_WORKSPACE_ROOT", repo().display().to_string()),
         ("RUST_BACKTRACE", "0".to_string()),
@@ -386,7 +387,7 @@ pub fn run(number: u8, parsed: &[OsString]) -> Result<ExitCode> {
         _ => {
             let work = tempfile::Builder::new().prefix("isolab-run-").tempdir()?;
             let rootfs = work.path().join("rootfs");
-            isolab::rootfs::build(&rootfs, &target.join("probe"))?;
+            isolab::container::rootfs::build(&rootfs, &target.join("probe"))?;
             if step.number > 0 {
                 cmd.arg("--rootfs").arg(&rootfs);
             }
@@ -395,14 +396,17 @@ pub fn run(number: u8, parsed: &[OsString]) -> Result<ExitCode> {
                 None
             } else {
                 // No command given: the probe, with a canary made for this run.
-                let canary = isolab::canary::Canary::create()?;
+                let canary = isolab::container::canary::Canary::create()?;
                 let probe = if step.number == 0 {
                     target.join("probe")
                 } else {
                     PathBuf::from("/bin/probe")
                 };
                 cmd.arg("--").arg(probe).arg("--canary").arg(canary.path());
-                cmd.env(isolab::canary::ENV, isolab::canary::ENV_VALUE);
+                cmd.env(
+                    isolab::container::canary::ENV,
+                    isolab::container::canary::ENV_VALUE,
+                );
                 Some(canary)
             };
             Some((work, canary))
@@ -441,7 +445,7 @@ fn describe(cmd: &Command) -> String {
 pub fn rootfs(dir: &Path) -> Result<ExitCode> {
     build_references()?;
     let probe = target_dir()?.join("probe");
-    let built = isolab::rootfs::build(dir, &probe)?;
+    let built = isolab::container::rootfs::build(dir, &probe)?;
     println!("built a rootfs in {}", dir.display());
     println!("  /bin/probe       from {}", probe.display());
     for lib in &built.libraries {

@@ -11,7 +11,7 @@ mod tour;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use isolab::steps::{self, Needs, STEPS, Step};
+use isolab::workshop::steps::{self, Needs, STEPS, Step};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -255,13 +255,7 @@ pub fn as_root(program: &std::path::Path, env: &[(&str, String)]) -> Result<Comm
     Ok(cmd)
 }
 
-/// Set when isolab runs itself again through sudo, after building as the user:
-/// the root run must not build, or target/ would get files owned by root.
-pub const PREBUILT: &str = "ISOLAB_PREBUILT";
-
-pub fn prebuilt() -> bool {
-    std::env::var_os(PREBUILT).is_some()
-}
+pub use isolab::workshop::env::{PREBUILT, prebuilt};
 
 /// Run this very command line again through sudo, telling it the binaries are
 /// built. Its exit code is passed on.

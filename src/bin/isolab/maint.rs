@@ -3,13 +3,14 @@
 
 use crate::repo;
 use anyhow::{Context, Result, bail};
-use isolab::steps::STEPS;
+use isolab::workshop::steps::STEPS;
 use std::process::ExitCode;
 
 pub fn sync_chapters(check: bool) -> Result<ExitCode> {
     let mut stale = Vec::new();
     for step in STEPS {
-        let skeleton = isolab::exercise::skeleton(step.number, &step.file(), step.solution)?;
+        let skeleton =
+            isolab::workshop::exercise::skeleton(step.number, &step.file(), step.solution)?;
         let path = repo().join("chapters").join(step.file());
         let current = std::fs::read_to_string(&path).unwrap_or_default();
         if current != skeleton {

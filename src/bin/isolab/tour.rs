@@ -2,7 +2,7 @@
 
 use crate::{build_references, kvm_status, target_dir};
 use anyhow::{Context, Result};
-use isolab::steps::{Needs, STEPS, Step};
+use isolab::workshop::steps::{Needs, STEPS, Step};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
@@ -17,8 +17,8 @@ pub fn tour() -> Result<ExitCode> {
     let target = target_dir()?;
     let work = tempfile::Builder::new().prefix("isolab-tour-").tempdir()?;
     let rootfs = work.path().join("rootfs");
-    isolab::rootfs::build(&rootfs, &target.join("probe"))?;
-    let canary = isolab::canary::Canary::create()?;
+    isolab::container::rootfs::build(&rootfs, &target.join("probe"))?;
+    let canary = isolab::container::canary::Canary::create()?;
     println!("isolab tour: every reference step runs the probe in a fresh rootfs.");
     println!(
         "The host canary is {}; each runtime is also handed fd 3,",
@@ -41,7 +41,10 @@ pub fn tour() -> Result<ExitCode> {
             cmd.arg("/bin/probe");
         }
         cmd.arg("--canary").arg(canary.path());
-        cmd.env(isolab::canary::ENV, isolab::canary::ENV_VALUE);
+        cmd.env(
+            isolab::container::canary::ENV,
+            isolab::container::canary::ENV_VALUE,
+        );
         isolab::run::std_fds_only(&mut cmd, Some(canary.dir()))?;
         let out = cmd
             .stderr(Stdio::inherit())
@@ -54,12 +57,12 @@ pub fn tour() -> Result<ExitCode> {
             );
             continue;
         }
-        let report = isolab::report::Report::parse(&String::from_utf8_lossy(&out.stdout));
+        let report = isolab::workshop::report::Report::parse(&String::from_utf8_lossy(&out.stdout));
         columns.push((format!("{:02}", step.number), report));
     }
     println!(
         "{}",
-        isolab::scorecard::render(&columns, std::io::stdout().is_terminal())
+        isolab::workshop::scorecard::render(&columns, std::io::stdout().is_terminal())
     );
     let names: Vec<String> = STEPS
         .iter()
@@ -108,7 +111,11 @@ fn tour_kvm(target: &Path) -> Result<()> {
         let summary = out
             .status
             .success()
-            .then(|| isolab::kvm::Summary::parse(&String::from_utf8_lossy(&out.stdout)))
+            .then(|| {
+                isolab::workshop::scorecard::GuestSummary::parse(&String::from_utf8_lossy(
+                    &out.stdout,
+                ))
+            })
             .flatten();
         if summary.is_none() {
             println!(
@@ -119,6 +126,9 @@ fn tour_kvm(target: &Path) -> Result<()> {
         }
         columns.push((step.name(), summary));
     }
-    println!("{}", isolab::kvm::Summary::render(&columns));
+    println!(
+        "{}",
+        isolab::workshop::scorecard::GuestSummary::render(&columns)
+    );
     Ok(())
 }

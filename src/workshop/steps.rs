@@ -58,7 +58,7 @@ pub const STEPS: &[Step] = &[
         slug: "process",
         title: "a plain process: fork, exec, wait",
         needs: Needs::Nothing,
-        solution: include_str!("../solutions/00-process.rs"),
+        solution: include_str!("../../solutions/00-process.rs"),
         hint: "fork(2) returns twice. In the child, execv(2) replaces the program and only \
                returns on error. In the parent, waitpid(2) returns a WaitStatus: Exited(pid, code) \
                passes the code on; Signaled(pid, signal, core) becomes 128 + the signal's number, \
@@ -71,7 +71,7 @@ pub const STEPS: &[Step] = &[
         slug: "chroot",
         title: "chroot: a root filesystem of its own",
         needs: Needs::Root,
-        solution: include_str!("../solutions/01-chroot.rs"),
+        solution: include_str!("../../solutions/01-chroot.rs"),
         hint: "chroot(2) changes what \"/\" means for this process, but not its working directory, \
                which still points into the host's tree. Call chdir(\"/\") right after, so that \".\" is \
                inside the new root too.",
@@ -83,7 +83,7 @@ pub const STEPS: &[Step] = &[
         slug: "namespaces",
         title: "namespaces: its own hostname and PIDs, and a real init",
         needs: Needs::Root,
-        solution: include_str!("../solutions/02-namespaces.rs"),
+        solution: include_str!("../../solutions/02-namespaces.rs"),
         hint: "unshare(CLONE_NEWPID) moves the caller's next child, not the caller, so it comes \
                right before the fork. In init, unshare UTS, IPC and mount namespaces for itself, \
                then sethostname. In supervise, signals.wait() returns one signal at a time: pass \
@@ -98,7 +98,7 @@ pub const STEPS: &[Step] = &[
         slug: "mount-namespace",
         title: "mount namespace: pivot_root, a /proc and /dev of its own",
         needs: Needs::Root,
-        solution: include_str!("../solutions/03-mount-namespace.rs"),
+        solution: include_str!("../../solutions/03-mount-namespace.rs"),
         hint: "Order matters. Make every mount private (MS_REC | MS_PRIVATE on \"/\") before \
                mounting anything, or your mounts show up on the host. pivot_root needs the new \
                root to be a mount point: bind-mount the rootfs onto itself first. After \
@@ -113,7 +113,7 @@ pub const STEPS: &[Step] = &[
         slug: "cgroups",
         title: "cgroups: memory, PID and CPU limits",
         needs: Needs::Root,
-        solution: include_str!("../solutions/04-cgroups.rs"),
+        solution: include_str!("../../solutions/04-cgroups.rs"),
         hint: "A limit is a number written into a file of the box's cgroup directory; joining \
                is writing \"0\" into its cgroup.procs (v2) or tasks (v1). v2 names: memory.max, pids.max, and \
                cpu.max holding \"QUOTA PERIOD\". v1 names: memory.limit_in_bytes, pids.max, and \
@@ -128,7 +128,7 @@ pub const STEPS: &[Step] = &[
         slug: "hardening",
         title: "hardening: capabilities, no_new_privs, seccomp, a network namespace",
         needs: Needs::Root,
-        solution: include_str!("../solutions/05-hardening.rs"),
+        solution: include_str!("../../solutions/05-hardening.rs"),
         hint: "Drop from the bounding set first (it needs CAP_SETPCAP, which you keep), then \
                clear the ambient set, then capset effective = permitted = the kept set. Set \
                no_new_privs before installing the filter. In the filter, each refused call is two \
@@ -145,7 +145,7 @@ pub const STEPS: &[Step] = &[
         slug: "kvm-real-mode",
         title: "a virtual machine on KVM, in real mode",
         needs: Needs::Kvm,
-        solution: include_str!("../solutions/06-kvm-real-mode.rs"),
+        solution: include_str!("../../solutions/06-kvm-real-mode.rs"),
         hint: "Every _IO ioctl is declared with ioctl_write_int_bad!(name, request_code_none!(KVMIO, nr)) \
                and called with an explicit 0 (or its integer argument): KVM answers EINVAL to a stray \
                argument. The fds come back as the ioctl's return value. In real mode an address is \
@@ -159,7 +159,7 @@ pub const STEPS: &[Step] = &[
         slug: "kvm-long-mode",
         title: "long mode: page tables, MMIO and hypercalls",
         needs: Needs::Kvm,
-        solution: include_str!("../solutions/07-kvm-long-mode.rs"),
+        solution: include_str!("../../solutions/07-kvm-long-mode.rs"),
         hint: "KVM_SET_SREGS sets the state after the switch to long mode, so EFER needs LMA as well \
                as LME, and CR4 needs PAE, or the ioctl says EINVAL. The CPU runs on the segment copies \
                in kvm_segment: cs needs l = 1 (64-bit) and present = 1. For an MMIO read, write the \
@@ -172,7 +172,7 @@ pub const STEPS: &[Step] = &[
         slug: "compare",
         title: "both worlds, measured",
         needs: Needs::RootAndKvm,
-        solution: include_str!("../solutions/08-compare.rs"),
+        solution: include_str!("../../solutions/08-compare.rs"),
         hint: "time_run: Instant::now() before command.status(), elapsed() right after it, and \
                only then the status: if !status.success(), bail! with command.get_program() and \
                the status. summarize: let mut sorted = samples.to_vec(); \

@@ -1,6 +1,6 @@
 //! The tour's scorecard: which walls exist at each step, read from probe reports.
 
-use crate::report::Report;
+use crate::workshop::report::Report;
 
 /// One wall: a row of the scorecard, and how to read it off a report.
 pub struct Wall {
@@ -218,4 +218,86 @@ pub fn render(columns: &[(String, Report)], colour: bool) -> String {
         out.push('\n');
     }
     out
+}
+
+/// What the tour reads back from a KVM step's output: the VM side of the scorecard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestSummary {
+    /// What the guest printed (`guest said:`).
+    pub said: String,
+    /// How many exits the host handled (the sum of the `exits:` line).
+    pub exits: u32,
+}
+
+impl GuestSummary {
+    /// The tour's rows for the KVM steps: one column per step.
+    pub fn render(columns: &[(String, Option<GuestSummary>)]) -> String {
+        let width = columns.iter().map(|(h, _)| h.len()).max().unwrap_or(0);
+        type Cell = fn(&GuestSummary) -> String;
+        let rows: [(&str, Cell); 2] = [
+            ("own kernel code", |_| "yes".into()),
+            ("exits handled by the host", |s| s.exits.to_string()),
+        ];
+        let label = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        let mut out = format!("{:label$}", "");
+        for (heading, _) in columns {
+            out += &format!("  {heading:>width$}");
+        }
+        out.push('\n');
+        for (name, cell) in rows {
+            out += &format!("{name:label$}");
+            for (_, summary) in columns {
+                let value = summary.as_ref().map(cell).unwrap_or_else(|| "?".into());
+                out += &format!("  {value:>width$}");
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    pub fn parse(stdout: &str) -> Option<GuestSummary> {
+        let said = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("guest said: "))?
+            .to_string();
+        let exits = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("exits: "))?
+            .split(", ")
+            .map(|part| part.split(" x ").next()?.parse::<u32>().ok())
+            .sum::<Option<u32>>()?;
+        Some(GuestSummary { said, exits })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tour_rows() {
+        let summary = |exits| {
+            Some(GuestSummary {
+                said: String::new(),
+                exits,
+            })
+        };
+        let columns = [
+            ("06-kvm-real-mode".to_string(), summary(23)),
+            ("07-kvm-long-mode".to_string(), summary(5)),
+        ];
+        insta::assert_snapshot!("tour_rows", GuestSummary::render(&columns));
+    }
+
+    #[test]
+    fn a_guest_summary_is_read_back_from_a_steps_output() {
+        let out = "guest said: Hello\nexit trace:\nexits: 5 x IO out port 0x3f8, 1 x MMIO read 0x10000000, 1 x HLT\n";
+        assert_eq!(
+            GuestSummary::parse(out),
+            Some(GuestSummary {
+                said: "Hello".into(),
+                exits: 7
+            })
+        );
+    }
 }

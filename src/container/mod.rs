@@ -1,0 +1,17 @@
+//! The container world: what the container steps share that is not the lesson.
+//!
+//! - [`rootfs`]: building a minimal root filesystem around the probe;
+//! - [`canary`]: the host's canary, a file (and a variable) the box must not reach;
+//! - [`cgroup`]: how this host lays out its cgroups, and a box's use of them;
+//! - [`caps`] and [`seccomp`]: thin wrappers over capget/capset/prctl and BPF;
+//! - [`tty`]: a pseudo-terminal of the box's own, relayed by the runtime.
+//!
+//! The lessons themselves (namespaces, pivot_root, the cgroup files, the filter)
+//! are in `solutions/`.
+
+pub mod canary;
+pub mod caps;
+pub mod cgroup;
+pub mod rootfs;
+pub mod seccomp;
+pub mod tty;

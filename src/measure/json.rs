@@ -1,0 +1,58 @@
+//! The table as JSON, with every sample: `08-compare --json FILE`.
+
+use super::{Outcome, Table};
+use serde_json::json;
+
+impl Table {
+    /// The results as JSON: every row with its samples, and the machine.
+    pub fn to_json(&self) -> String {
+        let rows: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let mut row = json!({
+                    "section": r.section.key(),
+                    "key": r.key,
+                    "name": r.name,
+                    "world": r.world.key(),
+                    "unit": r.unit,
+                    "how": r.how,
+                });
+                let fields = match &r.outcome {
+                    Outcome::Measured { samples, summary } => json!({
+                        "status": "ok",
+                        "median": summary.median,
+                        "min": summary.min,
+                        "max": summary.max,
+                        "samples": samples,
+                    }),
+                    Outcome::NotAvailable(why) => json!({"status": "not available", "why": why}),
+                    Outcome::Failed(why) => json!({"status": "failed", "why": why}),
+                };
+                if let (Some(row), Some(fields)) = (row.as_object_mut(), fields.as_object()) {
+                    row.extend(fields.clone());
+                }
+                row
+            })
+            .collect();
+        let m = &self.machine;
+        let doc = json!({
+            "step": "08-compare",
+            "runs": self.runs,
+            "trivial command": self.trivial,
+            "machine": {
+                "cpu": m.cpu,
+                "cpus": m.cpus,
+                "kernel": m.kernel,
+                "under a hypervisor": m.virtualized,
+                "kvm": m.kvm,
+                "cgroups": m.cgroups,
+                "build": m.build,
+            },
+            "rows": rows,
+        });
+        let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+}
