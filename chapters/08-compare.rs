@@ -39,10 +39,12 @@
 // `cargo run -- check 8`. (Generated from solutions/08-compare.rs: `cargo run -- reset 8`
 // brings this version back.)
 
+use isolab::container::cgroup::Stat;
 use isolab::measure::{
     Lab, Machine, Measurement, Outcome, Row, Sample, Sampler, Spread, Table, World,
 };
 use isolab::prelude::*;
+use isolab::workshop::report::Timer;
 use kvm_bindings::KVM_CAP_IOEVENTFD;
 use std::fs::File;
 use std::process::Command;
@@ -168,7 +170,7 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
                 let step = lab.step("04-cgroups-solution", &with_stats, &t)?;
                 Box::new(move || {
                     let stats = isolab::measure::run_with_peak_memory(&step)?.stderr;
-                    Ok(Sample::Value(isolab::measure::value_of(&stats, "memory peak")?))
+                    Ok(Sample::Value(isolab::measure::value_of(&stats, Stat::MemoryPeak)?))
                 })
             }),
         Measurement::kib("vmm", "VM: the VMM, peak", Vm, "VmHWM of 06-kvm-real-mode as it exits",
@@ -200,7 +202,10 @@ fn start<'a>(
 fn per_call<'a>(probe: Command) -> Sampler<'a> {
     Box::new(move || {
         let report = isolab::measure::run_with_peak_memory(&probe)?.stdout;
-        Ok(Sample::Value(isolab::measure::value_of(&report, "each")?))
+        Ok(Sample::Value(isolab::measure::value_of(
+            &report,
+            Timer::Each,
+        )?))
     })
 }
 

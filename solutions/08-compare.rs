@@ -35,10 +35,12 @@
 //!   guest exit to the VMM             7480     5633     9064  ns   10000 port writes, ...
 //! ```
 
+use isolab::container::cgroup::Stat;
 use isolab::measure::{
     Lab, Machine, Measurement, Outcome, Row, Sample, Sampler, Spread, Table, World,
 };
 use isolab::prelude::*;
+use isolab::workshop::report::Timer;
 use kvm_bindings::KVM_CAP_IOEVENTFD;
 use std::fs::File;
 use std::process::Command;
@@ -164,7 +166,7 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
                 let step = lab.step("04-cgroups-solution", &with_stats, &t)?;
                 Box::new(move || {
                     let stats = isolab::measure::run_with_peak_memory(&step)?.stderr;
-                    Ok(Sample::Value(isolab::measure::value_of(&stats, "memory peak")?))
+                    Ok(Sample::Value(isolab::measure::value_of(&stats, Stat::MemoryPeak)?))
                 })
             }),
         Measurement::kib("vmm", "VM: the VMM, peak", Vm, "VmHWM of 06-kvm-real-mode as it exits",
@@ -196,7 +198,10 @@ fn start<'a>(
 fn per_call<'a>(probe: Command) -> Sampler<'a> {
     Box::new(move || {
         let report = isolab::measure::run_with_peak_memory(&probe)?.stdout;
-        Ok(Sample::Value(isolab::measure::value_of(&report, "each")?))
+        Ok(Sample::Value(isolab::measure::value_of(
+            &report,
+            Timer::Each,
+        )?))
     })
 }
 

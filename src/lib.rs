@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod container;
+pub mod lines;
 pub mod measure;
 pub mod run;
 pub mod vm;

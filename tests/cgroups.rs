@@ -68,8 +68,8 @@ fn without_limits_the_box_has_none() {
     let lab = Lab::new();
     let run = run_box(&lab, &[], &["/bin/probe"]);
     let report = Report::parse(&run.stdout);
-    for key in ["memory limit", "pids limit", "cpu limit"] {
-        assert_eq!(report.get(key), "none", "{}", run.stdout);
+    for key in [Key::MemoryLimit, Key::PidsLimit, Key::CpuLimit] {
+        assert_eq!(&report[key], "none", "{}", run.stdout);
     }
 }
 
@@ -93,7 +93,7 @@ fn a_memory_hog_is_oom_killed() {
     );
     let stats = Report::parse(&run.stderr);
     assert!(
-        stats.get("oom kills").parse::<u64>().unwrap_or(0) >= 1,
+        stats[Stat::OomKills].parse::<u64>().unwrap_or(0) >= 1,
         "{}",
         run.stderr
     );
@@ -129,8 +129,7 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
         run.stdout
     );
     assert!(
-        Report::parse(&run.stderr)
-            .get("forks refused")
+        Report::parse(&run.stderr)[Stat::ForksRefused]
             .parse::<u64>()
             .unwrap_or(0)
             >= 1
@@ -149,7 +148,7 @@ fn a_spinner_is_throttled() {
         &["/bin/probe", "spin", "--millis", "600"],
     );
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
-    let throttled = Report::parse(&run.stderr).get("cpu throttled").to_string();
+    let throttled = Report::parse(&run.stderr)[Stat::CpuThrottled].to_string();
     let times: u64 = throttled
         .split(' ')
         .next()
@@ -345,14 +344,13 @@ fn root_in_the_box_can_raise_its_own_limits() {
     );
     let said = Report::parse(&run.stdout);
     assert!(
-        said.get("mount my own cgroup filesystems")
-            .starts_with("allowed"),
+        said[Raise::MountCgroups].starts_with("allowed"),
         "{}",
         run.stdout
     );
-    assert_eq!(said.get("memory limit"), "64 MiB -> none", "{}", run.stdout);
-    assert_eq!(said.get("pids limit"), "16 -> none", "{}", run.stdout);
-    assert!(said.get("cpu limit").ends_with("-> none"), "{}", run.stdout);
+    assert_eq!(&said[Key::MemoryLimit], "64 MiB -> none", "{}", run.stdout);
+    assert_eq!(&said[Key::PidsLimit], "16 -> none", "{}", run.stdout);
+    assert!(said[Key::CpuLimit].ends_with("-> none"), "{}", run.stdout);
     assert!(
         run.stdout
             .contains("memory hog: allocated all 128 MiB: no memory limit stopped me"),

@@ -53,13 +53,11 @@ fn the_chroot_escape_reaches_the_host() {
             .exists()
     );
     assert_eq!(
-        report.get("canary by path"),
+        &report[Key::CanaryByPath],
         "hidden (no such file under my root)"
     );
     assert!(
-        report
-            .get("canary via chroot escape")
-            .starts_with("READABLE"),
+        report[Key::CanaryViaChrootEscape].starts_with("READABLE"),
         "{}",
         run.stdout
     );

@@ -42,93 +42,87 @@ fn each_restriction_takes_effect() {
         .stdout,
     );
     for key in [
-        "mount a filesystem",
-        "reboot",
-        "set the clock",
-        "new user namespace",
-        "ptrace my parent",
-        "turn off ASLR",
-        "io_uring",
-        "plant a setuid file",
-        "plant a device node",
+        Key::MountAFilesystem,
+        Key::Reboot,
+        Key::SetTheClock,
+        Key::NewUserNamespace,
+        Key::PtraceMyParent,
+        Key::TurnOffAslr,
+        Key::IoUring,
+        Key::PlantASetuidFile,
+        Key::PlantADeviceNode,
     ] {
-        assert_eq!(hardened.get(key), "refused (EPERM)", "{key} in step 05");
+        assert_eq!(&hardened[key], "refused (EPERM)", "{key:?} in step 05");
         assert!(
-            !without.get(key).starts_with("refused"),
-            "{key} in step 04, without the restrictions: {}",
-            without.get(key)
+            !without[key].starts_with("refused"),
+            "{key:?} in step 04, without the restrictions: {}",
+            &without[key]
         );
     }
     // A kernel built without modules has no call to refuse: step 04 says so.
-    assert_eq!(hardened.get("load a module"), "refused (EPERM)");
-    assert!(!without.get("load a module").starts_with("refused"));
-    assert_eq!(hardened.get("vsock socket"), "refused (EPERM)");
+    assert_eq!(&hardened[Key::LoadAModule], "refused (EPERM)");
+    assert!(!without[Key::LoadAModule].starts_with("refused"));
+    assert_eq!(&hardened[Key::VsockSocket], "refused (EPERM)");
     assert!(
-        without.get("vsock socket").starts_with("allowed")
-            || without.get("vsock socket").starts_with("impossible"),
+        without[Key::VsockSocket].starts_with("allowed")
+            || without[Key::VsockSocket].starts_with("impossible"),
         "{}",
-        without.get("vsock socket")
+        &without[Key::VsockSocket]
     );
     // The planted setuid file is refused before no_new_privs could matter.
     assert_eq!(
-        hardened.get("setuid-root binary"),
+        &hardened[Key::SetuidRootBinary],
         "not tried (could not make a setuid copy: EPERM)"
     );
-    assert_eq!(without.get("setuid-root binary"), "grants root (euid 0)");
+    assert_eq!(&without[Key::SetuidRootBinary], "grants root (euid 0)");
     assert_eq!(
-        hardened.get("no_new_privs"),
+        &hardened[Key::NoNewPrivs],
         "on (exec can never grant more privileges)"
     );
-    assert_eq!(without.get("no_new_privs"), "off");
-    assert_eq!(hardened.get("seccomp"), "filter");
-    assert_eq!(without.get("seccomp"), "off");
+    assert_eq!(&without[Key::NoNewPrivs], "off");
+    assert_eq!(&hardened[Key::Seccomp], "filter");
+    assert_eq!(&without[Key::Seccomp], "off");
     assert_eq!(
-        hardened.get("capabilities"),
+        &hardened[Key::Capabilities],
         "9 of 41: chown dac_override fowner fsetid kill setgid setuid setpcap net_bind_service"
     );
-    assert_eq!(hardened.get("capabilities after exec"), "the same");
+    assert_eq!(&hardened[Key::CapabilitiesAfterExec], "the same");
     assert!(
-        without.get("capabilities").starts_with("all "),
+        without[Key::Capabilities].starts_with("all "),
         "{}",
-        without.get("capabilities")
+        &without[Key::Capabilities]
     );
     // chroot is refused too (no CAP_SYS_CHROOT, and the filter), so the escape cannot start.
-    assert_eq!(hardened.get("network"), "lo (up)");
-    assert_eq!(hardened.get("outside network"), "unreachable (no route)");
+    assert_eq!(&hardened[Key::Network], "lo (up)");
+    assert_eq!(&hardened[Key::OutsideNetwork], "unreachable (no route)");
     // The host's kernel settings and tables, through /proc.
     assert_eq!(
-        hardened.get("change a kernel setting"),
+        &hardened[Key::ChangeAKernelSetting],
         "refused (EROFS: a read-only file system)"
     );
     assert!(
-        without
-            .get("change a kernel setting")
-            .starts_with("WRITABLE: kernel.core_pattern"),
+        without[Key::ChangeAKernelSetting].starts_with("WRITABLE: kernel.core_pattern"),
         "{}",
-        without.get("change a kernel setting")
+        &without[Key::ChangeAKernelSetting]
     );
     assert_eq!(
-        hardened.get("read the kernel's tables"),
+        &hardened[Key::ReadTheKernelsTables],
         "masked (empty or refused)"
     );
     assert!(
-        without
-            .get("read the kernel's tables")
-            .starts_with("READABLE"),
+        without[Key::ReadTheKernelsTables].starts_with("READABLE"),
         "{}",
-        without.get("read the kernel's tables")
+        &without[Key::ReadTheKernelsTables]
     );
     // The caller's environment stays outside.
     assert_eq!(
-        hardened.get("canary via environment"),
+        &hardened[Key::CanaryViaEnvironment],
         "not passed in (my environment: HOME PATH)"
     );
     assert!(
-        without
-            .get("canary via environment")
-            .starts_with("READABLE"),
+        without[Key::CanaryViaEnvironment].starts_with("READABLE"),
         "{}",
-        without.get("canary via environment")
+        &without[Key::CanaryViaEnvironment]
     );
 }
 
@@ -144,9 +138,7 @@ fn the_box_cannot_type_into_the_callers_terminal() {
         let run = run_in_terminal(bin, &box_args(&lab, flags, &["/bin/probe"]), "");
         assert_eq!(run.code, Some(0), "{}", run.stdout);
         assert_no_process_from(&lab.rootfs());
-        Report::parse(&run.stdout)
-            .get("type into my terminal")
-            .to_string()
+        Report::parse(&run.stdout)[Key::TypeIntoMyTerminal].to_string()
     };
     let open = in_terminal(&target_dir().join("04-cgroups-solution"), &[]);
     if legacy_tiocsti() {
@@ -200,8 +192,8 @@ fn with_tty_the_box_has_a_terminal_of_its_own() {
     );
     assert_eq!(shown.code, Some(0), "{}", shown.stdout);
     let report = Report::parse(&shown.stdout);
-    assert_eq!(report.get("type into my terminal"), "refused (EPERM)");
-    assert_eq!(report.get("pid"), "2", "{}", shown.stdout);
+    assert_eq!(&report[Key::TypeIntoMyTerminal], "refused (EPERM)");
+    assert_eq!(&report[Key::Pid], "2", "{}", shown.stdout);
     // Without a terminal around it (stdin /dev/null, stdout a pipe) --tty works too.
     let piped = run(
         &step(STEP),
@@ -320,18 +312,15 @@ fn the_box_cannot_raise_its_own_limits() {
     );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let said = Report::parse(&run.stdout);
+    assert_eq!(&said[Raise::MountCgroups], "refused (EPERM)");
     assert_eq!(
-        said.get("mount my own cgroup filesystems"),
-        "refused (EPERM)"
-    );
-    assert_eq!(
-        said.get("memory limit"),
+        &said[Key::MemoryLimit],
         "64 MiB (unchanged: EROFS)",
         "{}",
         run.stdout
     );
     assert_eq!(
-        said.get("pids limit"),
+        &said[Key::PidsLimit],
         "16 (unchanged: EROFS)",
         "{}",
         run.stdout
@@ -345,11 +334,11 @@ fn the_environment_is_the_boxs_own() {
     let lab = Lab::new();
     let given = run_box_report(&lab, &["--env", "LANG=C.UTF-8", "-e", "EMPTY="]);
     assert_eq!(
-        given.get("canary via environment"),
+        &given[Key::CanaryViaEnvironment],
         "not passed in (my environment: EMPTY HOME LANG PATH)"
     );
     let broken = run_box_report(&lab, &["--break", "environment"]);
-    assert!(broken.get("canary via environment").starts_with("READABLE"));
+    assert!(broken[Key::CanaryViaEnvironment].starts_with("READABLE"));
     let bad = run(
         &step(STEP),
         &box_args(&lab, &["--env", "=x"], &["/bin/probe"]),
@@ -451,68 +440,65 @@ fn breaking_one_restriction_opens_only_its_doors() {
     // nor does it refuse mknod, which only the capability held back.
     let r = report("capabilities");
     assert!(
-        r.get("capabilities").starts_with("all "),
+        r[Key::Capabilities].starts_with("all "),
         "{}",
-        r.get("capabilities")
+        &r[Key::Capabilities]
     );
-    assert_eq!(r.get("raise my priority"), "allowed");
-    assert!(r.get("plant a device node").starts_with("PLANTED"));
-    assert_eq!(r.get("new user namespace"), "refused (EPERM)");
-    assert_eq!(r.get("plant a setuid file"), "refused (EPERM)");
+    assert_eq!(&r[Key::RaiseMyPriority], "allowed");
+    assert!(r[Key::PlantADeviceNode].starts_with("PLANTED"));
+    assert_eq!(&r[Key::NewUserNamespace], "refused (EPERM)");
+    assert_eq!(&r[Key::PlantASetuidFile], "refused (EPERM)");
     // no_new_privs: off, but the filter still refuses to make a setuid file, so there
     // is none to run. Both walls stand on this route: see the next case.
     let r = report("no-new-privs");
-    assert_eq!(r.get("no_new_privs"), "off");
+    assert_eq!(&r[Key::NoNewPrivs], "off");
     assert_eq!(
-        r.get("setuid-root binary"),
+        &r[Key::SetuidRootBinary],
         "not tried (could not make a setuid copy: EPERM)"
     );
     assert_eq!(
-        r.get("seccomp"),
+        &r[Key::Seccomp],
         "filter",
         "the filter goes in before the capabilities go"
     );
-    assert_eq!(r.get("raise my priority"), "refused (EACCES)");
+    assert_eq!(&r[Key::RaiseMyPriority], "refused (EACCES)");
     let r = run_box_report(&lab, &["--break", "no-new-privs", "--break", "seccomp"]);
-    assert_eq!(r.get("setuid-root binary"), "grants root (euid 0)");
+    assert_eq!(&r[Key::SetuidRootBinary], "grants root (euid 0)");
     // seccomp: namespaces, ptrace, io_uring, vsock, personalities and setuid bits need
     // no capability: only the filter refuses them.
     let r = report("seccomp");
-    assert_eq!(r.get("seccomp"), "off");
+    assert_eq!(&r[Key::Seccomp], "off");
     for key in [
-        "new user namespace",
-        "ptrace my parent",
-        "turn off ASLR",
-        "io_uring",
+        Key::NewUserNamespace,
+        Key::PtraceMyParent,
+        Key::TurnOffAslr,
+        Key::IoUring,
     ] {
-        assert_eq!(r.get(key), "allowed", "{key}");
+        assert_eq!(&r[key], "allowed", "{key:?}");
     }
-    assert!(r.get("vsock socket").starts_with("allowed"));
-    assert!(r.get("plant a setuid file").starts_with("PLANTED"));
-    assert_eq!(r.get("setuid-root binary"), "refused (euid stays 65534)");
+    assert!(r[Key::VsockSocket].starts_with("allowed"));
+    assert!(r[Key::PlantASetuidFile].starts_with("PLANTED"));
+    assert_eq!(&r[Key::SetuidRootBinary], "refused (euid stays 65534)");
     assert_eq!(
-        r.get("mount a filesystem"),
+        &r[Key::MountAFilesystem],
         "refused (EPERM)",
         "still no CAP_SYS_ADMIN"
     );
     // The network namespace: the host's interfaces are back.
     let r = report("network");
-    assert_ne!(r.get("network"), "lo (up)");
-    assert_eq!(r.get("mount a filesystem"), "refused (EPERM)");
+    assert_ne!(&r[Key::Network], "lo (up)");
+    assert_eq!(&r[Key::MountAFilesystem], "refused (EPERM)");
     // /proc: the host's settings are writable and its tables readable again, although
     // the box holds only nine capabilities: a sysctl file checks its mode, and the
     // box's root is the host's uid 0.
     let r = report("proc");
-    assert!(
-        r.get("change a kernel setting")
-            .starts_with("WRITABLE: kernel.core_pattern")
-    );
-    assert!(r.get("read the kernel's tables").starts_with("READABLE"));
+    assert!(r[Key::ChangeAKernelSetting].starts_with("WRITABLE: kernel.core_pattern"));
+    assert!(r[Key::ReadTheKernelsTables].starts_with("READABLE"));
     // The environment: the caller's comes in, canary and all.
     let r = report("environment");
-    assert!(r.get("canary via environment").starts_with("READABLE"));
+    assert!(r[Key::CanaryViaEnvironment].starts_with("READABLE"));
     assert_eq!(
-        r.get("change a kernel setting"),
+        &r[Key::ChangeAKernelSetting],
         "refused (EROFS: a read-only file system)"
     );
 }

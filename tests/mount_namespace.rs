@@ -38,21 +38,21 @@ fn every_route_to_the_canary_is_closed() {
         &box_args(&lab, &[], &["/bin/probe", "--canary", &canary]),
         Some(lab.canary.dir()),
     ));
-    let report = isolab::workshop::report::Report::parse(&run.stdout);
+    let report = Report::parse(&run.stdout);
     for route in [
-        "canary by path",
-        "canary via chroot escape",
-        "canary via /proc/*/root",
-        "canary via inherited fd",
+        Key::CanaryByPath,
+        Key::CanaryViaChrootEscape,
+        Key::CanaryViaProcRoot,
+        Key::CanaryViaInheritedFd,
     ] {
         assert!(
-            !report.get(route).starts_with("READABLE"),
-            "{route}: {}",
-            report.get(route)
+            !report[route].starts_with("READABLE"),
+            "{route:?}: {}",
+            &report[route]
         );
     }
     assert_eq!(
-        report.get("open fds"),
+        &report[Key::OpenFds],
         "0 1 2",
         "fd 3 was handed to the runtime and must not reach the box"
     );
@@ -66,19 +66,13 @@ fn read_only_root() {
         &step(STEP),
         &box_args(&lab, &["--read-only"], &["/bin/probe"]),
     );
-    assert_eq!(
-        isolab::workshop::report::Report::parse(&run.stdout).get("root mount"),
-        "read-only"
-    );
+    assert_eq!(&Report::parse(&run.stdout)[Key::RootMount], "read-only");
     let run = run_with(command(
         &step(STEP),
         &box_args(&lab, &[], &["/bin/probe"]),
         None,
     ));
-    assert_eq!(
-        isolab::workshop::report::Report::parse(&run.stdout).get("root mount"),
-        "read-write"
-    );
+    assert_eq!(&Report::parse(&run.stdout)[Key::RootMount], "read-write");
 }
 
 /// While the box runs, with /proc, /dev and its root mounted, the host's mount table

@@ -46,7 +46,7 @@ fn hostname_is_the_boxs_own() {
     let host = nix::unistd::gethostname().unwrap();
     let run = run(&step(STEP), &args(&lab, &["--hostname", "box-7"], &[]));
     let report = isolab::workshop::report::Report::parse(&run.stdout);
-    assert_eq!(report.get("hostname"), "box-7");
+    assert_eq!(&report[Key::Hostname], "box-7");
     assert_eq!(
         nix::unistd::gethostname().unwrap(),
         host,

@@ -1,5 +1,6 @@
 //! Running a process to its end, with its peak memory and its output.
 
+use crate::lines::{Key, Lines};
 use anyhow::{Context, Result, bail};
 use std::process::{Command, Stdio};
 
@@ -135,11 +136,15 @@ impl Background {
 
 /// The `key: value` line `key` of a probe's (or a step's) output, as a number:
 /// `each: 87.3 ns` gives 87.3.
-pub fn value_of(output: &str, key: &str) -> Result<f64> {
-    let report = crate::workshop::report::Report::parse(output);
-    let text = report.get(key);
-    text.split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .with_context(|| format!("no number in a `{key}:` line of: {}", output.trim()))
+pub fn value_of<K: Key>(output: &str, key: K) -> Result<f64> {
+    Lines::parse(output)
+        .get(key)
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .with_context(|| {
+            format!(
+                "no number in a `{}:` line of: {}",
+                key.text(),
+                output.trim()
+            )
+        })
 }

@@ -3,6 +3,7 @@
 //! (/proc/self/mountinfo), then read the limit files of its own cgroup. Works on
 //! cgroup v2, v1 and hybrid layouts.
 
+use isolab::workshop::report::{Key, Raise, line};
 use nix::mount::{MsFlags, mount};
 use std::collections::HashMap;
 use std::fs;
@@ -179,17 +180,17 @@ const LIMITED: [&str; 3] = ["memory", "pids", "cpu"];
 pub fn raise(then: &[std::ffi::OsString]) -> std::process::ExitCode {
     let before = Cgroups::find();
     let (memory, pids, cpu) = (before.memory(), before.pids(), before.cpu());
-    println!("mount my own cgroup filesystems: {}", remount_read_write());
+    println!("{}", line(Raise::MountCgroups, remount_read_write()));
     let dirs = Cgroups::find();
     let written = [
-        ("memory limit", memory, dirs.lift_memory()),
+        (Key::MemoryLimit, memory, dirs.lift_memory()),
         (
-            "pids limit",
+            Key::PidsLimit,
             pids,
             dirs.lift("pids", "pids.max", &[("pids.max", "max")]),
         ),
         (
-            "cpu limit",
+            Key::CpuLimit,
             cpu,
             dirs.lift(
                 "cpu",
@@ -205,9 +206,9 @@ pub fn raise(then: &[std::ffi::OsString]) -> std::process::ExitCode {
             .zip([after.memory(), after.pids(), after.cpu()])
     {
         match result {
-            Ok(()) if now != was => println!("{key}: {was} -> {now}"),
-            Ok(()) => println!("{key}: {now} (unchanged)"),
-            Err(why) => println!("{key}: {now} (unchanged: {why})"),
+            Ok(()) if now != was => println!("{}", line(key, format!("{was} -> {now}"))),
+            Ok(()) => println!("{}", line(key, format!("{now} (unchanged)"))),
+            Err(why) => println!("{}", line(key, format!("{now} (unchanged: {why})"))),
         }
     }
     let _ = std::io::Write::flush(&mut std::io::stdout());

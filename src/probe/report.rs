@@ -1,80 +1,71 @@
-//! The report: sections in a fixed order, one `key: value` line per fact.
+//! The report: sections in a fixed order, one `key: value` line per fact. The
+//! sections and keys are the workshop's (isolab::workshop::report), shared with
+//! everything that reads a report back; here is how the probe finds each value.
 
 use crate::{host, limits, privileges, routes, view};
+use isolab::workshop::report::{Key, SECTIONS, line};
+use std::os::fd::RawFd;
 use std::path::Path;
 use std::process::ExitCode;
 
 pub fn print(canary: Option<&Path>) -> ExitCode {
     // Descriptors first: anything we open later must not count as inherited.
     let fds = view::open_fds();
-
-    section("who am I");
-    line("pid", view::pid());
-    line("ppid", view::ppid());
-    line("uid", view::uid());
-    line("hostname", view::hostname());
-    line("kernel", view::kernel());
-
-    section("what I can see");
-    line("root", view::root_entries());
-    line("root mount", view::root_mount());
-    line("working directory", view::working_directory());
-    line("processes", view::processes());
-    line("mounts", view::mounts());
-    line("open fds", view::describe_fds(&fds));
-
-    section("can I read the host canary");
-    line("canary by path", routes::by_path(canary));
-    line("canary via chroot escape", routes::chroot_escape(canary));
-    line("canary via /proc/*/root", routes::proc_root(canary));
-    line(
-        "canary via inherited fd",
-        routes::inherited_fd(canary, &fds),
-    );
-    line("canary via environment", routes::environment());
-
-    section("what I may spend");
     let cgroups = limits::Cgroups::find();
-    line("memory limit", cgroups.memory());
-    line("pids limit", cgroups.pids());
-    line("cpu limit", cgroups.cpu());
-
-    section("what I may ask the kernel");
-    line("capabilities", privileges::capabilities());
-    line(
-        "capabilities after exec",
-        privileges::capabilities_after_exec(),
-    );
-    line("no_new_privs", privileges::no_new_privs());
-    line("seccomp", privileges::seccomp());
-    line("mount a filesystem", privileges::try_mount());
-    line("reboot", privileges::try_reboot());
-    line("load a module", privileges::try_load_module());
-    line("set the clock", privileges::try_set_clock());
-    line("raise my priority", privileges::try_raise_priority());
-    line("new user namespace", privileges::try_user_namespace());
-    line("ptrace my parent", privileges::try_ptrace_parent());
-    line("turn off ASLR", privileges::try_personality());
-    line("io_uring", privileges::try_io_uring());
-    line("setuid-root binary", privileges::try_setuid_binary());
-    line("network", privileges::network());
-    line("outside network", privileges::outside_network());
-    line("vsock socket", privileges::try_vsock());
-
-    section("what I can do to the host");
-    line("change a kernel setting", host::kernel_settings());
-    line("read the kernel's tables", host::kernel_tables());
-    line("open init's program", host::init_program());
-    line("type into my terminal", host::type_into_terminal());
-    line("plant a setuid file", host::plant_setuid_file());
-    line("plant a device node", host::plant_device_node());
+    for (title, keys) in SECTIONS {
+        println!("## {title}");
+        for key in *keys {
+            println!("{}", line(*key, value(*key, canary, &fds, &cgroups)));
+        }
+    }
     ExitCode::SUCCESS
 }
 
-fn section(title: &str) {
-    println!("## {title}");
-}
-
-fn line(key: &str, value: String) {
-    println!("{key}: {value}");
+/// The value of one line. The match has an arm for every key: a key added to the
+/// report without a way to find its value does not compile.
+fn value(key: Key, canary: Option<&Path>, fds: &[RawFd], cgroups: &limits::Cgroups) -> String {
+    match key {
+        Key::Pid => view::pid(),
+        Key::Ppid => view::ppid(),
+        Key::Uid => view::uid(),
+        Key::Hostname => view::hostname(),
+        Key::Kernel => view::kernel(),
+        Key::Root => view::root_entries(),
+        Key::RootMount => view::root_mount(),
+        Key::WorkingDirectory => view::working_directory(),
+        Key::Processes => view::processes(),
+        Key::Mounts => view::mounts(),
+        Key::OpenFds => view::describe_fds(fds),
+        Key::CanaryByPath => routes::by_path(canary),
+        Key::CanaryViaChrootEscape => routes::chroot_escape(canary),
+        Key::CanaryViaProcRoot => routes::proc_root(canary),
+        Key::CanaryViaInheritedFd => routes::inherited_fd(canary, fds),
+        Key::CanaryViaEnvironment => routes::environment(),
+        Key::MemoryLimit => cgroups.memory(),
+        Key::PidsLimit => cgroups.pids(),
+        Key::CpuLimit => cgroups.cpu(),
+        Key::Capabilities => privileges::capabilities(),
+        Key::CapabilitiesAfterExec => privileges::capabilities_after_exec(),
+        Key::NoNewPrivs => privileges::no_new_privs(),
+        Key::Seccomp => privileges::seccomp(),
+        Key::MountAFilesystem => privileges::try_mount(),
+        Key::Reboot => privileges::try_reboot(),
+        Key::LoadAModule => privileges::try_load_module(),
+        Key::SetTheClock => privileges::try_set_clock(),
+        Key::RaiseMyPriority => privileges::try_raise_priority(),
+        Key::NewUserNamespace => privileges::try_user_namespace(),
+        Key::PtraceMyParent => privileges::try_ptrace_parent(),
+        Key::TurnOffAslr => privileges::try_personality(),
+        Key::IoUring => privileges::try_io_uring(),
+        Key::SetuidRootBinary => privileges::try_setuid_binary(),
+        Key::Network => privileges::network(),
+        Key::OutsideNetwork => privileges::outside_network(),
+        Key::VsockSocket => privileges::try_vsock(),
+        Key::ChangeAKernelSetting => host::kernel_settings(),
+        Key::ReadTheKernelsTables => host::kernel_tables(),
+        Key::OpenInitsProgram => host::init_program(),
+        Key::TypeIntoMyTerminal => host::type_into_terminal(),
+        Key::PlantASetuidFile => host::plant_setuid_file(),
+        Key::PlantADeviceNode => host::plant_device_node(),
+    }
 }

@@ -1,6 +1,7 @@
 //! The probe's timer, for step 08: the cost of one system call from wherever the
 //! probe runs. It prints `key: value` lines that step 08 reads.
 
+use isolab::workshop::report::{Timer, line};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -17,13 +18,14 @@ pub fn syscalls(count: u64) -> ExitCode {
         std::hint::black_box(unsafe { libc::syscall(libc::SYS_getppid) });
     }
     let elapsed = start.elapsed();
-    println!("syscall: getppid");
-    println!("calls: {count}");
-    println!("total: {} ns", elapsed.as_nanos());
+    println!("{}", line(Timer::Syscall, "getppid"));
+    println!("{}", line(Timer::Calls, count));
     println!(
-        "each: {:.1} ns",
-        elapsed.as_nanos() as f64 / count.max(1) as f64
+        "{}",
+        line(Timer::Total, format!("{} ns", elapsed.as_nanos()))
     );
+    let each = elapsed.as_nanos() as f64 / count.max(1) as f64;
+    println!("{}", line(Timer::Each, format!("{each:.1} ns")));
     ExitCode::SUCCESS
 }
 // ANCHOR_END: syscalls

@@ -1,28 +1,148 @@
-//! Reading a probe report back: `key: value` lines, `## section` headings ignored.
+//! The probe's report: its sections and the keys of its lines, defined once. The
+//! probe prints with them (an exhaustive match, so a new key cannot go unprinted),
+//! and the scorecard, the tests and step 08 read with them.
 
-/// A probe report as ordered `(key, value)` pairs.
-#[derive(Debug, Default, Clone)]
-pub struct Report {
-    pub lines: Vec<(String, String)>,
+pub use crate::lines::{Key as _, Lines as Report, line};
+
+crate::keys! {
+    /// A line of `probe report`, in the order the probe prints them.
+    pub enum Key {
+        Pid = "pid",
+        Ppid = "ppid",
+        Uid = "uid",
+        Hostname = "hostname",
+        Kernel = "kernel",
+        Root = "root",
+        RootMount = "root mount",
+        WorkingDirectory = "working directory",
+        Processes = "processes",
+        Mounts = "mounts",
+        OpenFds = "open fds",
+        CanaryByPath = "canary by path",
+        CanaryViaChrootEscape = "canary via chroot escape",
+        CanaryViaProcRoot = "canary via /proc/*/root",
+        CanaryViaInheritedFd = "canary via inherited fd",
+        CanaryViaEnvironment = "canary via environment",
+        MemoryLimit = "memory limit",
+        PidsLimit = "pids limit",
+        CpuLimit = "cpu limit",
+        Capabilities = "capabilities",
+        CapabilitiesAfterExec = "capabilities after exec",
+        NoNewPrivs = "no_new_privs",
+        Seccomp = "seccomp",
+        MountAFilesystem = "mount a filesystem",
+        Reboot = "reboot",
+        LoadAModule = "load a module",
+        SetTheClock = "set the clock",
+        RaiseMyPriority = "raise my priority",
+        NewUserNamespace = "new user namespace",
+        PtraceMyParent = "ptrace my parent",
+        TurnOffAslr = "turn off ASLR",
+        IoUring = "io_uring",
+        SetuidRootBinary = "setuid-root binary",
+        Network = "network",
+        OutsideNetwork = "outside network",
+        VsockSocket = "vsock socket",
+        ChangeAKernelSetting = "change a kernel setting",
+        ReadTheKernelsTables = "read the kernel's tables",
+        OpenInitsProgram = "open init's program",
+        TypeIntoMyTerminal = "type into my terminal",
+        PlantASetuidFile = "plant a setuid file",
+        PlantADeviceNode = "plant a device node",
+    }
 }
 
-impl Report {
-    pub fn parse(text: &str) -> Report {
-        let lines = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split_once(": "))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Report { lines }
-    }
+/// The report's sections: a `## title` and the keys under it.
+pub const SECTIONS: &[(&str, &[Key])] = {
+    use Key::*;
+    &[
+        ("who am I", &[Pid, Ppid, Uid, Hostname, Kernel]),
+        (
+            "what I can see",
+            &[
+                Root,
+                RootMount,
+                WorkingDirectory,
+                Processes,
+                Mounts,
+                OpenFds,
+            ],
+        ),
+        (
+            "can I read the host canary",
+            &[
+                CanaryByPath,
+                CanaryViaChrootEscape,
+                CanaryViaProcRoot,
+                CanaryViaInheritedFd,
+                CanaryViaEnvironment,
+            ],
+        ),
+        ("what I may spend", &[MemoryLimit, PidsLimit, CpuLimit]),
+        (
+            "what I may ask the kernel",
+            &[
+                Capabilities,
+                CapabilitiesAfterExec,
+                NoNewPrivs,
+                Seccomp,
+                MountAFilesystem,
+                Reboot,
+                LoadAModule,
+                SetTheClock,
+                RaiseMyPriority,
+                NewUserNamespace,
+                PtraceMyParent,
+                TurnOffAslr,
+                IoUring,
+                SetuidRootBinary,
+                Network,
+                OutsideNetwork,
+                VsockSocket,
+            ],
+        ),
+        (
+            "what I can do to the host",
+            &[
+                ChangeAKernelSetting,
+                ReadTheKernelsTables,
+                OpenInitsProgram,
+                TypeIntoMyTerminal,
+                PlantASetuidFile,
+                PlantADeviceNode,
+            ],
+        ),
+    ]
+};
 
-    /// The value for `key`, or "" when the report has no such line.
-    pub fn get(&self, key: &str) -> &str {
-        self.lines
+crate::keys! {
+    /// The lines of `probe raise-limits` besides the limits (which it prints with
+    /// the report's own keys).
+    pub enum Raise {
+        MountCgroups = "mount my own cgroup filesystems",
+    }
+}
+
+crate::keys! {
+    /// The lines of `probe syscalls`, the timer step 08 reads.
+    pub enum Timer {
+        Syscall = "syscall",
+        Calls = "calls",
+        Total = "total",
+        Each = "each",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_in_one_section_in_order() {
+        let listed: Vec<Key> = SECTIONS
             .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
+            .flat_map(|(_, keys)| keys.iter().copied())
+            .collect();
+        assert_eq!(listed, Key::ALL);
     }
 }

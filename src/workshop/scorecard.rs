@@ -1,17 +1,32 @@
 //! The tour's scorecard: which walls exist at each step, read from probe reports.
 
-use crate::workshop::report::Report;
+use crate::workshop::report::{Key, Report};
 
-/// One wall: a row of the scorecard, and how to read it off a report.
+/// One wall: a row of the scorecard, the report lines it reads, and how it reads
+/// them. A report without one of those lines shows `?`, never a wall that stands.
 pub struct Wall {
     pub name: &'static str,
-    pub cell: fn(&Report) -> &'static str,
+    pub keys: &'static [Key],
+    /// The cell, from the values of `keys`, in that order.
+    pub cell: fn(&[&str]) -> &'static str,
+}
+
+impl Wall {
+    /// This wall's cell for one report.
+    pub fn cell(&self, report: &Report) -> &'static str {
+        let values: Option<Vec<&str>> = self.keys.iter().map(|k| report.get(*k)).collect();
+        match values {
+            Some(values) => (self.cell)(&values),
+            None => "?",
+        }
+    }
 }
 
 fn yes_if(holds: bool) -> &'static str {
     if holds { "yes" } else { "no" }
 }
 
+/// A route to the canary: READABLE, no route at all, or blocked.
 fn blocked(value: &str) -> &'static str {
     if value.starts_with("READABLE") {
         "no"
@@ -22,6 +37,7 @@ fn blocked(value: &str) -> &'static str {
     }
 }
 
+/// A limit: set, none, or invisible from inside.
 fn set(value: &str) -> &'static str {
     match value {
         "none" => "no",
@@ -33,140 +49,6 @@ fn set(value: &str) -> &'static str {
 fn refused(value: &str) -> &'static str {
     yes_if(value.starts_with("refused"))
 }
-
-/// The entries of a fresh rootfs's `/`, as the probe lists them.
-pub const ROOTFS_ENTRIES: &str = "bin dev etc lib lib64 proc sys tmp";
-
-pub const WALLS: &[Wall] = &[
-    Wall {
-        name: "/ is the rootfs",
-        cell: |r| yes_if(r.get("root") == ROOTFS_ENTRIES),
-    },
-    Wall {
-        name: "canary hidden by path",
-        cell: |r| blocked(r.get("canary by path")),
-    },
-    Wall {
-        name: "chroot escape blocked",
-        cell: |r| blocked(r.get("canary via chroot escape")),
-    },
-    Wall {
-        name: "/proc/*/root blocked",
-        cell: |r| blocked(r.get("canary via /proc/*/root")),
-    },
-    // The tour always hands the runtime a directory on fd 3: if the probe found no
-    // directory descriptor, the runtime closed it.
-    Wall {
-        name: "leaked fd blocked",
-        cell: |r| yes_if(!r.get("canary via inherited fd").starts_with("READABLE")),
-    },
-    Wall {
-        name: "own hostname",
-        cell: |r| yes_if(r.get("hostname") == "isolab"),
-    },
-    Wall {
-        name: "own PID numbers",
-        cell: |r| yes_if(matches!(r.get("pid"), "1" | "2")),
-    },
-    Wall {
-        name: "host processes hidden",
-        cell: |r| match r.get("processes") {
-            p if p.contains("too many") => "no",
-            p if p.contains("not mounted") => "no /proc",
-            _ => "yes",
-        },
-    },
-    // A mount table of its own has the rootfs mounted at "/". A chroot sees only the
-    // mounts below its root, and the host's "/" is not among them.
-    Wall {
-        name: "own mount table",
-        cell: |r| match r.get("mounts") {
-            m if m.contains("not mounted") => "no /proc",
-            m => yes_if(m.contains("(/ ") && r.get("root") == ROOTFS_ENTRIES),
-        },
-    },
-    Wall {
-        name: "memory limit",
-        cell: |r| set(r.get("memory limit")),
-    },
-    Wall {
-        name: "pids limit",
-        cell: |r| set(r.get("pids limit")),
-    },
-    Wall {
-        name: "cpu limit",
-        cell: |r| set(r.get("cpu limit")),
-    },
-    Wall {
-        name: "capabilities reduced",
-        cell: |r| yes_if(!r.get("capabilities").starts_with("all")),
-    },
-    Wall {
-        name: "no_new_privs",
-        cell: |r| yes_if(r.get("no_new_privs").starts_with("on")),
-    },
-    Wall {
-        name: "seccomp filter",
-        cell: |r| yes_if(r.get("seccomp") == "filter"),
-    },
-    Wall {
-        name: "mount refused",
-        cell: |r| refused(r.get("mount a filesystem")),
-    },
-    Wall {
-        name: "reboot refused",
-        cell: |r| refused(r.get("reboot")),
-    },
-    Wall {
-        name: "only loopback",
-        cell: |r| {
-            yes_if(r.get("network").starts_with("lo (up)") && !r.get("network").contains(','))
-        },
-    },
-    Wall {
-        name: "vsock refused",
-        cell: |r| match r.get("vsock socket") {
-            v if v.starts_with("impossible") => "none",
-            v => refused(v),
-        },
-    },
-    Wall {
-        name: "io_uring refused",
-        cell: |r| refused(r.get("io_uring")),
-    },
-    Wall {
-        name: "ASLR stays on",
-        cell: |r| refused(r.get("turn off ASLR")),
-    },
-    Wall {
-        name: "environment kept out",
-        cell: |r| blocked(r.get("canary via environment")),
-    },
-    Wall {
-        name: "host settings read-only",
-        cell: |r| through_proc(r.get("change a kernel setting")),
-    },
-    Wall {
-        name: "kernel tables hidden",
-        cell: |r| through_proc(r.get("read the kernel's tables")),
-    },
-    // Only when the tour runs in a terminal: otherwise there is none to type into.
-    Wall {
-        name: "terminal typing refused",
-        cell: |r| match r.get("type into my terminal") {
-            v if v.starts_with("no terminal") => "-",
-            v => refused(v),
-        },
-    },
-    Wall {
-        name: "setuid planting refused",
-        cell: |r| planted(r.get("plant a setuid file")),
-    },
-    Wall {
-        name: "device nodes refused",
-        cell: |r| planted(r.get("plant a device node")),
-    },
-];
 
 /// A route through /proc: open ("WRITABLE", "READABLE"), closed, or no /proc at all.
 fn through_proc(value: &str) -> &'static str {
@@ -184,13 +66,172 @@ fn planted(value: &str) -> &'static str {
     }
 }
 
+/// The entries of a fresh rootfs's `/`, as the probe lists them.
+pub const ROOTFS_ENTRIES: &str = "bin dev etc lib lib64 proc sys tmp";
+
+pub const WALLS: &[Wall] = &[
+    Wall {
+        name: "/ is the rootfs",
+        keys: &[Key::Root],
+        cell: |v| yes_if(v[0] == ROOTFS_ENTRIES),
+    },
+    Wall {
+        name: "canary hidden by path",
+        keys: &[Key::CanaryByPath],
+        cell: |v| blocked(v[0]),
+    },
+    Wall {
+        name: "chroot escape blocked",
+        keys: &[Key::CanaryViaChrootEscape],
+        cell: |v| blocked(v[0]),
+    },
+    Wall {
+        name: "/proc/*/root blocked",
+        keys: &[Key::CanaryViaProcRoot],
+        cell: |v| blocked(v[0]),
+    },
+    // The tour always hands the runtime a directory on fd 3: if the probe found no
+    // directory descriptor, the runtime closed it.
+    Wall {
+        name: "leaked fd blocked",
+        keys: &[Key::CanaryViaInheritedFd],
+        cell: |v| yes_if(!v[0].starts_with("READABLE")),
+    },
+    Wall {
+        name: "own hostname",
+        keys: &[Key::Hostname],
+        cell: |v| yes_if(v[0] == "isolab"),
+    },
+    Wall {
+        name: "own PID numbers",
+        keys: &[Key::Pid],
+        cell: |v| yes_if(matches!(v[0], "1" | "2")),
+    },
+    Wall {
+        name: "host processes hidden",
+        keys: &[Key::Processes],
+        cell: |v| match v[0] {
+            p if p.contains("too many") => "no",
+            p if p.contains("not mounted") => "no /proc",
+            _ => "yes",
+        },
+    },
+    // A mount table of its own has the rootfs mounted at "/". A chroot sees only the
+    // mounts below its root, and the host's "/" is not among them.
+    Wall {
+        name: "own mount table",
+        keys: &[Key::Mounts, Key::Root],
+        cell: |v| match v[0] {
+            m if m.contains("not mounted") => "no /proc",
+            m => yes_if(m.contains("(/ ") && v[1] == ROOTFS_ENTRIES),
+        },
+    },
+    Wall {
+        name: "memory limit",
+        keys: &[Key::MemoryLimit],
+        cell: |v| set(v[0]),
+    },
+    Wall {
+        name: "pids limit",
+        keys: &[Key::PidsLimit],
+        cell: |v| set(v[0]),
+    },
+    Wall {
+        name: "cpu limit",
+        keys: &[Key::CpuLimit],
+        cell: |v| set(v[0]),
+    },
+    Wall {
+        name: "capabilities reduced",
+        keys: &[Key::Capabilities],
+        cell: |v| yes_if(!v[0].starts_with("all")),
+    },
+    Wall {
+        name: "no_new_privs",
+        keys: &[Key::NoNewPrivs],
+        cell: |v| yes_if(v[0].starts_with("on")),
+    },
+    Wall {
+        name: "seccomp filter",
+        keys: &[Key::Seccomp],
+        cell: |v| yes_if(v[0] == "filter"),
+    },
+    Wall {
+        name: "mount refused",
+        keys: &[Key::MountAFilesystem],
+        cell: |v| refused(v[0]),
+    },
+    Wall {
+        name: "reboot refused",
+        keys: &[Key::Reboot],
+        cell: |v| refused(v[0]),
+    },
+    Wall {
+        name: "only loopback",
+        keys: &[Key::Network],
+        cell: |v| yes_if(v[0].starts_with("lo (up)") && !v[0].contains(',')),
+    },
+    Wall {
+        name: "vsock refused",
+        keys: &[Key::VsockSocket],
+        cell: |v| match v[0] {
+            v if v.starts_with("impossible") => "none",
+            v => refused(v),
+        },
+    },
+    Wall {
+        name: "io_uring refused",
+        keys: &[Key::IoUring],
+        cell: |v| refused(v[0]),
+    },
+    Wall {
+        name: "ASLR stays on",
+        keys: &[Key::TurnOffAslr],
+        cell: |v| refused(v[0]),
+    },
+    Wall {
+        name: "environment kept out",
+        keys: &[Key::CanaryViaEnvironment],
+        cell: |v| blocked(v[0]),
+    },
+    Wall {
+        name: "host settings read-only",
+        keys: &[Key::ChangeAKernelSetting],
+        cell: |v| through_proc(v[0]),
+    },
+    Wall {
+        name: "kernel tables hidden",
+        keys: &[Key::ReadTheKernelsTables],
+        cell: |v| through_proc(v[0]),
+    },
+    // Only when the tour runs in a terminal: otherwise there is none to type into.
+    Wall {
+        name: "terminal typing refused",
+        keys: &[Key::TypeIntoMyTerminal],
+        cell: |v| match v[0] {
+            v if v.starts_with("no terminal") => "-",
+            v => refused(v),
+        },
+    },
+    Wall {
+        name: "setuid planting refused",
+        keys: &[Key::PlantASetuidFile],
+        cell: |v| planted(v[0]),
+    },
+    Wall {
+        name: "device nodes refused",
+        keys: &[Key::PlantADeviceNode],
+        cell: |v| planted(v[0]),
+    },
+];
+
 /// Render the scorecard: one column per step, one row per wall.
 pub fn render(columns: &[(String, Report)], colour: bool) -> String {
     let width = WALLS.iter().map(|w| w.name.len()).max().unwrap_or(0);
     // As wide as the widest heading or cell, so every column lines up.
     let cells = columns
         .iter()
-        .flat_map(|(_, report)| WALLS.iter().map(move |w| (w.cell)(report).len()));
+        .flat_map(|(_, report)| WALLS.iter().map(move |w| w.cell(report).len()));
     let col = columns
         .iter()
         .map(|(h, _)| h.len())
@@ -206,7 +247,7 @@ pub fn render(columns: &[(String, Report)], colour: bool) -> String {
     for wall in WALLS {
         out += &format!("{:width$}", wall.name);
         for (_, report) in columns {
-            let cell = (wall.cell)(report);
+            let cell = wall.cell(report);
             let padded = format!("{cell:>col$}");
             out += "  ";
             out += &match (colour, cell) {
@@ -287,6 +328,14 @@ mod tests {
             ("07-kvm-long-mode".to_string(), summary(5)),
         ];
         insta::assert_snapshot!("tour_rows", GuestSummary::render(&columns));
+    }
+
+    #[test]
+    fn a_report_without_a_wall_s_line_shows_a_question_mark_never_yes() {
+        let report = Report::parse("root: bin dev etc lib lib64 proc sys tmp\n");
+        let cells: Vec<&str> = WALLS.iter().map(|w| w.cell(&report)).collect();
+        assert_eq!(cells[0], "yes", "the one line it has");
+        assert!(cells[1..].iter().all(|c| *c == "?"), "{cells:?}");
     }
 
     #[test]

@@ -13,6 +13,12 @@
 #![allow(dead_code)]
 
 use isolab::container::canary::Canary;
+/// The keys of every `key: value` output the tests read: the probe's report, its
+/// `raise-limits` and timer lines, and a runtime's `--stats`.
+#[allow(unused_imports)]
+pub use isolab::container::cgroup::Stat;
+#[allow(unused_imports)]
+pub use isolab::workshop::report::{Key, Raise, Report};
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -16,7 +16,7 @@ pub mod usage;
 
 pub use cleanup::{kill_all, remove_dir, sweep_stale};
 pub use delegation::{Delegation, delegate};
-pub use usage::Usage;
+pub use usage::{Stat, Usage};
 
 /// The layouts a host can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

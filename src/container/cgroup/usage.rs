@@ -1,5 +1,6 @@
 //! What a box used, from its cgroups' own counters: `--stats`.
 
+use crate::lines::line;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -76,36 +77,38 @@ impl Usage {
     pub fn render(&self) -> String {
         let unknown = || "unknown".to_string();
         let ms = |usec: u64| format!("{} ms", usec / 1000);
+        let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(unknown);
         [
             (
-                "memory peak",
+                Stat::MemoryPeak,
                 self.memory_peak
                     .map(|b| format!("{} KiB", b / 1024))
                     .unwrap_or_else(unknown),
             ),
+            (Stat::OomKills, count(self.oom_kills)),
+            (Stat::CpuTime, self.cpu_usec.map(ms).unwrap_or_else(unknown)),
             (
-                "oom kills",
-                self.oom_kills
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(unknown),
-            ),
-            ("cpu time", self.cpu_usec.map(ms).unwrap_or_else(unknown)),
-            (
-                "cpu throttled",
+                Stat::CpuThrottled,
                 self.throttled
                     .map(|(n, usec)| format!("{n} times, {}", ms(usec)))
                     .unwrap_or_else(unknown),
             ),
-            (
-                "forks refused",
-                self.forks_refused
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(unknown),
-            ),
+            (Stat::ForksRefused, count(self.forks_refused)),
         ]
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\n"))
+        .into_iter()
+        .map(|(key, value)| line(key, value) + "\n")
         .collect()
+    }
+}
+
+crate::keys! {
+    /// The lines of a runtime's `--stats`, as [`Usage::render`] writes them.
+    pub enum Stat {
+        MemoryPeak = "memory peak",
+        OomKills = "oom kills",
+        CpuTime = "cpu time",
+        CpuThrottled = "cpu throttled",
+        ForksRefused = "forks refused",
     }
 }
 
