@@ -149,14 +149,14 @@ fn run_guest(kvm: &File, report: bool) -> Result<i32> {
     let mut memory = GuestMemory::new(MEMORY_SIZE)?;
     memory.write(GUEST_ADDRESS, guest_code())?;
     let vm = create_vm(kvm, &memory)?;
-    let (vcpu, run) = create_vcpu(kvm, &vm)?;
+    let (vcpu, mut run) = create_vcpu(kvm, &vm)?;
     set_real_mode(&vcpu)?;
 
     let _watchdog = isolab::vm::Watchdog::start()?;
     let mut trace = Trace::default();
     let mut serial = Vec::new();
     loop {
-        run_vcpu(&vcpu)?;
+        run_vcpu(&vcpu, &mut run)?;
         let exit = decode(&run)?;
         trace.push(&exit);
         match exit {
@@ -238,11 +238,15 @@ pub fn set_real_mode(vcpu: &OwnedFd) -> Result<()> {
 
 // ANCHOR: run_vcpu
 /// KVM_RUN: run the guest until it does something we must handle. The answer is in
-/// the shared run structure, not in the return value.
-pub fn run_vcpu(vcpu: &OwnedFd) -> Result<()> {
+/// the shared run structure, not in the return value: KVM itself writes it into the
+/// run area during the call. We never touch `_run` here; taking it as `&mut` is how
+/// the compiler checks what the kernel needs, that no reference of ours into the run
+/// area is alive while KVM_RUN writes there.
+pub fn run_vcpu(vcpu: &OwnedFd, _run: &mut RunArea) -> Result<()> {
     ioctl_write_int_bad!(kvm_run, request_code_none!(KVMIO, 0x80));
     // SAFETY: no pointer argument. The kernel writes only to the vCPU's kvm_run
-    // mapping, which no Rust reference borrows while this call runs.
+    // mapping, of which we hold the one &mut for the whole call, and to guest memory,
+    // which GuestMemory never lends out (its reads are copies).
     unsafe { kvm_run(vcpu.as_raw_fd(), 0) }.map_err(isolab::vm::run_failed)?;
     Ok(())
 }

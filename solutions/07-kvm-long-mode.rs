@@ -215,7 +215,7 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
     let mut said = String::new();
     let mut doubler = Doubler::default();
     let code = loop {
-        step06::run_vcpu(&vcpu)?;
+        step06::run_vcpu(&vcpu, &mut run)?;
         let exit = step06::decode(&run)?;
         trace.push(&exit);
         match exit {

@@ -109,7 +109,7 @@ impl Vm {
 
     /// KVM_RUN until the next exit that reaches us, and why it stopped.
     pub fn run(&mut self) -> Result<Exit> {
-        step06::run_vcpu(&self.vcpu)?;
+        step06::run_vcpu(&self.vcpu, &mut self.run)?;
         step06::decode(&self.run)
     }
 

@@ -44,8 +44,8 @@ impl GuestMemory {
 
     fn bytes(&self) -> &[u8] {
         // SAFETY: the mapping is `size` bytes, readable, and lives as long as self.
-        // The guest writes to it only inside KVM_RUN, which cannot run while this
-        // borrow is alive (we call KVM_RUN only between uses).
+        // The guest writes to it only inside KVM_RUN, and no borrow made here outlives
+        // the method that made it: every read hands out a copy.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast(), self.size) }
     }
 
@@ -72,16 +72,18 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// `len` bytes at guest-physical address `addr`.
-    pub fn read(&self, addr: u64, len: usize) -> Result<&[u8]> {
+    /// A copy of the `len` bytes at guest-physical address `addr`. A copy, not a
+    /// borrow: the guest may change its memory at the next KVM_RUN, and a Rust
+    /// reference to bytes that change under it would be undefined behaviour.
+    pub fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>> {
         let range = self.range(addr, len)?;
-        Ok(&self.bytes()[range])
+        Ok(self.bytes()[range].to_vec())
     }
 
     /// The little-endian u64 at guest-physical address `addr`.
     pub fn read_u64(&self, addr: u64) -> Result<u64> {
         let mut word = [0u8; 8];
-        word.copy_from_slice(self.read(addr, 8)?);
+        word.copy_from_slice(&self.read(addr, 8)?);
         Ok(u64::from_le_bytes(word))
     }
 
@@ -114,7 +116,7 @@ mod tests {
     fn guest_memory_is_bounds_checked() {
         let mut memory = GuestMemory::new(0x2000).unwrap();
         memory.write(0x1ffe, b"hi").unwrap();
-        assert_eq!(memory.read(0x1ffe, 2).unwrap(), b"hi");
+        assert_eq!(memory.read(0x1ffe, 2).unwrap(), b"hi".to_vec());
         assert!(memory.write(0x1fff, b"hi").is_err());
         assert!(memory.read(u64::MAX, 2).is_err());
         memory.write(0x100, b"text\0").unwrap();

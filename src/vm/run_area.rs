@@ -45,8 +45,9 @@ impl RunArea {
     /// The shared structure, to read why the vCPU stopped.
     pub fn run(&self) -> &kvm_run {
         // SAFETY: the mapping is page-aligned and at least size_of::<kvm_run>()
-        // bytes (checked in `map`); the kernel writes it only during KVM_RUN, which
-        // needs no borrow of self and is never called while this one lives.
+        // bytes (checked in `map`); the kernel writes it only during KVM_RUN, and
+        // step 06's run_vcpu takes this area as `&mut` for that call, so the borrow
+        // checker refuses any borrow from here that would still be alive then.
         unsafe { self.ptr.cast::<kvm_run>().as_ref() }
     }
 
