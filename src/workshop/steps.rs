@@ -1,5 +1,8 @@
 //! The ladder of steps: what the CLI, the tour and the tests know about each one.
 
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+
 /// What a step needs from the machine to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
@@ -20,6 +23,9 @@ pub struct Step {
     pub slug: &'static str,
     pub title: &'static str,
     pub needs: Needs,
+    /// Does it run its command from a rootfs (`--rootfs DIR`)? The container steps
+    /// after 00 do; step 00 runs it on the host, the VM steps run a guest.
+    pub rootfs: bool,
     /// The reference program's source, for the exercise generator and `cargo run -- hint`.
     pub solution: &'static str,
     /// A nudge beyond the TODO comments, for `cargo run -- hint N`.
@@ -50,6 +56,35 @@ impl Step {
     pub fn file(&self) -> String {
         format!("{}.rs", self.name())
     }
+
+    /// The probe as this step's box sees it: `/bin/probe` in the rootfs, or, for a
+    /// step without one, the probe on the host (`on_host`).
+    pub fn probe(&self, on_host: &Path) -> PathBuf {
+        if self.rootfs {
+            PathBuf::from("/bin/probe")
+        } else {
+            on_host.to_path_buf()
+        }
+    }
+
+    /// The arguments that run `command` in this step's box: `--rootfs ROOTFS` when
+    /// the step takes one, then `flags`, `--` and the command. The one place a step's
+    /// command line is made (the tour and `cargo run -- run N` use it).
+    pub fn args<S: AsRef<OsStr>>(
+        &self,
+        rootfs: &Path,
+        flags: &[S],
+        command: &[S],
+    ) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        if self.rootfs {
+            args.extend(["--rootfs".into(), rootfs.as_os_str().to_owned()]);
+        }
+        args.extend(flags.iter().map(|f| f.as_ref().to_owned()));
+        args.push("--".into());
+        args.extend(command.iter().map(|c| c.as_ref().to_owned()));
+        args
+    }
 }
 
 pub const STEPS: &[Step] = &[
@@ -58,6 +93,7 @@ pub const STEPS: &[Step] = &[
         slug: "process",
         title: "a plain process: fork, exec, wait",
         needs: Needs::Nothing,
+        rootfs: false,
         solution: include_str!("../../solutions/00-process.rs"),
         hint: "fork(2) returns twice. In the child, execv(2) replaces the program and only \
                returns on error. In the parent, waitpid(2) returns a WaitStatus: Exited(pid, code) \
@@ -71,6 +107,7 @@ pub const STEPS: &[Step] = &[
         slug: "chroot",
         title: "chroot: a root filesystem of its own",
         needs: Needs::Root,
+        rootfs: true,
         solution: include_str!("../../solutions/01-chroot.rs"),
         hint: "chroot(2) changes what \"/\" means for this process, but not its working directory, \
                which still points into the host's tree. Call chdir(\"/\") right after, so that \".\" is \
@@ -83,6 +120,7 @@ pub const STEPS: &[Step] = &[
         slug: "namespaces",
         title: "namespaces: its own hostname and PIDs, and a real init",
         needs: Needs::Root,
+        rootfs: true,
         solution: include_str!("../../solutions/02-namespaces.rs"),
         hint: "unshare(CLONE_NEWPID) moves the caller's next child, not the caller, so it comes \
                right before the fork. In init, unshare UTS, IPC and mount namespaces for itself, \
@@ -98,6 +136,7 @@ pub const STEPS: &[Step] = &[
         slug: "mount-namespace",
         title: "mount namespace: pivot_root, a /proc and /dev of its own",
         needs: Needs::Root,
+        rootfs: true,
         solution: include_str!("../../solutions/03-mount-namespace.rs"),
         hint: "Order matters. Make every mount private (MS_REC | MS_PRIVATE on \"/\") before \
                mounting anything, or your mounts show up on the host. pivot_root needs the new \
@@ -113,6 +152,7 @@ pub const STEPS: &[Step] = &[
         slug: "cgroups",
         title: "cgroups: memory, PID and CPU limits",
         needs: Needs::Root,
+        rootfs: true,
         solution: include_str!("../../solutions/04-cgroups.rs"),
         hint: "A limit is a number written into a file of the box's cgroup directory; joining \
                is writing \"0\" into its cgroup.procs (v2) or tasks (v1). v2 names: memory.max, pids.max, and \
@@ -128,6 +168,7 @@ pub const STEPS: &[Step] = &[
         slug: "hardening",
         title: "hardening: capabilities, no_new_privs, seccomp, a network namespace",
         needs: Needs::Root,
+        rootfs: true,
         solution: include_str!("../../solutions/05-hardening.rs"),
         hint: "Drop from the bounding set first (it needs CAP_SETPCAP, which you keep), then \
                clear the ambient set, then capset effective = permitted = the kept set. Set \
@@ -145,6 +186,7 @@ pub const STEPS: &[Step] = &[
         slug: "kvm-real-mode",
         title: "a virtual machine on KVM, in real mode",
         needs: Needs::Kvm,
+        rootfs: false,
         solution: include_str!("../../solutions/06-kvm-real-mode.rs"),
         hint: "Every _IO ioctl is declared with ioctl_write_int_bad!(name, request_code_none!(KVMIO, nr)) \
                and called with an explicit 0 (or its integer argument): KVM answers EINVAL to a stray \
@@ -159,6 +201,7 @@ pub const STEPS: &[Step] = &[
         slug: "kvm-long-mode",
         title: "long mode: page tables, MMIO and hypercalls",
         needs: Needs::Kvm,
+        rootfs: false,
         solution: include_str!("../../solutions/07-kvm-long-mode.rs"),
         hint: "KVM_SET_SREGS sets the state after the switch to long mode, so EFER needs LMA as well \
                as LME, and CR4 needs PAE, or the ioctl says EINVAL. The CPU runs on the segment copies \
@@ -172,6 +215,7 @@ pub const STEPS: &[Step] = &[
         slug: "compare",
         title: "both worlds, measured",
         needs: Needs::RootAndKvm,
+        rootfs: false,
         solution: include_str!("../../solutions/08-compare.rs"),
         hint: "time_run: Instant::now() before command.status(), elapsed() right after it, and \
                only then the status: if !status.success(), bail! with command.get_program() and \

@@ -1,14 +1,18 @@
 //! The learner's loop: `list`, `check`, `hint`, `reset`, `solve`, `run`, `rootfs`.
 
-use crate::{as_root, build_references, cargo, needs_sudo, paint, repo, step_arg, target_dir};
+use crate::cargo::{build_chapter, build_references, build_test, repo, target_dir};
+use crate::privilege::{as_root, needs_sudo, rerun_with_sudo};
+use crate::step_arg;
+use crate::terminal::paint;
 use anyhow::{Context, Result, bail};
 use isolab::workshop::env;
+use isolab::workshop::env::prebuilt;
 use isolab::workshop::exercise;
 use isolab::workshop::steps::{Needs, STEPS, Step};
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 
 /// Where the learner's file for a step is.
 fn chapter_path(step: &Step) -> PathBuf {
@@ -25,24 +29,6 @@ fn started(step: &Step) -> Result<bool> {
     Ok(current != skeleton(step)?)
 }
 
-/// Build the learner's binary for one step, and only that one, as this user.
-/// Compiler errors go to the terminal unless `quiet`.
-fn build_chapter(step: &Step, quiet: bool) -> Result<bool> {
-    let mut cmd = cargo()?;
-    cmd.args([
-        "build",
-        "--quiet",
-        "--package",
-        "isolab-chapters",
-        "--bin",
-        &step.name(),
-    ]);
-    if quiet {
-        cmd.stderr(Stdio::null());
-    }
-    Ok(cmd.status().context("running cargo build")?.success())
-}
-
 /// What a check found.
 struct Checked {
     passed: bool,
@@ -56,32 +42,7 @@ fn run_checks(step: &Step, announce: bool) -> Result<Checked> {
     if announce {
         println!("building the tests (the first time takes about half a minute)...");
     }
-    let out = cargo()?
-        .args([
-            "test",
-            "--no-run",
-            "--quiet",
-            "--package",
-            "isolab",
-            "--test",
-            &step.test_name(),
-        ])
-        .args(["--message-format", "json-render-diagnostics"])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo test --no-run")?;
-    if !out.status.success() {
-        bail!("building the tests failed (see above)");
-    }
-    let json = String::from_utf8_lossy(&out.stdout);
-    let executable = json
-        .lines()
-        .filter(|l| l.contains("\"kind\":[\"test\"]"))
-        .find_map(|l| {
-            let rest = l.split("\"executable\":\"").nth(1)?;
-            Some(PathBuf::from(rest.split('"').next()?))
-        })
-        .with_context(|| format!("cargo did not say where the test {} is", step.test_name()))?;
+    let executable = build_test(step)?;
     let env = [
         (env::CHECK, "chapters".to_string()),
         (env::PREBUILT, "1".to_string()),
@@ -363,7 +324,7 @@ pub fn run(number: u8, parsed: &[OsString]) -> Result<ExitCode> {
     let step = step_arg(number)?;
     let raw = raw_run_args();
     let args = if raw.is_empty() { parsed } else { &raw[..] };
-    if !crate::prebuilt() {
+    if !prebuilt() {
         build_references()?; // the probe, for the rootfs
         if !build_chapter(step, false)? {
             bail!(
@@ -372,46 +333,48 @@ pub fn run(number: u8, parsed: &[OsString]) -> Result<ExitCode> {
             );
         }
         if needs_sudo(step.needs) {
-            return crate::rerun_with_sudo();
+            return rerun_with_sudo();
         }
     }
     let target = target_dir()?;
     let bin = target.join(step.name());
     let mut cmd = Command::new(&bin);
     // Kept until the step has run: the rootfs, and the canary the probe looks for.
-    let _lab = match step.needs {
-        Needs::Kvm | Needs::RootAndKvm => {
-            cmd.args(args);
+    let mut _lab = None;
+    if matches!(step.needs, Needs::Kvm | Needs::RootAndKvm) {
+        cmd.args(args);
+    } else {
+        let work = tempfile::Builder::new().prefix("isolab-run-").tempdir()?;
+        let rootfs = work.path().join("rootfs");
+        isolab::container::rootfs::build(&rootfs, &target.join("probe"))?;
+        // The learner's flags, and their command after `--`; without one, the probe
+        // with a canary made for this run.
+        let split = args.iter().position(|a| a == "--");
+        let (flags, command) = match split {
+            Some(i) => (&args[..i], args[i + 1..].to_vec()),
+            None => (args, Vec::new()),
+        };
+        let canary = if split.is_none() {
+            let canary = isolab::container::canary::Canary::create()?;
+            cmd.env(
+                isolab::container::canary::ENV,
+                isolab::container::canary::ENV_VALUE,
+            );
+            Some(canary)
+        } else {
             None
-        }
-        _ => {
-            let work = tempfile::Builder::new().prefix("isolab-run-").tempdir()?;
-            let rootfs = work.path().join("rootfs");
-            isolab::container::rootfs::build(&rootfs, &target.join("probe"))?;
-            if step.number > 0 {
-                cmd.arg("--rootfs").arg(&rootfs);
-            }
-            cmd.args(args);
-            let canary = if args.iter().any(|a| a == "--") {
-                None
-            } else {
-                // No command given: the probe, with a canary made for this run.
-                let canary = isolab::container::canary::Canary::create()?;
-                let probe = if step.number == 0 {
-                    target.join("probe")
-                } else {
-                    PathBuf::from("/bin/probe")
-                };
-                cmd.arg("--").arg(probe).arg("--canary").arg(canary.path());
-                cmd.env(
-                    isolab::container::canary::ENV,
-                    isolab::container::canary::ENV_VALUE,
-                );
-                Some(canary)
-            };
-            Some((work, canary))
-        }
-    };
+        };
+        let command = match &canary {
+            Some(canary) => vec![
+                step.probe(&target.join("probe")).into_os_string(),
+                "--canary".into(),
+                canary.path().into_os_string(),
+            ],
+            None => command,
+        };
+        cmd.args(step.args(&rootfs, flags, &command));
+        _lab = Some((work, canary));
+    }
     eprintln!("isolab: running {}", describe(&cmd));
     let status = cmd
         .status()

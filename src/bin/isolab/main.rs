@@ -4,17 +4,20 @@
 //! Building always happens as you; only running a step that needs root goes through
 //! sudo, so no file in your checkout ever becomes root's.
 
+mod cargo;
 mod doctor;
 mod learner;
 mod maint;
+mod privilege;
+mod terminal;
 mod tour;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use isolab::workshop::steps::{self, Needs, STEPS, Step};
+use isolab::workshop::steps::{self, STEPS, Step};
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 pub use doctor::kvm_status;
 
@@ -140,20 +143,6 @@ fn step_number(text: &str) -> std::result::Result<u8, String> {
     })
 }
 
-/// The checkout this binary was built from.
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Where cargo put this binary, and so the step binaries and the probe.
-pub fn target_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("finding this program's path")?;
-    Ok(exe
-        .parent()
-        .context("this program's directory")?
-        .to_path_buf())
-}
-
 pub fn step_arg(number: u8) -> Result<&'static Step> {
     steps::find(number).with_context(|| {
         let have: Vec<String> = STEPS.iter().map(|s| s.number.to_string()).collect();
@@ -162,127 +151,4 @@ pub fn step_arg(number: u8) -> Result<&'static Step> {
             have.join(", ")
         )
     })
-}
-
-/// cargo, to build in this checkout as the user who owns it. Building as root in
-/// someone else's checkout would leave files in target/ they cannot remove, so
-/// that is refused with what to do instead.
-pub fn cargo() -> Result<Command> {
-    use std::os::unix::fs::MetadataExt;
-    let owner = std::fs::metadata(repo()).map(|m| m.uid()).unwrap_or(0);
-    if is_root() && owner != 0 {
-        bail!(
-            "not building as root in a checkout that belongs to user {owner} (target/ would get root's files): \
-             run isolab as yourself, e.g. `cargo run -- tour`; it asks for sudo only to run the steps"
-        );
-    }
-    let cargo = std::env::var_os("CARGO").map(PathBuf::from).or_else(|| {
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path)
-            .map(|d| d.join("cargo"))
-            .find(|p| p.is_file())
-    });
-    let Some(cargo) = cargo else {
-        bail!(
-            "cargo is not on PATH (sudo resets PATH): run isolab as yourself, e.g. `cargo run -- tour`; \
-             it asks for sudo only to run the steps"
-        );
-    };
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo());
-    Ok(cmd)
-}
-
-/// Build the reference binaries and the probe if any is missing or stale.
-pub fn build_references() -> Result<()> {
-    let status = cargo()?
-        .args(["build", "--quiet", "--package", "isolab", "--bins"])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build --bins failed (see above)");
-    }
-    Ok(())
-}
-
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Can this user use /dev/kvm as they are?
-pub fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
-
-/// Does running something that needs `needs` take sudo, for this user?
-pub fn needs_sudo(needs: Needs) -> bool {
-    match needs {
-        Needs::Nothing => false,
-        Needs::Root => !is_root(),
-        Needs::Kvm => !is_root() && !kvm_usable(),
-        Needs::RootAndKvm => !is_root(),
-    }
-}
-
-/// The command that runs `program` with root's powers: the program itself when we
-/// are root, or `sudo` in front of it. Environment variables go through `env`, which
-/// sudo's default policy keeps (unlike `--preserve-env`).
-pub fn as_root(program: &std::path::Path, env: &[(&str, String)]) -> Result<Command> {
-    if is_root() {
-        let mut cmd = Command::new(program);
-        cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        return Ok(cmd);
-    }
-    let sudo = ["/usr/bin/sudo", "/bin/sudo"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let Some(sudo) = sudo else {
-        bail!(
-            "this needs root and sudo is not installed: run it as root, e.g. `su -c '{} ...'`",
-            program.display()
-        );
-    };
-    let mut cmd = Command::new(sudo);
-    cmd.arg("env");
-    for (k, v) in env {
-        cmd.arg(format!("{k}={v}"));
-    }
-    cmd.arg(program);
-    Ok(cmd)
-}
-
-pub use isolab::workshop::env::{PREBUILT, prebuilt};
-
-/// Run this very command line again through sudo, telling it the binaries are
-/// built. Its exit code is passed on.
-pub fn rerun_with_sudo() -> Result<ExitCode> {
-    let exe = std::env::current_exe().context("finding this program's path")?;
-    eprintln!("isolab: this needs root: running it again with sudo (it may ask for your password)");
-    let status = as_root(&exe, &[(PREBUILT, "1".into())])?
-        .args(std::env::args_os().skip(1))
-        .status()
-        .context("running sudo")?;
-    Ok(ExitCode::from(
-        status.code().unwrap_or(1).clamp(0, 255) as u8
-    ))
-}
-
-/// Colour for a terminal, plain text for a pipe.
-pub fn paint(text: &str, colour: &str) -> String {
-    use std::io::IsTerminal;
-    if std::io::stdout().is_terminal() {
-        let code = match colour {
-            "green" => "32",
-            "red" => "31",
-            "yellow" => "33",
-            _ => "1",
-        };
-        format!("\x1b[{code}m{text}\x1b[0m")
-    } else {
-        text.to_string()
-    }
 }

@@ -1,7 +1,7 @@
 //! Maintainer tasks: keep chapters/ in step with solutions/, and the book's
 //! includes pointing at code that exists.
 
-use crate::repo;
+use crate::cargo::repo;
 use anyhow::{Context, Result, bail};
 use isolab::workshop::steps::STEPS;
 use std::process::ExitCode;

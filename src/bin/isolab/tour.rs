@@ -1,18 +1,22 @@
 //! `cargo run -- tour`: every reference step with the probe inside, and a scorecard.
 
-use crate::{build_references, kvm_status, target_dir};
+use crate::cargo::{build_references, target_dir};
+use crate::kvm_status;
+use crate::privilege::{is_root, rerun_with_sudo};
 use anyhow::{Context, Result};
+use isolab::workshop::env::prebuilt;
 use isolab::workshop::steps::{Needs, STEPS, Step};
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 
 pub fn tour() -> Result<ExitCode> {
-    if !crate::prebuilt() {
+    if !prebuilt() {
         build_references()?;
     }
-    if !crate::is_root() {
-        return crate::rerun_with_sudo();
+    if !is_root() {
+        return rerun_with_sudo();
     }
     let target = target_dir()?;
     let work = tempfile::Builder::new().prefix("isolab-tour-").tempdir()?;
@@ -30,17 +34,11 @@ pub fn tour() -> Result<ExitCode> {
         .iter()
         .filter(|s| matches!(s.needs, Needs::Nothing | Needs::Root))
     {
+        let probe = step.probe(&target.join("probe")).into_os_string();
+        let command = [probe, "--canary".into(), canary.path().into_os_string()];
+        let flags: Vec<OsString> = step.tour_args.iter().map(OsString::from).collect();
         let mut cmd = Command::new(target.join(step.solution_bin()));
-        if step.number > 0 {
-            cmd.arg("--rootfs").arg(&rootfs);
-        }
-        cmd.args(step.tour_args).arg("--");
-        if step.number == 0 {
-            cmd.arg(target.join("probe"));
-        } else {
-            cmd.arg("/bin/probe");
-        }
-        cmd.arg("--canary").arg(canary.path());
+        cmd.args(step.args(&rootfs, &flags, &command));
         cmd.env(
             isolab::container::canary::ENV,
             isolab::container::canary::ENV_VALUE,
