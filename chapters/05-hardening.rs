@@ -575,36 +575,28 @@ fn refuse_unless_one_of(number: i64, arg: u32, values: &[u32]) -> Vec<seccomp::I
 }
 // ANCHOR_END: filter
 
-/// A new network namespace has a loopback interface, and it starts down.
+/// A new network namespace has a loopback interface, and it starts down. Bring it
+/// up as `ip link set lo up` does: read its flags, add IFF_UP, write them back.
 fn bring_up_loopback() -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0");
-    // Binding to 127.0.0.1 fails while lo is down; any socket will do for the ioctls.
-    let fd = match &socket {
-        Ok(s) => s.as_raw_fd(),
-        Err(_) => {
-            // SAFETY: socket(2) takes integers; we own the descriptor it returns.
-            let raw =
-                unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-            Errno::result(raw).context("socket(AF_INET, SOCK_DGRAM)")?
-        }
-    };
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket(2) takes integers; the descriptor it returns is ours, and
+    // OwnedFd closes it however this function returns.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let raw = Errno::result(raw).context("socket(AF_INET, SOCK_DGRAM)")?;
+    // SAFETY: `raw` is the new socket, owned by nothing else.
+    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
     // SAFETY: ifreq is plain old data; all zeroes is a valid value.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `request`.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request) };
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) };
     Errno::result(rc).context("ioctl(lo, SIOCGIFFLAGS)")?;
     // SAFETY: the kernel just filled in the flags member of the union.
     unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
     // SAFETY: SIOCSIFFLAGS reads the name and the flags from `request`.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &request) };
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) };
     Errno::result(rc).context("ioctl(lo, SIOCSIFFLAGS, IFF_UP)")?;
-    if socket.is_err() {
-        // SAFETY: `fd` is the descriptor socket(2) gave us above, closed once.
-        unsafe { libc::close(fd) };
-    }
     Ok(())
 }

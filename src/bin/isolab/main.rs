@@ -6,6 +6,7 @@
 
 mod cargo;
 mod doctor;
+mod duplicates;
 mod learner;
 mod maint;
 mod privilege;
@@ -109,6 +110,8 @@ enum Dev {
     /// Check that every {{#include}} in the book names a file and anchor that
     /// exist, and that every link between pages and to images resolves
     CheckBook,
+    /// Check that no function body is written twice outside chapters/
+    CheckDuplicates,
 }
 
 fn main() -> ExitCode {
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         Cmd::Rootfs { dir } => learner::rootfs(&dir),
         Cmd::Dev(Dev::SyncChapters { check }) => maint::sync_chapters(check),
         Cmd::Dev(Dev::CheckBook) => maint::check_book(),
+        Cmd::Dev(Dev::CheckDuplicates) => duplicates::check_duplicates(),
     };
     match result {
         Ok(code) => code,

@@ -36,6 +36,8 @@ pub fn check_book() -> Result<ExitCode> {
     let src = repo().join("book/src");
     let mut problems = Vec::new();
     let mut count = 0;
+    // Every (file, anchor) an include names, to find the anchors nothing shows.
+    let mut included: Vec<(std::path::PathBuf, String)> = Vec::new();
     for entry in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
         let page = entry?.path();
         if page.extension().is_none_or(|e| e != "md") {
@@ -59,6 +61,9 @@ pub fn check_book() -> Result<ExitCode> {
                 None => (target.trim(), None),
             };
             let path = page.parent().unwrap_or(&src).join(file);
+            if let (Some(anchor), Ok(canonical)) = (anchor, path.canonicalize()) {
+                included.push((canonical, anchor.to_string()));
+            }
             let where_ = format!(
                 "{}: {{{{#{body}}}}}",
                 page.file_name().unwrap_or_default().to_string_lossy()
@@ -76,6 +81,7 @@ pub fn check_book() -> Result<ExitCode> {
             }
         }
     }
+    problems.extend(unshown_anchors(&included)?);
     let (links, mut broken) = check_links(&src)?;
     problems.append(&mut broken);
     let (images, mut broken) = check_svgs(&src.join("images"))?;
@@ -91,6 +97,62 @@ pub fn check_book() -> Result<ExitCode> {
         "all {count} includes and {links} links in book/src resolve, and its {images} SVG diagrams are well formed"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Anchors in the code that no page includes: a region marked for the book that the
+/// book never shows. An exercise's anchor counts as shown when either twin is (the
+/// skeleton in chapters/ or the reference in solutions/).
+fn unshown_anchors(included: &[(std::path::PathBuf, String)]) -> Result<Vec<String>> {
+    let root = repo().canonicalize()?;
+    let twin = |path: &std::path::Path| -> std::path::PathBuf {
+        let rel = path.strip_prefix(&root).unwrap_or(path);
+        let mut parts = rel.components();
+        match parts
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        {
+            Some(d) if d == "chapters" => root.join("solutions").join(parts.as_path()),
+            Some(d) if d == "solutions" => root.join("chapters").join(parts.as_path()),
+            _ => path.to_path_buf(),
+        }
+    };
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    for dir in ["solutions", "src"] {
+        collect_rust_files(&root.join(dir), &mut files)?;
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file)?;
+        for line in text.lines() {
+            let Some(anchor) = line.trim().strip_prefix("// ANCHOR: ") else {
+                continue;
+            };
+            let anchor = anchor.trim();
+            let shown = included
+                .iter()
+                .any(|(f, a)| a == anchor && (*f == file || *f == twin(&file)));
+            if !shown {
+                let rel = file.strip_prefix(&root).unwrap_or(&file);
+                problems.push(format!(
+                    "{}: anchor `{anchor}` is not included by any page (show it, or remove the anchor)",
+                    rel.display()
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+fn collect_rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_rust_files(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path.canonicalize()?);
+        }
+    }
+    Ok(())
 }
 
 /// Every link from a page to another page or an image, and every page SUMMARY.md

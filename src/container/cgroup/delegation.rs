@@ -72,15 +72,24 @@ pub fn delegate(h: &Hierarchy, needed: &[&str], runtime: u32) -> Result<Delegati
     let leaf = parent.join(format!("{}-runtime", box_name(runtime)));
     fs::create_dir(&leaf).with_context(|| format!("mkdir({})", leaf.display()))?;
     done.leaf = Some(leaf.clone());
-    fs::write(leaf.join("cgroup.procs"), runtime.to_string())
-        .with_context(|| format!("moving the runtime into {}", leaf.display()))?;
-    fs::write(parent.join("cgroup.subtree_control"), plus.join(" ")).with_context(|| {
-        format!(
-            "writing '{}' to {}/cgroup.subtree_control",
-            plus.join(" "),
-            parent.display()
-        )
-    })?;
+    let delegated = fs::write(leaf.join("cgroup.procs"), runtime.to_string())
+        .with_context(|| format!("moving the runtime into {}", leaf.display()))
+        .and_then(|()| {
+            fs::write(parent.join("cgroup.subtree_control"), plus.join(" ")).with_context(|| {
+                format!(
+                    "writing '{}' to {}/cgroup.subtree_control",
+                    plus.join(" "),
+                    parent.display()
+                )
+            })
+        });
+    if let Err(e) = delegated {
+        // Half done: put the runtime back where it was and remove the leaf.
+        return Err(match done.undo() {
+            Ok(()) => e,
+            Err(undo) => e.context(format!("and undoing it failed too: {undo:#}")),
+        });
+    }
     done.enabled = missing.iter().map(|c| c.to_string()).collect();
     Ok(done)
 }
@@ -156,6 +165,25 @@ mod tests {
             "4711"
         );
         assert!(!leaf.exists());
+    }
+
+    /// A delegation that fails halfway puts the runtime back in its own cgroup.
+    #[test]
+    fn a_delegation_that_fails_halfway_moves_the_runtime_back() {
+        let (_root, h) = fake("4711\n", "");
+        // The kernel would refuse the write; here a directory stands in the file's way.
+        fs::remove_file(h.own_dir.join("cgroup.subtree_control")).unwrap();
+        fs::create_dir(h.own_dir.join("cgroup.subtree_control")).unwrap();
+        let err = delegate(&h, &["memory"], 4711).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("cgroup.subtree_control"),
+            "{err:#}"
+        );
+        assert_eq!(
+            fs::read_to_string(h.own_dir.join("cgroup.procs")).unwrap(),
+            "4711",
+            "the runtime was written back into its own cgroup"
+        );
     }
 
     #[test]
