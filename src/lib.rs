@@ -23,6 +23,7 @@ pub mod run;
 pub mod scorecard;
 pub mod seccomp;
 pub mod steps;
+pub mod vm;
 pub mod vmm;
 
 pub use run::{Command, in_child, main};
