@@ -35,7 +35,7 @@ struct Cli {
 enum Cmd {
     /// Run every reference step with the probe inside and print which walls exist
     Tour,
-    /// Check what this machine offers: root, namespaces, cgroups, /dev/kvm, busybox
+    /// Check what this machine offers: root, namespaces, cgroups, /dev/kvm, busybox, QEMU and a guest kernel
     Doctor,
     /// Every step, and how far you are with each (runs the checks of started steps)
     List,
