@@ -7,7 +7,7 @@
 //!
 //! Nothing outlives a run. The initramfs is a memfd QEMU inherits as fd 3 (it
 //! reads `/dev/fd/3`); QEMU gets SIGKILL from the kernel if we die (PR_SET_PDEATHSIG),
-//! and from us on a timeout or any early return ([`Running`]'s drop); there is no
+//! and from us on a timeout or any early return (`Running`'s drop); there is no
 //! temporary file.
 //!
 //! Accelerators: KVM when asked or when [`crate::vm::linux::run`] tries it first, else
