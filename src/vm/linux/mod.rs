@@ -180,7 +180,7 @@ pub fn run(guest: &Guest) -> Result<GuestRun> {
             && tries.len() > 1
         {
             note = Some(format!(
-                "KVM was tried first, and the kernel printed nothing within {} s, as on a nested host where it hangs after decompression",
+                "KVM was tried first, and the kernel printed nothing within {} s: this /dev/kvm is too slow for a real kernel",
                 after.as_secs()
             ));
             continue;

@@ -11,11 +11,13 @@
 //! temporary file.
 //!
 //! Accelerators: KVM when asked or when [`crate::vm::linux::run`] tries it first, else
-//! TCG, QEMU's own emulation of the CPU, slower but able to run anywhere. A nested
-//! host can give a /dev/kvm that works for steps 06-07's tiny guests and on which
-//! this kernel still hangs early, before its first console line (on the CI host the
-//! real-mode setup code runs, then the vCPU spins in the host kernel). So a KVM
-//! boot must show that first line within [`KVM_FIRST_LINE`], or it is given up.
+//! TCG, QEMU's own emulation of the CPU, slower but able to run anywhere. A host
+//! can offer a /dev/kvm that runs steps 06-07's tiny guests and not a real kernel.
+//! The CI host is a VM without VMX whose /dev/kvm is `kvm_pvm` (KVM on shadow
+//! page tables): there the kernel's decompressor crawls for about 80 s, all of it
+//! in the host kernel, and then KVM fails to emulate a `lock cmpxchg16b` ("KVM
+//! internal error", an emulation failure). So a KVM boot must show the kernel's
+//! first console line within [`KVM_FIRST_LINE`], or it is given up.
 
 use anyhow::{Context, Result, bail};
 use std::fmt;
