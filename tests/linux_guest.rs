@@ -55,11 +55,15 @@ const PARTS: &[(&str, &str)] = &[
 const HELPERS: &str = r#"
 # Every isolab-* cgroup, by path under /sys/fs/cgroup, on one line.
 cgroups() { cd /sys/fs/cgroup && find . -name 'isolab-*' -type d | sort | tr '\n' ' '; cd /; }
-# Wait (at most 30 s) until FILE has a line "ready".
+# Wait (at most 30 s) until FILE has a line "ready", while process PID lives;
+# else show FILE on stderr and end the part.
 ready() {
     i=0
     until grep -qx ready "$1" 2>/dev/null; do
-        i=$((i + 1)); [ $i -gt 300 ] && { echo "never ready:"; cat "$1"; exit 1; }
+        i=$((i + 1))
+        if [ $i -gt 300 ] || ! kill -0 "$2" 2>/dev/null; then
+            echo "the box never said ready; it said:" >&2; cat "$1" >&2; exit 1
+        fi
         sleep 0.1
     done
 }
@@ -70,7 +74,7 @@ ready() {
 const KILLED_RUNTIME: &str = r#"
 STEP --rootfs /rootfs --memory 32m -- /bin/probe wait-signal >/tmp/box.out 2>&1 &
 rt=$!
-ready /tmp/box.out
+ready /tmp/box.out $rt
 echo "runtime: $rt"
 echo "cgroups while it runs: $(cgroups)"
 echo "processes in its cgroup: $(wc -l < /sys/fs/cgroup/isolab-$rt/cgroup.procs)"
@@ -95,7 +99,7 @@ const ALONE: &str = r#"
 mkdir /sys/fs/cgroup/alone
 sh -c 'echo $$ > /sys/fs/cgroup/alone/cgroup.procs && exec STEP --rootfs /rootfs --memory 32m --pids-limit 16 -- /bin/probe wait-signal' >/tmp/alone.out 2>&1 &
 rt=$!
-ready /tmp/alone.out
+ready /tmp/alone.out $rt
 echo "runtime: $rt"
 echo "runtime's cgroup: $(cut -d: -f3 /proc/$rt/cgroup)"
 echo "tree while it runs: $(cd /sys/fs/cgroup/alone && find . -mindepth 1 -type d | sort | tr '\n' ' ')"
@@ -146,6 +150,19 @@ impl Part<'_> {
     }
 
     fn assert_code(&self, code: i32) {
+        // The learner's skeleton stops at its first todo!(): say so plainly.
+        if let Some(line) = self
+            .run
+            .stderr
+            .lines()
+            .find(|l| l.contains("not yet implemented"))
+        {
+            panic!(
+                "{STEP} stopped at a todo!() (exit code {}):\n  {}\nFill it in, then check again.",
+                self.run.code,
+                line.trim()
+            );
+        }
         assert_eq!(
             self.run.code, code,
             "exit code of:\n{}\nstdout:\n{}stderr:\n{}",
@@ -421,11 +438,16 @@ fn our_qemus(parent: u32) -> Vec<u32> {
     found
 }
 
-/// What the temp dir holds now.
+/// What the temp dir holds now that could be ours (its name says isolab or
+/// qemu): other programs on the machine may use it meanwhile.
 fn temp_entries() -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_lowercase();
+            name.contains("isolab") || name.contains("qemu")
+        })
         .map(|e| e.path())
         .collect();
     found.sort();
