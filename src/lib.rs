@@ -5,8 +5,9 @@
 //! the host canary, the command-line pieces every step takes, running a `main` that
 //! prints errors as one line, the hypervisor steps' plumbing (guest memory, the
 //! shared run structure, decoded exits and their trace), step 08's (a small VMM to
-//! time, the table, its JSON and its chart), and the workshop's own bookkeeping (the
-//! steps, the exercise generator, reading probe reports).
+//! time, the table, its JSON and its chart), a real Linux guest under QEMU
+//! ([`vm::linux`]), and the workshop's own bookkeeping (the steps, the exercise
+//! generator, reading probe reports).
 
 pub mod cli;
 pub mod container;

@@ -27,6 +27,100 @@ pub struct Built {
     pub busybox: Option<PathBuf>,
 }
 
+/// One thing in a rootfs, at a path relative to its top.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Dir {
+        path: PathBuf,
+        mode: u32,
+    },
+    /// A copy of the host file `from`, with its permissions.
+    Copy {
+        path: PathBuf,
+        from: PathBuf,
+    },
+    Symlink {
+        path: PathBuf,
+        target: PathBuf,
+    },
+    File {
+        path: PathBuf,
+        contents: Vec<u8>,
+    },
+}
+
+impl Entry {
+    pub fn path(&self) -> &Path {
+        match self {
+            Entry::Dir { path, .. }
+            | Entry::Copy { path, .. }
+            | Entry::Symlink { path, .. }
+            | Entry::File { path, .. } => path,
+        }
+    }
+}
+
+/// The rootfs builder's output before it is written anywhere: its entries in the
+/// order to create them (parents first). [`build`] writes them into a directory;
+/// the Linux guest writes them into its initramfs (`crate::vm::linux::initramfs`).
+#[derive(Debug)]
+pub struct Plan {
+    pub entries: Vec<Entry>,
+    /// The host libraries the probe needs (the loader not included).
+    pub libraries: Vec<PathBuf>,
+    /// The host's static busybox, when there is one.
+    pub busybox: Option<PathBuf>,
+}
+
+/// What a rootfs around the `probe` executable holds. Busybox is added when the
+/// host has a static one.
+pub fn plan(probe: &Path) -> Result<Plan> {
+    let mut entries: Vec<Entry> = [
+        ("bin", 0o755),
+        ("dev", 0o755),
+        ("etc", 0o755),
+        ("lib", 0o755),
+        ("lib64", 0o755),
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+    ]
+    .into_iter()
+    .map(|(path, mode)| Entry::Dir {
+        path: path.into(),
+        mode,
+    })
+    .collect();
+    entries.push(Entry::Copy {
+        path: "bin/probe".into(),
+        from: probe.to_path_buf(),
+    });
+    let (libraries, mut needed) = libraries(probe)?;
+    entries.append(&mut needed);
+    let busybox = find_static_busybox();
+    if let Some(busybox) = &busybox {
+        add_busybox(busybox, &mut entries)?;
+    }
+    for (path, contents) in [
+        ("etc/hostname", "isolab\n"),
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        ),
+        ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+    ] {
+        entries.push(Entry::File {
+            path: path.into(),
+            contents: contents.into(),
+        });
+    }
+    Ok(Plan {
+        entries,
+        libraries,
+        busybox,
+    })
+}
+
 /// Build a rootfs in `dir` (created if missing; must be empty) around the `probe`
 /// executable. Busybox is added when the host has a static one.
 pub fn build(dir: &Path, probe: &Path) -> Result<Built> {
@@ -37,52 +131,51 @@ pub fn build(dir: &Path, probe: &Path) -> Result<Built> {
             dir.display()
         );
     }
-    for (sub, mode) in [
-        ("bin", 0o755),
-        ("dev", 0o755),
-        ("etc", 0o755),
-        ("lib", 0o755),
-        ("lib64", 0o755),
-        ("proc", 0o555),
-        ("sys", 0o555),
-        ("tmp", 0o1777),
-    ] {
-        let path = dir.join(sub);
-        fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-            .with_context(|| format!("chmod {mode:o} {}", path.display()))?;
+    let plan = plan(probe)?;
+    for entry in &plan.entries {
+        write(entry, dir)?;
     }
-    copy_file(probe, &dir.join("bin/probe"))?;
-    let libraries = copy_libraries(probe, dir)?;
-    let busybox = find_static_busybox();
-    if let Some(busybox) = &busybox {
-        add_busybox(busybox, dir)?;
-    }
-    fs::write(dir.join("etc/hostname"), "isolab\n")?;
-    fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-    )?;
-    fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
-    Ok(Built { libraries, busybox })
+    Ok(Built {
+        libraries: plan.libraries,
+        busybox: plan.busybox,
+    })
 }
 
-fn copy_file(from: &Path, to: &Path) -> Result<()> {
-    fs::copy(from, to).with_context(|| format!("cp {} {}", from.display(), to.display()))?;
+/// Create one entry under `root`.
+fn write(entry: &Entry, root: &Path) -> Result<()> {
+    let to = root.join(entry.path());
+    match entry {
+        Entry::Dir { mode, .. } => {
+            fs::create_dir(&to).with_context(|| format!("mkdir {}", to.display()))?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(*mode))
+                .with_context(|| format!("chmod {mode:o} {}", to.display()))?;
+        }
+        Entry::Copy { from, .. } => {
+            fs::copy(from, &to)
+                .with_context(|| format!("cp {} {}", from.display(), to.display()))?;
+        }
+        Entry::Symlink { target, .. } => {
+            symlink(target, &to)
+                .with_context(|| format!("ln -s {} {}", target.display(), to.display()))?;
+        }
+        Entry::File { contents, .. } => {
+            fs::write(&to, contents).with_context(|| format!("writing {}", to.display()))?;
+        }
+    }
     Ok(())
 }
 
-/// Copy the dynamic loader (to the path the ELF header names) and every shared
-/// library the loader resolves for `exe` (to `/lib`, where the probe's run path
-/// points). Returns the libraries' host paths.
-fn copy_libraries(exe: &Path, root: &Path) -> Result<Vec<PathBuf>> {
+/// What `exe` needs to start: the dynamic loader (at the path the ELF header
+/// names) and every shared library the loader resolves for it (in `/lib`, where
+/// the probe's run path points), as entries. Also returns the libraries' host paths.
+pub fn libraries(exe: &Path) -> Result<(Vec<PathBuf>, Vec<Entry>)> {
     let Some(interp) = elf_interpreter(exe)? else {
-        return Ok(Vec::new()); // a static executable needs nothing
+        return Ok((Vec::new(), Vec::new())); // a static executable needs nothing
     };
-    copy_file(
-        &interp,
-        &root.join(interp.strip_prefix("/").unwrap_or(&interp)),
-    )?;
+    let mut entries = vec![Entry::Copy {
+        path: interp.strip_prefix("/").unwrap_or(&interp).to_path_buf(),
+        from: interp.clone(),
+    }];
     // `ld.so --list` is what ldd runs: the loader resolves the libraries exactly as
     // it would at start-up and prints `name => /path (address)` for each.
     let out = Command::new(&interp)
@@ -113,10 +206,13 @@ fn copy_libraries(exe: &Path, root: &Path) -> Result<Vec<PathBuf>> {
         let name = path
             .file_name()
             .context("library path without a file name")?;
-        copy_file(&path, &root.join("lib").join(name))?;
+        entries.push(Entry::Copy {
+            path: Path::new("lib").join(name),
+            from: path.clone(),
+        });
         libraries.push(path);
     }
-    Ok(libraries)
+    Ok((libraries, entries))
 }
 
 /// The program interpreter (PT_INTERP) named in a 64-bit little-endian ELF file, or
@@ -163,18 +259,24 @@ pub fn find_static_busybox() -> Option<PathBuf> {
         .find(|p| p.is_file() && matches!(elf_interpreter(p), Ok(None)))
 }
 
-fn add_busybox(busybox: &Path, root: &Path) -> Result<()> {
-    copy_file(busybox, &root.join("bin/busybox"))?;
+fn add_busybox(busybox: &Path, entries: &mut Vec<Entry>) -> Result<()> {
+    entries.push(Entry::Copy {
+        path: "bin/busybox".into(),
+        from: busybox.to_path_buf(),
+    });
     let out = Command::new(busybox)
         .arg("--list")
         .output()
         .with_context(|| format!("{} --list", busybox.display()))?;
     for applet in String::from_utf8_lossy(&out.stdout).lines() {
-        let link = root.join("bin").join(applet);
-        if applet.is_empty() || applet.contains('/') || link.exists() {
+        let link = Path::new("bin").join(applet);
+        if applet.is_empty() || applet.contains('/') || entries.iter().any(|e| e.path() == link) {
             continue;
         }
-        symlink("busybox", &link).with_context(|| format!("ln -s busybox {}", link.display()))?;
+        entries.push(Entry::Symlink {
+            path: link,
+            target: "busybox".into(),
+        });
     }
     Ok(())
 }

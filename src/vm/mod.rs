@@ -11,10 +11,13 @@
 //! - [`exit`]: why KVM_RUN returned, decoded and explained;
 //! - [`trace`]: the exits of one run, as the steps print them;
 //! - [`x86`]: step 07's GDT and page tables;
-//! - [`repeat`]: many VMs in one process, and the leak check.
+//! - [`repeat`]: many VMs in one process, and the leak check;
+//! - [`linux`]: a real Linux kernel under QEMU, booted from an initramfs we build,
+//!   running commands (the probe, the container steps) and reporting back.
 
 pub mod device;
 pub mod exit;
+pub mod linux;
 pub mod memory;
 pub mod repeat;
 pub mod run_area;

@@ -92,6 +92,17 @@ pub fn missing(requirement: &str) -> Option<String> {
         "kvm" => isolab::vm::open(Path::new("/dev/kvm"))
             .err()
             .map(|e| format!("needs /dev/kvm: {e:#}")),
+        // The Linux guest (tests/linux_guest.rs): QEMU, a kernel, and a static
+        // busybox for its init; each missing piece says the one command that fixes it.
+        "guest" => isolab::vm::linux::qemu::find()
+            .and_then(|_| isolab::vm::linux::kernel::find())
+            .err()
+            .map(|e| format!("needs the Linux guest: {e:#}"))
+            .or_else(|| {
+                isolab::container::rootfs::find_static_busybox().is_none().then(|| {
+                    "needs the Linux guest's busybox: apt-get install busybox-static".into()
+                })
+            }),
         _ => None,
     }
 }

@@ -78,6 +78,7 @@ pub fn doctor() -> Result<ExitCode> {
         Some(p) => format!("{} (static): the rootfs gets a shell", p.display()),
         None => "no static busybox: `apt-get install busybox-static` for a shell in the box (optional)".into(),
     });
+    guest_rows(&mut row);
     println!();
     if problems == 0 {
         println!("Everything the workshop uses is here.");
@@ -98,4 +99,28 @@ pub fn kvm_status() -> std::result::Result<String, String> {
     let file = isolab::vm::open(device).map_err(|e| format!("{e:#}"))?;
     let version = step06::api_version(&file, device).map_err(|e| format!("{e:#}"))?;
     Ok(format!("usable (KVM API version {version})"))
+}
+
+/// The Linux guest: QEMU and a kernel, each with the one command that fixes it.
+fn guest_rows(row: &mut impl FnMut(&str, bool, String)) {
+    use isolab::vm::linux::{kernel, qemu};
+    match qemu::find() {
+        Ok(path) => {
+            let version = qemu::version(&path).unwrap_or_default();
+            row("QEMU", true, format!("{} ({version})", path.display()));
+        }
+        Err(e) => row(
+            "QEMU",
+            false,
+            format!("{e:#} (for the tests that boot a real Linux kernel)"),
+        ),
+    }
+    match kernel::find() {
+        Ok(k) => row(
+            "guest kernel",
+            true,
+            format!("Linux {} at {}", k.release, k.path.display()),
+        ),
+        Err(e) => row("guest kernel", false, format!("{e:#}")),
+    }
 }

@@ -39,7 +39,7 @@ struct Cli {
 enum Cmd {
     /// Run every reference step with the probe inside and print which walls exist
     Tour,
-    /// Check what this machine offers: root, namespaces, cgroups, /dev/kvm, busybox
+    /// Check what this machine offers: root, namespaces, cgroups, /dev/kvm, busybox, QEMU and a guest kernel
     Doctor,
     /// Every step, and how far you are with each (runs the checks of started steps)
     List,
@@ -95,6 +95,9 @@ enum Cmd {
         /// A new or empty directory
         dir: PathBuf,
     },
+    /// Download the Linux guest's kernel (Debian's cloud kernel) into your cache,
+    /// for the tests that boot a real kernel under QEMU
+    GuestKernel,
     /// Maintainer tasks: regenerate the skeletons, check the book
     #[command(hide = true, subcommand)]
     Dev(Dev),
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
         Cmd::Solve { step, yes } => learner::solve(step, yes),
         Cmd::Run { step, args } => learner::run(step, &args),
         Cmd::Rootfs { dir } => learner::rootfs(&dir),
+        Cmd::GuestKernel => guest_kernel(),
         Cmd::Dev(Dev::SyncChapters { check }) => maint::sync_chapters(check),
         Cmd::Dev(Dev::CheckBook) => maint::check_book(),
         Cmd::Dev(Dev::CheckDuplicates) => duplicates::check_duplicates(),
@@ -137,6 +141,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo run -- guest-kernel`: fill the guest kernel's cache (as you: apt-get
+/// download needs no root).
+fn guest_kernel() -> Result<ExitCode> {
+    use isolab::vm::linux::kernel;
+    let (found, fetched) = kernel::fetch()?;
+    let how = if fetched {
+        "downloaded"
+    } else {
+        "already there"
+    };
+    println!(
+        "guest kernel {} {how}: {}",
+        found.release,
+        found.path.display()
+    );
+    if std::env::var_os(kernel::ENV).is_some() {
+        println!(
+            "note: {} is set, so the guest boots that kernel instead",
+            kernel::ENV
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A step's number as the learner types it: `1`, `01`.
