@@ -137,7 +137,8 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
 }
 
 /// Under --cpus 0.5 the spinner is throttled: the cgroup counts the throttled
-/// periods, and the spinner gets at most about half a CPU.
+/// periods, and the spinner gets at most about half a CPU. It spins on four threads,
+/// so that it uses up its quota even when the machine is busy with other work.
 #[test]
 fn a_spinner_is_throttled() {
     needs!(root);
@@ -145,7 +146,7 @@ fn a_spinner_is_throttled() {
     let run = run_box(
         &lab,
         &["--cpus", "0.5", "--stats"],
-        &["/bin/probe", "spin", "--millis", "600"],
+        &["/bin/probe", "spin", "--millis", "600", "--threads", "4"],
     );
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     let throttled = Report::parse(&run.stderr)[Stat::CpuThrottled].to_string();

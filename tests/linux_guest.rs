@@ -65,7 +65,7 @@ const PARTS: &[(&str, &str)] = &[
     ),
     (
         "spinner",
-        "STEP --rootfs /rootfs --cpus 0.5 --stats -- /bin/probe spin --millis 600",
+        "STEP --rootfs /rootfs --cpus 0.5 --stats -- /bin/probe spin --millis 600 --threads 2",
     ),
     ("killed runtime", KILLED_RUNTIME),
     ("alone in its cgroup", ALONE),

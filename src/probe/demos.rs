@@ -177,12 +177,21 @@ pub fn fork_bomb(max: u32) -> ExitCode {
 }
 
 /// Spin for `millis` of wall-clock time, then report how much CPU time we got.
-pub fn spin(millis: u64) -> ExitCode {
+pub fn spin(millis: u64, threads: u32) -> ExitCode {
     let start = Instant::now();
     let cpu_start = cpu_time();
-    let mut x = 0u64;
-    while start.elapsed() < Duration::from_millis(millis) {
-        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    let work = move || {
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(millis) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    };
+    // More threads than one keep the quota busy even on a machine where other work
+    // takes most of a CPU from any single thread.
+    let others: Vec<_> = (1..threads).map(|_| std::thread::spawn(work)).collect();
+    work();
+    for other in others {
+        let _ = other.join();
     }
     let wall = start.elapsed().as_secs_f64() * 1000.0;
     let cpu = (cpu_time() - cpu_start).as_secs_f64() * 1000.0;

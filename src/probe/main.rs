@@ -68,10 +68,13 @@ enum What {
         #[arg(long, default_value_t = 200)]
         max: u32,
     },
-    /// Spin on the CPU for --millis of wall time and report the CPU share it got
+    /// Spin on the CPU for --millis of wall time, on --threads threads, and report
+    /// the CPU share it got
     Spin {
         #[arg(long, default_value_t = 500)]
         millis: u64,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        threads: u32,
     },
     /// Mount the box's cgroup filesystems again, read-write, and lift its own memory,
     /// pids and CPU limits; then run COMMAND, if one is given after `--`
@@ -103,7 +106,7 @@ fn main() -> ExitCode {
         What::WaitSignal { exit_code } => demos::wait_signal(exit_code),
         What::MemoryHog { max } => demos::memory_hog(max),
         What::ForkBomb { max } => demos::fork_bomb(max),
-        What::Spin { millis } => demos::spin(millis),
+        What::Spin { millis, threads } => demos::spin(millis, threads),
         What::RaiseLimits { then } => limits::raise(&then),
         What::PlantSetuid { path } => host::plant_setuid_copy(&path),
         What::Syscalls { count } => timing::syscalls(count),
