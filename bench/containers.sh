@@ -85,7 +85,7 @@ done
 vms=(
     "a Rust process that does nothing|$T/probe exit 0"
     "KVM floor as a process: open, create, HLT, close|$T/kvm-floor"
-    "ours: step 06, the whole process|$T/06-kvm-real-mode-solution"
+    "ours: step 07, the whole process|$T/07-kvm-real-mode-solution"
 )
 
 # crun 1.8 refuses a hybrid cgroup layout ("cgroups in hybrid mode not supported,
@@ -183,7 +183,7 @@ table() { # $1: summary JSON, $2: the name every row is compared with
 
 ours=$(median_of "$work/containers.json" "ours: full container, limits (04)")
 bare=$(median_of "$work/containers.json" "unshare + chroot")
-vm=$(median_of "$work/vms.json" "ours: step 06, the whole process")
+vm=$(median_of "$work/vms.json" "ours: step 07, the whole process")
 floor_process=$(median_of "$work/vms.json" "KVM floor as a process: open, create, HLT, close")
 nothing=$(median_of "$work/vms.json" "a Rust process that does nothing")
 
@@ -204,7 +204,7 @@ report() {
     echo
     echo "## A VM: create, run to HLT, tear down"
     echo
-    table "$work/vms.json" "ours: step 06, the whole process"
+    table "$work/vms.json" "ours: step 07, the whole process"
     printf '| the ioctls alone, in-process (the probe'"'"'s own clock, %s runs) | %.2f | %.2f | %.2f | %s | %sx |\n' \
         "$RUNS" "$ioctls" "$ioctls_min" "$ioctls_max" "$RUNS" "$(ratio "$ioctls" "$vm")"
     echo
@@ -220,7 +220,7 @@ report() {
     r=$(ratio "$ours" "$bare")
     echo "- ours (04) against a bare unshare with chroot: $r x (bar: at most 1.5): $(verdict "$r" 1.5)" \
         "(round by round: $(per_round "ours: full container, limits (04)" "unshare + chroot"))"
-    echo "- step 06's whole process against the floor of its ioctls ($(printf %.2f "$ioctls") ms in-process): $(ratio "$vm" "$ioctls") x;" \
+    echo "- step 07's whole process against the floor of its ioctls ($(printf %.2f "$ioctls") ms in-process): $(ratio "$vm" "$ioctls") x;" \
         "against the floor as a process ($(printf %.2f "$floor_process") ms): $(ratio "$vm" "$floor_process") x;" \
         "a process that does nothing costs $(printf %.2f "$nothing") ms here"
     echo

@@ -1,16 +1,16 @@
 //! The KVM floor, for bench/containers.sh: a process that opens /dev/kvm, creates a
-//! VM with step 06's memory and a vCPU, runs a guest of one `hlt`, closes it all and
-//! exits. Step 06's whole process is measured against it. It is made of step 06's
-//! and 07's own functions (through step 08's VMM to time), so it costs what their
+//! VM with step 07's memory and a vCPU, runs a guest of one `hlt`, closes it all and
+//! exits. Step 07's whole process is measured against it. It is made of step 07's
+//! and 08's own functions (through step 10's VMM to time), so it costs what their
 //! ioctls cost and nothing else the steps do (arguments, the capability table,
 //! printing).
 
-#[path = "../solutions/07-kvm-long-mode.rs"]
+#[path = "../solutions/08-kvm-long-mode.rs"]
 #[allow(dead_code)] // a whole step, of which this uses a few functions
-mod step07;
-use step07::step06;
+mod kvm_long_mode;
+use kvm_long_mode::kvm_real_mode;
 
-#[path = "../solutions/08-compare/timed_vm.rs"]
+#[path = "../solutions/10-compare/timed_vm.rs"]
 #[allow(dead_code)]
 mod timed_vm;
 

@@ -9,7 +9,7 @@
 //! Syscalls: fork(2), execve(2), waitpid(2), prctl(2) with PR_SET_PDEATHSIG.
 //!
 //! The functions marked `pub` are finished code the later steps call: step 01 takes
-//! this file as its module `step00`, and so on up the ladder.
+//! this file as its module `process`, and so on up the ladder.
 //!
 //! ```text
 //! $ target/debug/00-process -- target/debug/probe --canary /tmp/canary

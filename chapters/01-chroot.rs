@@ -26,7 +26,7 @@ use nix::unistd::{chdir, chroot, getpid};
 // is the same from chapters/, so your copy of this step uses the reference 00.)
 #[path = "../solutions/00-process.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
-pub mod step00;
+pub mod process;
 
 /// Step 01: run a command with the rootfs as its root directory (chroot).
 #[derive(Parser)]
@@ -55,11 +55,11 @@ fn run(rootfs: &Path, command: &Command) -> Result<i32> {
     // between fork and exec.
     match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
-            step00::die_with(runtime)?;
+            process::die_with(runtime)?;
             enter_rootfs(rootfs)?;
-            step00::exec(command)
+            process::exec(command)
         }),
-        ForkResult::Parent { child } => step00::wait_for(child),
+        ForkResult::Parent { child } => process::wait_for(child),
     }
 }
 // ANCHOR_END: run

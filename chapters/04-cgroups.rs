@@ -44,9 +44,9 @@ use std::fs;
 // The finished steps this one builds on: step 03's own file, and through it 00-02's.
 #[path = "../solutions/03-mount-namespace.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
-pub mod step03;
-use step03::BoxSpec;
-pub use step03::{step00, step01, step02};
+pub mod mount_namespace;
+use mount_namespace::BoxSpec;
+pub use mount_namespace::{chroot, namespaces, process};
 
 /// Step 04: run a command in step 03's box, with memory, PID and CPU limits.
 #[derive(Parser)]
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
 
 // ANCHOR: run
 fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
-    let signals = step02::waited_signals();
+    let signals = namespaces::waited_signals();
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     // The box's cgroups exist, limits written, before the box does.
     let mut cgroups = BoxCgroups::create(limits)?;
@@ -108,7 +108,7 @@ fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
             lifeline.die_with_parent()?;
             init(spec, &cgroups, &signals)
         }),
-        ForkResult::Parent { child } => step02::supervise(child, &signals)?,
+        ForkResult::Parent { child } => namespaces::supervise(child, &signals)?,
     };
     // init has exited, and with it every process of the box.
     if stats {
@@ -125,21 +125,21 @@ fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infall
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     // Before anything else: everything init forks from here on is inside.
     cgroups.join()?;
-    step03::close_inherited_fds()?;
+    mount_namespace::close_inherited_fds()?;
     // A cgroup namespace made now has the box's cgroups as its root: the box sees
     // "/" in /proc/self/cgroup, and nothing above its own cgroup.
     let namespaces = CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWCGROUP;
-    step02::enter_namespaces(namespaces, spec.hostname)?;
-    step03::make_mounts_private()?;
-    step03::pivot_into(spec.rootfs)?;
-    step03::mount_proc()?;
-    step03::mount_dev()?;
+    namespaces::enter_namespaces(namespaces, spec.hostname)?;
+    mount_namespace::make_mounts_private()?;
+    mount_namespace::pivot_into(spec.rootfs)?;
+    mount_namespace::mount_proc()?;
+    mount_namespace::mount_dev()?;
     mount_cgroupfs(cgroups)?;
     if spec.read_only {
-        step03::remount_read_only("/")?;
+        mount_namespace::remount_read_only("/")?;
     }
     // SAFETY: init has no other threads either.
     match unsafe { fork() }.context("fork()")? {
@@ -147,9 +147,9 @@ fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infall
             signals
                 .thread_unblock()
                 .context("sigprocmask(SIG_UNBLOCK)")?;
-            step00::exec(spec.command)
+            process::exec(spec.command)
         }),
-        ForkResult::Parent { child } => std::process::exit(step02::supervise(child, signals)?),
+        ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),
     }
 }
 
@@ -354,9 +354,9 @@ pub fn mount_cgroupfs(cgroups: &BoxCgroups) -> Result<()> {
         if cgroups.dirs.iter().any(|d| d.version == Version::V2) {
             mount_at("cgroup2", "/sys/fs/cgroup/unified", "cgroup2", None)?;
         }
-        step03::remount_read_only("/sys/fs/cgroup")?;
+        mount_namespace::remount_read_only("/sys/fs/cgroup")?;
     }
-    step03::remount_read_only("/sys")
+    mount_namespace::remount_read_only("/sys")
 }
 
 /// What `--show-limit-files` prints: the lesson in one table.

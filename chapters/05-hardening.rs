@@ -56,9 +56,9 @@ use std::ffi::CString;
 // The finished steps this one builds on: step 04's own file, and through it 00-03's.
 #[path = "../solutions/04-cgroups.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
-pub mod step04;
-use step04::{BoxCgroups, mount_cgroupfs};
-pub use step04::{step00, step01, step02, step03};
+pub mod cgroups;
+use cgroups::{BoxCgroups, mount_cgroupfs};
+pub use cgroups::{chroot, mount_namespace, namespaces, process};
 
 /// Step 05: run a command in step 04's box, with capabilities, no_new_privs,
 /// seccomp and a network namespace.
@@ -158,7 +158,7 @@ fn variable(text: &str) -> std::result::Result<String, String> {
 }
 
 fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
-    let mut signals = step02::waited_signals();
+    let mut signals = namespaces::waited_signals();
     if spec.tty {
         // The relay passes window-size changes on to the box's terminal.
         signals.add(Signal::SIGWINCH);
@@ -179,7 +179,7 @@ fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
         }),
         ForkResult::Parent { child } => match terminal {
             Some(terminal) => terminal.relay(child, &signals)?,
-            None => step02::supervise(child, &signals)?,
+            None => namespaces::supervise(child, &signals)?,
         },
     };
     if stats {
@@ -196,7 +196,7 @@ fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
 fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     cgroups.join()?;
-    step03::close_inherited_fds()?;
+    mount_namespace::close_inherited_fds()?;
     let mut namespaces = CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNS
@@ -204,20 +204,20 @@ fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infall
     if spec.keeps(Restriction::Network) {
         namespaces |= CloneFlags::CLONE_NEWNET;
     }
-    step02::enter_namespaces(namespaces, spec.hostname)?;
+    namespaces::enter_namespaces(namespaces, spec.hostname)?;
     if spec.keeps(Restriction::Network) {
         bring_up_loopback()?;
     }
-    step03::make_mounts_private()?;
-    step03::pivot_into(spec.rootfs)?;
-    step03::mount_proc()?;
-    step03::mount_dev()?;
+    mount_namespace::make_mounts_private()?;
+    mount_namespace::pivot_into(spec.rootfs)?;
+    mount_namespace::mount_proc()?;
+    mount_namespace::mount_dev()?;
     if spec.keeps(Restriction::Proc) {
         mask_proc()?;
     }
     mount_cgroupfs(cgroups)?;
     if spec.read_only {
-        step03::remount_read_only("/")?;
+        mount_namespace::remount_read_only("/")?;
     }
     // SAFETY: init has no other threads either.
     match unsafe { fork() }.context("fork()")? {
@@ -231,7 +231,7 @@ fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infall
             harden(spec)?;
             exec_with(spec.command, &environment(spec))
         }),
-        ForkResult::Parent { child } => std::process::exit(step02::supervise(child, signals)?),
+        ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),
     }
 }
 // ANCHOR_END: init
@@ -270,7 +270,7 @@ fn mask_proc() -> Result<()> {
     // ANCHOR: mask_proc
     // TODO: For each path of PROC_READ_ONLY that exists: mount(2) it onto itself with
     //       MsFlags::MS_BIND | MS_REC, then make that mount read-only with
-    //       step03::remount_read_only(path). For each path of PROC_MASKED that
+    //       mount_namespace::remount_read_only(path). For each path of PROC_MASKED that
     //       exists: a directory gets an empty tmpfs, mounted with MS_RDONLY; a file gets
     //       /dev/null bind-mounted over it (MS_BIND). Skip paths this kernel lacks.
     todo!(
@@ -319,7 +319,7 @@ fn environment(spec: &BoxSpec) -> Option<Vec<String>> {
 /// Become the command, with `env` as its whole environment (None: ours).
 fn exec_with(command: &Command, env: &Option<Vec<String>>) -> Result<Infallible> {
     let Some(env) = env else {
-        return step00::exec(command);
+        return process::exec(command);
     };
     let env: Vec<CString> = env
         .iter()

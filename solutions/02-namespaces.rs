@@ -36,8 +36,8 @@ use nix::unistd::sethostname;
 // The finished steps this one builds on: step 01's own file, and through it 00's.
 #[path = "../solutions/01-chroot.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
-pub mod step01;
-pub use step01::step00;
+pub mod chroot;
+pub use chroot::process;
 
 /// Step 02: run a command in new UTS, PID and IPC namespaces, under a real init.
 #[derive(Parser)]
@@ -116,7 +116,7 @@ fn init(rootfs: &Path, hostname: &str, command: &Command, signals: &SigSet) -> R
     let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
     enter_namespaces(namespaces, hostname)?;
     mount_host_proc(rootfs)?;
-    step01::enter_rootfs(rootfs)?;
+    chroot::enter_rootfs(rootfs)?;
     // SAFETY: init has no other threads either.
     match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
@@ -124,7 +124,7 @@ fn init(rootfs: &Path, hostname: &str, command: &Command, signals: &SigSet) -> R
             signals
                 .thread_unblock()
                 .context("sigprocmask(SIG_UNBLOCK)")?;
-            step00::exec(command)
+            process::exec(command)
         }),
         ForkResult::Parent { child } => std::process::exit(supervise(child, signals)?),
     }

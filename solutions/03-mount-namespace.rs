@@ -36,8 +36,8 @@ use nix::unistd::{chdir, pivot_root};
 // The finished steps this one builds on: step 02's own file, and through it 00-01's.
 #[path = "../solutions/02-namespaces.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
-pub mod step02;
-pub use step02::{step00, step01};
+pub mod namespaces;
+pub use namespaces::{chroot, process};
 
 /// Step 03: run a command with its own mount table, root and /proc (pivot_root).
 #[derive(Parser)]
@@ -81,7 +81,7 @@ fn main() -> ExitCode {
 }
 
 fn run(spec: &BoxSpec) -> Result<i32> {
-    let signals = step02::waited_signals();
+    let signals = namespaces::waited_signals();
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     let lifeline = Lifeline::new()?;
     unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID)")?;
@@ -91,7 +91,7 @@ fn run(spec: &BoxSpec) -> Result<i32> {
             lifeline.die_with_parent()?;
             init(spec, &signals)
         }),
-        ForkResult::Parent { child } => step02::supervise(child, &signals),
+        ForkResult::Parent { child } => namespaces::supervise(child, &signals),
     }
 }
 
@@ -102,7 +102,7 @@ fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     close_inherited_fds()?;
     let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
-    step02::enter_namespaces(namespaces, spec.hostname)?;
+    namespaces::enter_namespaces(namespaces, spec.hostname)?;
     make_mounts_private()?;
     pivot_into(spec.rootfs)?;
     mount_proc()?;
@@ -116,9 +116,9 @@ fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
             signals
                 .thread_unblock()
                 .context("sigprocmask(SIG_UNBLOCK)")?;
-            step00::exec(spec.command)
+            process::exec(spec.command)
         }),
-        ForkResult::Parent { child } => std::process::exit(step02::supervise(child, signals)?),
+        ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),
     }
 }
 // ANCHOR_END: init

@@ -4,7 +4,7 @@
 //! crate holds what is plumbing rather than lesson: building a root filesystem,
 //! the host canary, the command-line pieces every step takes, running a `main` that
 //! prints errors as one line, the hypervisor steps' plumbing (guest memory, the
-//! shared run structure, decoded exits and their trace), step 08's (a small VMM to
+//! shared run structure, decoded exits and their trace), step 10's (a small VMM to
 //! time, the table, its JSON and its chart), a real Linux guest under QEMU
 //! ([`vm::linux`]), and the workshop's own bookkeeping (the steps, the exercise
 //! generator, reading probe reports).

@@ -1,4 +1,4 @@
-//! Step 08, both worlds measured: every measurement runs, and the table, the JSON and
+//! Step 10, both worlds measured: every measurement runs, and the table, the JSON and
 //! the chart have their shape. No time is asserted: the numbers belong to the machine.
 //! What is checked of them is arithmetic: each row's median, min and max are those of
 //! the samples the JSON lists, with an odd number of runs (where a mean is not a
@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-const STEP: &str = "08-compare";
+const STEP: &str = "10-compare";
 
 /// The rows, in order: (key, section, unit).
 const ROWS: &[(&str, &str, &str)] = &[
@@ -79,7 +79,7 @@ fn compare(runs: usize) -> Results {
         .expect("read tmp")
         .flatten()
         .collect();
-    assert!(left.is_empty(), "08-compare left {left:?} behind");
+    assert!(left.is_empty(), "10-compare left {left:?} behind");
     let json = serde_json::from_str(&std::fs::read_to_string(&json).expect("read JSON"))
         .expect("the JSON parses");
     let svg = std::fs::read_to_string(&svg).expect("read SVG");
@@ -89,7 +89,7 @@ fn compare(runs: usize) -> Results {
 /// Every row ran, with one sample per run, and its median, min and max are those of
 /// its samples.
 fn check_rows(doc: &Value, runs: usize) {
-    assert_eq!(doc["step"], "08-compare");
+    assert_eq!(doc["step"], "10-compare");
     assert_eq!(doc["runs"], runs);
     let rows = doc["rows"].as_array().expect("rows");
     let keys: Vec<&str> = rows.iter().filter_map(|r| r["key"].as_str()).collect();

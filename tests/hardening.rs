@@ -135,7 +135,7 @@ fn the_box_cannot_type_into_the_callers_terminal() {
     needs!(root);
     let lab = Lab::new();
     let in_terminal = |bin: &std::path::Path, flags: &[&str]| {
-        let run = run_in_terminal(bin, &box_args(&lab, flags, &["/bin/probe"]), "");
+        let run = run_in_terminal(bin, &box_args(&lab, flags, &["/bin/probe"]), &[]);
         assert_eq!(run.code, Some(0), "{}", run.stdout);
         assert_no_process_from(&lab.rootfs());
         Report::parse(&run.stdout)[Key::TypeIntoMyTerminal].to_string()
@@ -188,7 +188,7 @@ fn with_tty_the_box_has_a_terminal_of_its_own() {
     let shown = run_in_terminal(
         &step(STEP),
         &box_args(&lab, &["--tty"], &["/bin/probe"]),
-        "",
+        &[],
     );
     assert_eq!(shown.code, Some(0), "{}", shown.stdout);
     let report = Report::parse(&shown.stdout);
@@ -212,8 +212,19 @@ fn an_interactive_shell_has_job_control_only_with_tty() {
     if !has_busybox(&lab) {
         return;
     }
-    let typed = "sleep 30 &\njobs\nkill %1\necho done-$((6*7))\nexit\n";
-    let plain = run_in_terminal(&step(STEP), &box_args(&lab, &[], &["/bin/sh", "-i"]), typed);
+    // Each line typed at the shell's prompt, as a person would.
+    let typed = [
+        ("# ", "sleep 30 &\n"),
+        ("# ", "jobs\n"),
+        ("# ", "kill %1\n"),
+        ("# ", "echo done-$((6*7))\n"),
+        ("# ", "exit\n"),
+    ];
+    let plain = run_in_terminal(
+        &step(STEP),
+        &box_args(&lab, &[], &["/bin/sh", "-i"]),
+        &typed,
+    );
     assert!(
         plain.stdout.contains("job control turned off"),
         "{}",
@@ -222,7 +233,7 @@ fn an_interactive_shell_has_job_control_only_with_tty() {
     let with_tty = run_in_terminal(
         &step(STEP),
         &box_args(&lab, &["--tty"], &["/bin/sh", "-i"]),
-        typed,
+        &typed,
     );
     assert_eq!(with_tty.code, Some(0), "{}", with_tty.stdout);
     assert!(

@@ -1,4 +1,4 @@
-//! Step 07, a 64-bit guest on KVM: page tables and a GDT in guest memory, long mode
+//! Step 08, a 64-bit guest on KVM: page tables and a GDT in guest memory, long mode
 //! switched on with KVM_SET_SREGS, a hypercall to print and one to exit with a code,
 //! and an MMIO device the host answers for. These tests run a real VM on this
 //! machine's /dev/kvm. The GDT and page-table bytes have their own snapshots, made
@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use isolab::workshop::scorecard::GuestSummary;
 
-const STEP: &str = "07-kvm-long-mode";
+const STEP: &str = "08-kvm-long-mode";
 const NO_ARGS: &[&str] = &[];
 
 /// What the guest said, every exit, and its registers and memory afterwards.

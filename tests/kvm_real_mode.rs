@@ -1,4 +1,4 @@
-//! Step 06, a VM on KVM in real mode: the guest's greeting reaches the host one
+//! Step 07, a VM on KVM in real mode: the guest's greeting reaches the host one
 //! port write, so one exit, at a time, and then the guest halts. These tests run a
 //! real VM on this machine's /dev/kvm.
 
@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use isolab::workshop::scorecard::GuestSummary;
 
-const STEP: &str = "06-kvm-real-mode";
+const STEP: &str = "07-kvm-real-mode";
 const NO_ARGS: &[&str] = &[];
 
 /// The capabilities, what the guest said, and every exit it caused.

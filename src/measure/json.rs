@@ -1,4 +1,4 @@
-//! The table as JSON, with every sample: `08-compare --json FILE`.
+//! The table as JSON, with every sample: `10-compare --json FILE`.
 
 use super::{Outcome, Table};
 use serde_json::json;
@@ -37,7 +37,7 @@ impl Table {
             .collect();
         let m = &self.machine;
         let doc = json!({
-            "step": "08-compare",
+            "step": "10-compare",
             "runs": self.runs,
             "trivial command": self.trivial,
             "machine": {

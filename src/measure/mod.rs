@@ -1,4 +1,4 @@
-//! Step 08's plumbing: what is not the lesson of measuring, one job per file.
+//! Step 10's plumbing: what is not the lesson of measuring, one job per file.
 //!
 //! - [`table`]: the rows, how each takes a sample, and the text table;
 //!   [`json`] and [`svg`]: the same table as data and as a chart;

@@ -1,4 +1,4 @@
-//! The table as a bar chart: `08-compare --svg FILE`.
+//! The table as a bar chart: `10-compare --svg FILE`.
 
 use super::{Outcome, Row, Section, Table, World, number};
 use std::fmt::Write as _;

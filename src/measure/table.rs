@@ -1,4 +1,4 @@
-//! The rows of step 08's table, how each takes a sample, and the table as text.
+//! The rows of step 10's table, how each takes a sample, and the table as text.
 
 use super::Machine;
 use anyhow::Result;
@@ -250,7 +250,7 @@ impl Table {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "isolab 08-compare: the median of {} runs (after one warm-up run), and the spread from min to max",
+            "isolab 10-compare: the median of {} runs (after one warm-up run), and the spread from min to max",
             self.runs
         );
         let _ = writeln!(out, "machine: {}", self.machine.describe());

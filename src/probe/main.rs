@@ -10,7 +10,7 @@
 //!
 //! The other subcommands are small demonstrations the tests and the book use:
 //! exit with a code, die by a signal, leave an orphan, wait for a signal, and (bounded)
-//! memory, fork and CPU hogs. And a timer for step 08: the cost of a system call.
+//! memory, fork and CPU hogs. And a timer for step 10: the cost of a system call.
 
 mod demos;
 mod host;

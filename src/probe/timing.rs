@@ -1,5 +1,5 @@
-//! The probe's timer, for step 08: the cost of one system call from wherever the
-//! probe runs. It prints `key: value` lines that step 08 reads.
+//! The probe's timer, for step 10: the cost of one system call from wherever the
+//! probe runs. It prints `key: value` lines that step 10 reads.
 
 use isolab::workshop::report::{Timer, line};
 use std::process::ExitCode;

@@ -1,8 +1,8 @@
 //! The VM world: what the hypervisor steps share that is not the lesson.
 //!
 //! The lesson (declaring the KVM ioctls, calling them in order, setting the
-//! registers, the run loop) lives in `solutions/06-kvm-real-mode.rs` and
-//! `solutions/07-kvm-long-mode.rs`. This folder holds the rest, one job per file:
+//! registers, the run loop) lives in `solutions/07-kvm-real-mode.rs` and
+//! `solutions/08-kvm-long-mode.rs`. This folder holds the rest, one job per file:
 //!
 //! - [`device`]: the options of the KVM steps, opening /dev/kvm, the capability table;
 //! - [`memory`]: guest RAM, memory of ours that KVM maps into the guest;
@@ -10,7 +10,7 @@
 //! - [`watchdog`]: a timer that stops a guest that never exits;
 //! - [`exit`]: why KVM_RUN returned, decoded and explained;
 //! - [`trace`]: the exits of one run, as the steps print them;
-//! - [`x86`]: step 07's GDT and page tables;
+//! - [`x86`]: step 08's GDT and page tables;
 //! - [`repeat`]: many VMs in one process, and the leak check;
 //! - [`linux`]: a real Linux kernel under QEMU, booted from an initramfs we build,
 //!   running commands (the probe, the container steps) and reporting back.

@@ -46,7 +46,7 @@ impl RunArea {
     pub fn run(&self) -> &kvm_run {
         // SAFETY: the mapping is page-aligned and at least size_of::<kvm_run>()
         // bytes (checked in `map`); the kernel writes it only during KVM_RUN, and
-        // step 06's run_vcpu takes this area as `&mut` for that call, so the borrow
+        // step 07's run_vcpu takes this area as `&mut` for that call, so the borrow
         // checker refuses any borrow from here that would still be alive then.
         unsafe { self.ptr.cast::<kvm_run>().as_ref() }
     }

@@ -1,4 +1,4 @@
-//! Step 07's tables: what a guest OS sets up for itself before long mode, here done
+//! Step 08's tables: what a guest OS sets up for itself before long mode, here done
 //! for it by the host (a GDT and identity-mapped page tables), with readable dumps.
 
 /// Page-table entry bits (the same in every level of x86-64 paging).

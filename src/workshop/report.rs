@@ -1,6 +1,6 @@
 //! The probe's report: its sections and the keys of its lines, defined once. The
 //! probe prints with them (an exhaustive match, so a new key cannot go unprinted),
-//! and the scorecard, the tests and step 08 read with them.
+//! and the scorecard, the tests and step 10 read with them.
 
 pub use crate::lines::{Key as _, Lines as Report, line};
 
@@ -124,7 +124,7 @@ crate::keys! {
 }
 
 crate::keys! {
-    /// The lines of `probe syscalls`, the timer step 08 reads.
+    /// The lines of `probe syscalls`, the timer step 10 reads.
     pub enum Timer {
         Syscall = "syscall",
         Calls = "calls",

@@ -324,8 +324,8 @@ mod tests {
             })
         };
         let columns = [
-            ("06-kvm-real-mode".to_string(), summary(23)),
-            ("07-kvm-long-mode".to_string(), summary(5)),
+            ("07-kvm-real-mode".to_string(), summary(23)),
+            ("08-kvm-long-mode".to_string(), summary(5)),
         ];
         insta::assert_snapshot!("tour_rows", GuestSummary::render(&columns));
     }

@@ -12,7 +12,7 @@ pub enum Needs {
     Root,
     /// Read-write access to /dev/kvm.
     Kvm,
-    /// Both: root for the container steps it runs, and /dev/kvm for its VMs (step 08).
+    /// Both: root for the container steps it runs, and /dev/kvm for its VMs (step 10).
     RootAndKvm,
 }
 
@@ -182,12 +182,12 @@ pub const STEPS: &[Step] = &[
         tour_args: &["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"],
     },
     Step {
-        number: 6,
+        number: 7,
         slug: "kvm-real-mode",
         title: "a virtual machine on KVM, in real mode",
         needs: Needs::Kvm,
         rootfs: false,
-        solution: include_str!("../../solutions/06-kvm-real-mode.rs"),
+        solution: include_str!("../../solutions/07-kvm-real-mode.rs"),
         hint: "Every _IO ioctl is declared with ioctl_write_int_bad!(name, request_code_none!(KVMIO, nr)) \
                and called with an explicit 0 (or its integer argument): KVM answers EINVAL to a stray \
                argument. The fds come back as the ioctl's return value. In real mode an address is \
@@ -197,12 +197,12 @@ pub const STEPS: &[Step] = &[
         tour_args: &[],
     },
     Step {
-        number: 7,
+        number: 8,
         slug: "kvm-long-mode",
         title: "long mode: page tables, MMIO and hypercalls",
         needs: Needs::Kvm,
         rootfs: false,
-        solution: include_str!("../../solutions/07-kvm-long-mode.rs"),
+        solution: include_str!("../../solutions/08-kvm-long-mode.rs"),
         hint: "KVM_SET_SREGS sets the state after the switch to long mode, so EFER needs LMA as well \
                as LME, and CR4 needs PAE, or the ioctl says EINVAL. The CPU runs on the segment copies \
                in kvm_segment: cs needs l = 1 (64-bit) and present = 1. For an MMIO read, write the \
@@ -211,12 +211,12 @@ pub const STEPS: &[Step] = &[
         tour_args: &[],
     },
     Step {
-        number: 8,
+        number: 10,
         slug: "compare",
         title: "both worlds, measured",
         needs: Needs::RootAndKvm,
         rootfs: false,
-        solution: include_str!("../../solutions/08-compare.rs"),
+        solution: include_str!("../../solutions/10-compare.rs"),
         hint: "time_run: Instant::now() before command.status(), elapsed() right after it, and \
                only then the status: if !status.success(), bail! with command.get_program() and \
                the status. summarize: let mut sorted = samples.to_vec(); \

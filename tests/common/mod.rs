@@ -249,11 +249,13 @@ pub fn command<S: AsRef<OsStr>>(bin: &Path, args: &[S], leak: Option<&Path>) -> 
 
 /// Run `bin` with a terminal of its own, as a shell would start it (or `script`
 /// does): a new session whose controlling terminal is a fresh pseudo-terminal, on its
-/// stdin, stdout and stderr. `input` is typed into that terminal at the start. What
-/// the terminal showed comes back as stdout, with the terminal's `\r\n` as `\n`.
-pub fn run_in_terminal<S: AsRef<OsStr>>(bin: &Path, args: &[S], input: &str) -> Run {
+/// stdin, stdout and stderr. `dialogue` is what a person at that terminal does: for
+/// each pair, wait until the terminal shows the first text, then type the second.
+/// What the terminal showed comes back as stdout, with the terminal's `\r\n` as `\n`.
+pub fn run_in_terminal<S: AsRef<OsStr>>(bin: &Path, args: &[S], dialogue: &[(&str, &str)]) -> Run {
     use std::io::{Read, Write};
     use std::os::unix::process::CommandExt;
+    use std::sync::{Arc, Mutex};
     let pty = nix::pty::openpty(None, None).expect("openpty");
     let mut cmd = command(bin, args, None);
     let slave = |_| Stdio::from(pty.slave.try_clone().expect("dup pty slave"));
@@ -273,17 +275,42 @@ pub fn run_in_terminal<S: AsRef<OsStr>>(bin: &Path, args: &[S], input: &str) -> 
     drop(cmd); // its copies of the slave
     drop(pty.slave);
     let mut master = std::fs::File::from(pty.master);
-    master
-        .write_all(input.as_bytes())
-        .expect("typing into the terminal");
-    let (tx, shown) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        // Reading ends with EIO once no process holds the slave any more.
-        let _ = master.read_to_end(&mut bytes);
-        let _ = tx.send(String::from_utf8_lossy(&bytes).replace("\r\n", "\n"));
-    });
+    let mut keyboard = master.try_clone().expect("dup pty master");
+    let shown = Arc::new(Mutex::new(Vec::new()));
+    let (done, ended) = std::sync::mpsc::channel();
+    let reader = {
+        let shown = Arc::clone(&shown);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            // Reading ends with EIO once no process holds the slave any more.
+            while let Ok(n) = master.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                shown.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+            let _ = done.send(());
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = 0;
+    for (wait, typed) in dialogue {
+        loop {
+            let text = String::from_utf8_lossy(&shown.lock().unwrap()[seen..]).into_owned();
+            if let Some(at) = text.find(wait) {
+                seen += at + wait.len();
+                break;
+            }
+            assert!(
+                Instant::now() < deadline && child.try_wait().ok().flatten().is_none(),
+                "the terminal never showed {wait:?}; it showed:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        keyboard
+            .write_all(typed.as_bytes())
+            .expect("typing into the terminal");
+    }
     let status = loop {
         if let Some(status) = child.try_wait().expect("waiting for the step") {
             break status;
@@ -294,13 +321,16 @@ pub fn run_in_terminal<S: AsRef<OsStr>>(bin: &Path, args: &[S], input: &str) -> 
         );
         std::thread::sleep(Duration::from_millis(5));
     };
+    ended
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the terminal is still held open after the step ended: by what?");
+    let _ = reader.join();
     use std::os::unix::process::ExitStatusExt;
+    let text = String::from_utf8_lossy(&shown.lock().unwrap()).replace("\r\n", "\n");
     let run = Run {
         pid: child.id(),
         code: status.code().or_else(|| status.signal().map(|s| 128 + s)),
-        stdout: shown
-            .recv_timeout(Duration::from_secs(5))
-            .expect("the terminal is still held open after the step ended: by what?"),
+        stdout: text,
         stderr: String::new(),
     };
     assert_eq!(
@@ -620,7 +650,7 @@ pub fn snapshot(name: &str, text: &str, filters: Vec<(String, String)>) {
 
 /// A KVM step run with `--repeat 200`: 200 VMs one after another in one process
 /// leave its open fds and memory mappings as they were, and its resident memory
-/// within 1 MiB (steps 06 and 07).
+/// within 1 MiB (steps 07 and 08).
 pub fn assert_many_vms_leave_nothing_behind(bin: &Path) {
     let run = run(bin, &["--repeat", "200"]);
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
@@ -640,7 +670,7 @@ pub fn assert_many_vms_leave_nothing_behind(bin: &Path) {
 }
 
 /// A KVM step pointed at a device that does not exist says so in one line, with
-/// what to do (steps 06 and 07).
+/// what to do (steps 07 and 08).
 pub fn assert_a_missing_device_is_one_line(bin: &Path) {
     let run = run(bin, &["--device", "/nonexistent/kvm"]);
     assert_one_line_error(

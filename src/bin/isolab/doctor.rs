@@ -67,7 +67,7 @@ pub fn doctor() -> Result<ExitCode> {
         match kvm {
             Ok(ok) => ok,
             Err(_) if kvm_ok => {
-                "you may not open it, but isolab runs steps 06-08 (and their checks) through sudo"
+                "you may not open it, but isolab runs steps 07-10 (and their checks) through sudo"
                     .into()
             }
             Err(why) => why,
@@ -88,16 +88,16 @@ pub fn doctor() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-// Step 06's own file: doctor asks KVM what step 06 asks first, the same way.
-#[path = "../../../solutions/06-kvm-real-mode.rs"]
+// Step 07's own file: doctor asks KVM what step 07 asks first, the same way.
+#[path = "../../../solutions/07-kvm-real-mode.rs"]
 #[allow(dead_code)] // a whole step, of which doctor uses one function
-mod step06;
+mod kvm_real_mode;
 
 pub fn kvm_status() -> std::result::Result<String, String> {
-    // The same open, and so the same advice, as steps 06-08 give.
+    // The same open, and so the same advice, as steps 07-10 give.
     let device = std::path::Path::new("/dev/kvm");
     let file = isolab::vm::open(device).map_err(|e| format!("{e:#}"))?;
-    let version = step06::api_version(&file, device).map_err(|e| format!("{e:#}"))?;
+    let version = kvm_real_mode::api_version(&file, device).map_err(|e| format!("{e:#}"))?;
     Ok(format!("usable (KVM API version {version})"))
 }
 

@@ -1,6 +1,6 @@
 //! # A real Linux kernel in the lab
 //!
-//! Steps 06-07's guests are a few hundred bytes of our own. This boots a real
+//! Steps 07-08's guests are a few hundred bytes of our own. This boots a real
 //! one: Debian's cloud kernel ([`kernel`]) under QEMU ([`qemu`]), from an
 //! initramfs ([`initramfs`], written by [`cpio`]) that holds the rootfs builder's
 //! output, the step binaries asked for, a list of shell commands, and our init

@@ -12,7 +12,7 @@
 //!
 //! Accelerators: KVM when asked or when [`crate::vm::linux::run`] tries it first, else
 //! TCG, QEMU's own emulation of the CPU, slower but able to run anywhere. A host
-//! can offer a /dev/kvm that runs steps 06-07's tiny guests and not a real kernel.
+//! can offer a /dev/kvm that runs steps 07-08's tiny guests and not a real kernel.
 //! The CI host is a VM without VMX whose /dev/kvm is `kvm_pvm` (KVM on shadow
 //! page tables): there the kernel's decompressor crawls for about 80 s, all of it
 //! in the host kernel, and then KVM fails to emulate a `lock cmpxchg16b` ("KVM

@@ -1,6 +1,6 @@
-//! # Step 07: long mode, MMIO and hypercalls
+//! # Step 08: long mode, MMIO and hypercalls
 //!
-//! Step 06's hypervisor, now running 64-bit code. Real mode needs nothing from the
+//! Step 07's hypervisor, now running 64-bit code. Real mode needs nothing from the
 //! guest; long mode needs what an OS sets up for itself before anything else: a GDT
 //! whose code segment says "64-bit", page tables (here: the first GiB mapped to
 //! itself), and the control registers that switch it all on (CR0.PE and CR0.PG,
@@ -15,10 +15,10 @@
 //! registers and memory. `--break WHAT` sets the vCPU up wrong on purpose and
 //! explains the exit that follows.
 //!
-//! New ioctls: KVM_GET_REGS, on top of step 06's.
+//! New ioctls: KVM_GET_REGS, on top of step 07's.
 //!
 //! ```text
-//! $ target/debug/07-kvm-long-mode --exit-code 3; echo $?
+//! $ target/debug/08-kvm-long-mode --exit-code 3; echo $?
 //! guest said: Hello from long mode!
 //! guest said: The doubler turned 21 into 42.
 //! ...
@@ -27,10 +27,6 @@
 //! 3
 //! ```
 
-// Your copy of step 07. Replace each todo!() with your code, then run
-// `cargo run -- check 7`. (Generated from solutions/07-kvm-long-mode.rs: `cargo run -- reset 7`
-// brings this version back.)
-
 use isolab::prelude::*;
 use isolab::vm::{CODE_SELECTOR, DATA_SELECTOR, Exit, GDT, GuestMemory, KvmArgs, RunArea, Trace};
 use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
@@ -38,14 +34,14 @@ use nix::{ioctl_read, ioctl_write_ptr};
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-// The finished step this one builds on: step 06's own file, as a module. Its
+// The finished step this one builds on: step 07's own file, as a module. Its
 // ioctls (create_vm, create_vcpu, run_vcpu, decode, ...) are the ones you wrote.
-#[path = "../solutions/06-kvm-real-mode.rs"]
+#[path = "../solutions/07-kvm-real-mode.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
-pub mod step06;
-use step06::KVMIO;
+pub mod kvm_real_mode;
+use kvm_real_mode::KVMIO;
 
-/// Step 07: run a 64-bit guest on KVM, with hypercalls, an MMIO device and an exit code.
+/// Step 08: run a 64-bit guest on KVM, with hypercalls, an MMIO device and an exit code.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
@@ -79,7 +75,7 @@ impl Mistake {
             Mistake::TrapFlag => regs.rflags |= 0x100,
             Mistake::CodeSegment => sregs.cs.present = 0,
             Mistake::NoPae => sregs.cr4 &= !CR4_PAE,
-            Mistake::Int3 => regs.rip = guest_address(&raw const GUEST07_BREAKPOINT),
+            Mistake::Int3 => regs.rip = guest_address(&raw const GUEST_LONG_MODE_BREAKPOINT),
         }
     }
 }
@@ -117,16 +113,16 @@ const EFER_LMA: u64 = 1 << 10; // long mode active (the CPU sets it; KVM wants i
 // tables map every address to itself, rip-relative addresses are guest-physical too.
 core::arch::global_asm!(
     r#"
-    .pushsection .rodata.guest07, "a"
-    .globl GUEST07_START
-GUEST07_START:
+    .pushsection .rodata.guest_long_mode, "a"
+    .globl GUEST_LONG_MODE_START
+GUEST_LONG_MODE_START:
     .code64
     lea rax, [rip + hello]
     mov dx, {print}
     out dx, eax                     # hypercall: print(hello)
     mov dword ptr [{doubler}], 21   # no memory there: an MMIO write exit
     mov ebx, dword ptr [{doubler}]  # an MMIO read exit; the host answers
-    mov qword ptr [rip + GUEST07_ANSWER], rbx  # keep it, for the host to find
+    mov qword ptr [rip + GUEST_LONG_MODE_ANSWER], rbx  # keep it, for the host to find
     cmp ebx, 42
     lea rax, [rip + right]
     lea rcx, [rip + wrong]
@@ -136,8 +132,8 @@ GUEST07_START:
     mov dx, {exit}
     out dx, eax                     # hypercall: exit(edi)
     hlt
-    .globl GUEST07_BREAKPOINT
-GUEST07_BREAKPOINT:                 # only --break int3 starts here
+    .globl GUEST_LONG_MODE_BREAKPOINT
+GUEST_LONG_MODE_BREAKPOINT:                 # only --break int3 starts here
     int3
 hello:
     .asciz "Hello from long mode!\n"
@@ -146,11 +142,11 @@ right:
 wrong:
     .asciz "The doubler got 21 * 2 wrong.\n"
     .balign 8
-    .globl GUEST07_ANSWER
-GUEST07_ANSWER:
+    .globl GUEST_LONG_MODE_ANSWER
+GUEST_LONG_MODE_ANSWER:
     .quad 0
-    .globl GUEST07_END
-GUEST07_END:
+    .globl GUEST_LONG_MODE_END
+GUEST_LONG_MODE_END:
     .popsection
 "#,
     print = const HYPERCALL_PRINT,
@@ -159,17 +155,20 @@ GUEST07_END:
 );
 // ANCHOR_END: guest
 
-// Global symbols, named for this step (step 06's guest links beside this one).
+// Global symbols, named for this step (step 07's guest links beside this one).
 unsafe extern "C" {
-    static GUEST07_START: u8;
-    static GUEST07_END: u8;
-    static GUEST07_BREAKPOINT: u8;
-    static GUEST07_ANSWER: u8;
+    static GUEST_LONG_MODE_START: u8;
+    static GUEST_LONG_MODE_END: u8;
+    static GUEST_LONG_MODE_BREAKPOINT: u8;
+    static GUEST_LONG_MODE_ANSWER: u8;
 }
 
 /// The guest's machine code, as the assembler left it in this program's read-only data.
 fn guest_code() -> &'static [u8] {
-    let (start, end) = (&raw const GUEST07_START, &raw const GUEST07_END);
+    let (start, end) = (
+        &raw const GUEST_LONG_MODE_START,
+        &raw const GUEST_LONG_MODE_END,
+    );
     // SAFETY: both symbols come from the global_asm! above, in one section, END after
     // START; the bytes between them are read-only data that lives as long as the program.
     unsafe { std::slice::from_raw_parts(start, end as usize - start as usize) }
@@ -177,16 +176,16 @@ fn guest_code() -> &'static [u8] {
 
 /// Where a label of the guest ends up in guest memory.
 fn guest_address(label: *const u8) -> u64 {
-    GUEST_ADDRESS + (label as u64 - (&raw const GUEST07_START) as u64)
+    GUEST_ADDRESS + (label as u64 - (&raw const GUEST_LONG_MODE_START) as u64)
 }
 
 fn main() -> ExitCode {
     isolab::main(|| {
         let args: Args = isolab::cli::parse();
         let kvm = isolab::vm::open(&args.kvm.device)?;
-        let version = step06::api_version(&kvm, &args.kvm.device)?;
+        let version = kvm_real_mode::api_version(&kvm, &args.kvm.device)?;
         println!("KVM API version {version}");
-        isolab::vm::print_capabilities(|cap| step06::check_extension(&kvm, cap))?;
+        isolab::vm::print_capabilities(|cap| kvm_real_mode::check_extension(&kvm, cap))?;
         isolab::vm::repeat(args.kvm.repeat, |report| run_guest(&kvm, &args, report))
     })
 }
@@ -201,8 +200,8 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
         &isolab::vm::x86::identity_page_tables(PML4_ADDRESS),
     )?;
     memory.write(GUEST_ADDRESS, guest_code())?;
-    let vm = step06::create_vm(kvm, &memory)?;
-    let (vcpu, mut run) = step06::create_vcpu(kvm, &vm)?;
+    let vm = kvm_real_mode::create_vm(kvm, &memory)?;
+    let (vcpu, mut run) = kvm_real_mode::create_vcpu(kvm, &vm)?;
 
     let mut sregs = get_sregs(&vcpu)?;
     let mut regs = kvm_regs::default();
@@ -219,8 +218,8 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
     let mut said = String::new();
     let mut doubler = Doubler::default();
     let code = loop {
-        step06::run_vcpu(&vcpu, &mut run)?;
-        let exit = step06::decode(&run)?;
+        kvm_real_mode::run_vcpu(&vcpu, &mut run)?;
+        let exit = kvm_real_mode::decode(&run)?;
         trace.push(&exit);
         match exit {
             Exit::IoOut { port, value, .. } => match hypercall(port, value, &memory)? {
@@ -264,20 +263,62 @@ fn set_long_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
     // No interrupt table yet: an exception in the guest is fatal (a triple fault).
     sregs.idt = kvm_dtable::default();
     // ANCHOR: long_mode
-    // TODO: Switch the vCPU to 64-bit mode, as if a boot loader had done it:
-    //       - paging: cr3 = PML4_ADDRESS (the tables are in guest memory already),
-    //         cr4 = CR4_PAE, efer = EFER_LME | EFER_LMA, cr0 = CR0_PE | CR0_PG;
-    //       - the GDT: sregs.gdt is a kvm_dtable with base GDT_ADDRESS and limit
-    //         size_of_val(&GDT) - 1;
-    //       - segments: the CPU uses the copies in kvm_segment, not the GDT, so they must
-    //         say what the descriptors say (isolab::vm::GDT): cs gets selector
-    //         CODE_SELECTOR, base 0, limit 0xffff_ffff, type_ 0xb, present 1, s 1, l 1
-    //         (64-bit code), db 0, g 1; ds, es, fs, gs and ss get selector DATA_SELECTOR,
-    //         type_ 0x3, db 1, l 0, and the rest as for cs;
-    //       - regs: rip GUEST_ADDRESS, rsp STACK_TOP, rflags 0x2.
-    todo!(
-        "step 07, `long_mode`: not written yet. Read the TODO above this line in chapters/07-kvm-long-mode.rs, or run `cargo run -- hint 7`"
-    );
+    //> Switch the vCPU to 64-bit mode, as if a boot loader had done it:
+    //> - paging: cr3 = PML4_ADDRESS (the tables are in guest memory already),
+    //>   cr4 = CR4_PAE, efer = EFER_LME | EFER_LMA, cr0 = CR0_PE | CR0_PG;
+    //> - the GDT: sregs.gdt is a kvm_dtable with base GDT_ADDRESS and limit
+    //>   size_of_val(&GDT) - 1;
+    //> - segments: the CPU uses the copies in kvm_segment, not the GDT, so they must
+    //>   say what the descriptors say (isolab::vm::GDT): cs gets selector
+    //>   CODE_SELECTOR, base 0, limit 0xffff_ffff, type_ 0xb, present 1, s 1, l 1
+    //>   (64-bit code), db 0, g 1; ds, es, fs, gs and ss get selector DATA_SELECTOR,
+    //>   type_ 0x3, db 1, l 0, and the rest as for cs;
+    //> - regs: rip GUEST_ADDRESS, rsp STACK_TOP, rflags 0x2.
+    sregs.cr3 = PML4_ADDRESS;
+    sregs.cr4 = CR4_PAE;
+    sregs.efer = EFER_LME | EFER_LMA;
+    sregs.cr0 = CR0_PE | CR0_PG;
+    sregs.gdt = kvm_dtable {
+        base: GDT_ADDRESS,
+        limit: (size_of_val(&GDT) - 1) as u16,
+        ..Default::default()
+    };
+    let code = kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: CODE_SELECTOR,
+        type_: 0xb,
+        present: 1,
+        dpl: 0,
+        db: 0,
+        s: 1,
+        l: 1,
+        g: 1,
+        ..Default::default()
+    };
+    let data = kvm_segment {
+        selector: DATA_SELECTOR,
+        type_: 0x3,
+        db: 1,
+        l: 0,
+        ..code
+    };
+    sregs.cs = code;
+    for segment in [
+        &mut sregs.ds,
+        &mut sregs.es,
+        &mut sregs.fs,
+        &mut sregs.gs,
+        &mut sregs.ss,
+    ] {
+        *segment = data;
+    }
+    *regs = kvm_regs {
+        rip: GUEST_ADDRESS,
+        rsp: STACK_TOP,
+        rflags: 0x2,
+        ..Default::default()
+    };
     // ANCHOR_END: long_mode
 }
 
@@ -292,13 +333,19 @@ enum Hypercall {
 /// The guest wrote `value` to `port`: which hypercall is it?
 fn hypercall(port: u16, value: u32, memory: &GuestMemory) -> Result<Hypercall> {
     // ANCHOR: hypercall
-    // TODO: HYPERCALL_PRINT: `value` is the guest-physical address of a NUL-terminated
-    //       string; read it from guest memory (memory.read_c_string) and return
-    //       Hypercall::Print. HYPERCALL_EXIT: `value` is the exit code, Hypercall::Exit.
-    //       Any other port has no device behind it: an error that names the port.
-    todo!(
-        "step 07, `hypercall`: not written yet. Read the TODO above this line in chapters/07-kvm-long-mode.rs, or run `cargo run -- hint 7`"
-    );
+    //> HYPERCALL_PRINT: `value` is the guest-physical address of a NUL-terminated
+    //> string; read it from guest memory (memory.read_c_string) and return
+    //> Hypercall::Print. HYPERCALL_EXIT: `value` is the exit code, Hypercall::Exit.
+    //> Any other port has no device behind it: an error that names the port.
+    match port {
+        HYPERCALL_PRINT => Ok(Hypercall::Print(
+            memory
+                .read_c_string(value.into())
+                .context("the print hypercall")?,
+        )),
+        HYPERCALL_EXIT => Ok(Hypercall::Exit(value as i32)),
+        _ => bail!("the guest wrote {value:#x} to port {port:#x}, where there is no device"),
+    }
     // ANCHOR_END: hypercall
 }
 
@@ -314,15 +361,34 @@ struct Doubler {
 /// Returns a note for the trace.
 fn mmio(doubler: &mut Doubler, exit: &Exit, run: &mut RunArea) -> Result<String> {
     // ANCHOR: mmio
-    // TODO: An MmioWrite to DOUBLER: remember the value. An MmioRead from DOUBLER: the
-    //       answer is twice the value. The guest's instruction is still waiting for it:
-    //       put its `len` low bytes (little-endian) into the `mmio.data` of the shared
-    //       run structure (`run.run_mut().__bindgen_anon_1.mmio`), and KVM hands them to
-    //       the guest on the next KVM_RUN. Return a note: "stored 21", "answered 42".
-    //       Any other address: an error, there is neither memory nor a device there.
-    todo!(
-        "step 07, `mmio`: not written yet. Read the TODO above this line in chapters/07-kvm-long-mode.rs, or run `cargo run -- hint 7`"
-    );
+    //> An MmioWrite to DOUBLER: remember the value. An MmioRead from DOUBLER: the
+    //> answer is twice the value. The guest's instruction is still waiting for it:
+    //> put its `len` low bytes (little-endian) into the `mmio.data` of the shared
+    //> run structure (`run.run_mut().__bindgen_anon_1.mmio`), and KVM hands them to
+    //> the guest on the next KVM_RUN. Return a note: "stored 21", "answered 42".
+    //> Any other address: an error, there is neither memory nor a device there.
+    match *exit {
+        Exit::MmioWrite {
+            addr: DOUBLER,
+            value,
+            ..
+        } => {
+            doubler.value = value;
+            Ok(format!("stored {value}"))
+        }
+        Exit::MmioRead { addr: DOUBLER, len } => {
+            let answer = doubler.value.wrapping_mul(2);
+            // SAFETY: the exit reason is KVM_EXIT_MMIO (decode said so), so `mmio` is
+            // the member in use; we write the data the guest's read will receive.
+            let mmio = unsafe { &mut run.run_mut().__bindgen_anon_1.mmio };
+            mmio.data[..len].copy_from_slice(&answer.to_le_bytes()[..len]);
+            Ok(format!("answered {answer}"))
+        }
+        Exit::MmioWrite { addr, .. } | Exit::MmioRead { addr, .. } => {
+            bail!("the guest touched {addr:#x}, where there is neither memory nor a device")
+        }
+        _ => bail!("not an MMIO exit: {exit}"),
+    }
     // ANCHOR_END: mmio
 }
 
@@ -339,7 +405,7 @@ fn report_state(vcpu: &OwnedFd, memory: &GuestMemory) -> Result<()> {
         "  cr0 {:#x}  cr3 {:#x}  cr4 {:#x}  efer {:#x}",
         sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer
     );
-    let answer = guest_address(&raw const GUEST07_ANSWER);
+    let answer = guest_address(&raw const GUEST_LONG_MODE_ANSWER);
     println!(
         "  memory at {answer:#x} (the guest's answer): {}",
         memory.read_u64(answer)?

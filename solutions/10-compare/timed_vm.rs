@@ -1,7 +1,7 @@
-//! Step 08's VMM to time: step 06's set-up around two small guests, and
+//! Step 10's VMM to time: step 07's set-up around two small guests, and
 //! KVM_IOEVENTFD, which has KVM handle a port write in the kernel.
 //!
-//! - [`lifecycle`]: open `/dev/kvm`, create a VM with step 06's memory and a vCPU,
+//! - [`lifecycle`]: open `/dev/kvm`, create a VM with step 07's memory and a vCPU,
 //!   run a guest of one `hlt`, close it all: the least any process that runs a guest
 //!   must do.
 //! - [`exits`]: a guest that writes to an I/O port `count` times in a loop, each
@@ -11,9 +11,9 @@
 //!   the kernel (it signals an eventfd) and resumes the guest without returning to
 //!   us, the way virtio devices avoid most exits to the VMM.
 //!
-//! Every ioctl but KVM_IOEVENTFD is step 06's or 07's own function.
+//! Every ioctl but KVM_IOEVENTFD is step 07's or 08's own function.
 
-use super::{step06, step07};
+use super::{kvm_long_mode, kvm_real_mode};
 use anyhow::{Context, Result, bail};
 use isolab::vm::{Exit, GuestMemory, RunArea};
 use kvm_bindings::{kvm_ioeventfd, kvm_ioeventfd_flag_nr_pio, kvm_regs};
@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 // that the loop begins: it starts its clock when that exit reaches it.
 core::arch::global_asm!(
     r#"
-    .pushsection .rodata.guest08, "a"
-    .globl GUEST08_START
-GUEST08_START:
+    .pushsection .rodata.guest_timed, "a"
+    .globl GUEST_TIMED_START
+GUEST_TIMED_START:
     .code16
     mov si, dx          # keep the loop's port
     mov dx, 0x501       # START_PORT
@@ -45,20 +45,20 @@ GUEST08_START:
     jnz 1b
 2:  hlt                 # exit: the host stops its clock
     .code64
-    .globl GUEST08_END
-GUEST08_END:
+    .globl GUEST_TIMED_END
+GUEST_TIMED_END:
     .popsection
 "#
 );
 // ANCHOR_END: guest
 
 unsafe extern "C" {
-    static GUEST08_START: u8;
-    static GUEST08_END: u8;
+    static GUEST_TIMED_START: u8;
+    static GUEST_TIMED_END: u8;
 }
 
 fn exit_loop_code() -> &'static [u8] {
-    let (start, end) = (&raw const GUEST08_START, &raw const GUEST08_END);
+    let (start, end) = (&raw const GUEST_TIMED_START, &raw const GUEST_TIMED_END);
     // SAFETY: both symbols come from the global_asm! above, in one section, END after
     // START; the bytes between them are read-only data that lives as long as the program.
     unsafe { std::slice::from_raw_parts(start, end as usize - start as usize) }
@@ -71,7 +71,7 @@ const START_PORT: u16 = 0x501;
 /// The port the measured loop writes to.
 pub const LOOP_PORT: u16 = 0x510;
 
-/// One VM with one vCPU in real mode, about to run `code` where step 06 puts its
+/// One VM with one vCPU in real mode, about to run `code` where step 07 puts its
 /// guest. Fields drop in order: the run area, the vCPU, the VM, then the memory the
 /// VM used.
 pub struct Vm {
@@ -82,16 +82,16 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Step 06's set-up, in one call: memory, VM, vCPU, run area, real-mode
+    /// Step 07's set-up, in one call: memory, VM, vCPU, run area, real-mode
     /// registers; then `regs` (the guest's arguments) on top.
     pub fn new(kvm: &File, code: &[u8], regs: kvm_regs) -> Result<Vm> {
-        let mut memory = GuestMemory::new(step06::MEMORY_SIZE)?;
-        memory.write(step06::GUEST_ADDRESS, code)?;
-        let vm = step06::create_vm(kvm, &memory)?;
-        let (vcpu, run) = step06::create_vcpu(kvm, &vm)?;
-        step06::set_real_mode(&vcpu)?;
-        let start = step07::get_regs(&vcpu)?;
-        step07::set_regs(
+        let mut memory = GuestMemory::new(kvm_real_mode::MEMORY_SIZE)?;
+        memory.write(kvm_real_mode::GUEST_ADDRESS, code)?;
+        let vm = kvm_real_mode::create_vm(kvm, &memory)?;
+        let (vcpu, run) = kvm_real_mode::create_vcpu(kvm, &vm)?;
+        kvm_real_mode::set_real_mode(&vcpu)?;
+        let start = kvm_long_mode::get_regs(&vcpu)?;
+        kvm_long_mode::set_regs(
             &vcpu,
             &kvm_regs {
                 rip: start.rip,
@@ -109,15 +109,15 @@ impl Vm {
 
     /// KVM_RUN until the next exit that reaches us, and why it stopped.
     pub fn run(&mut self) -> Result<Exit> {
-        step06::run_vcpu(&self.vcpu, &mut self.run)?;
-        step06::decode(&self.run)
+        kvm_real_mode::run_vcpu(&self.vcpu, &mut self.run)?;
+        kvm_real_mode::decode(&self.run)
     }
 
     // ANCHOR: ioeventfd
     /// Have KVM itself handle every 1-byte write to `port`: it signals the returned
     /// eventfd and resumes the guest, with no exit to us (KVM_IOEVENTFD).
     pub fn ioeventfd(&self, port: u16) -> Result<OwnedFd> {
-        ioctl_write_ptr!(kvm_set_ioeventfd, step06::KVMIO, 0x79, kvm_ioeventfd);
+        ioctl_write_ptr!(kvm_set_ioeventfd, kvm_real_mode::KVMIO, 0x79, kvm_ioeventfd);
         // SAFETY: eventfd takes two integers and returns a new fd or -1.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         let fd = Errno::result(fd).context("eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)")?;

@@ -1,4 +1,4 @@
-//! # Step 08: both worlds, measured
+//! # Step 10: both worlds, measured
 //!
 //! The book's claim, turned into numbers from your own machine. A container is an
 //! ordinary process that the shared kernel shows a smaller world to, so it should
@@ -11,7 +11,7 @@
 //! - start to exit of a trivial command: a plain process (00), chrooted (01), in
 //!   namespaces (02, 03), in the full container with limits (04); and a VM: its
 //!   ioctls alone (create a VM, run one `hlt`, close it, in this process) and step
-//!   06's whole process;
+//!   07's whole process;
 //! - one system call, on the host and inside the container, against one guest exit
 //!   to this process (a port write), and one that KVM handles in the kernel;
 //! - memory: what the box costs, against what the VM costs.
@@ -22,11 +22,11 @@
 //!
 //! Calls: the steps through fork, execve and wait (std::process); getppid(2) in a
 //! loop (the probe); KVM_RUN on a guest that loops over `out`, and KVM_IOEVENTFD
-//! (08-compare/timed_vm.rs, on step 06's and 07's own ioctls); ptrace(2) with
+//! (10-compare/timed_vm.rs, on step 07's and 08's own ioctls); ptrace(2) with
 //! PTRACE_O_TRACEEXIT, to read a process's peak memory as it exits (src/measure.rs).
 //!
 //! ```text
-//! $ sudo target/release/08-compare --runs 20
+//! $ sudo target/release/10-compare --runs 20
 //! ...
 //!                                   median      min      max  unit how
 //!   plain process                     2.07     1.74     2.60  ms   00-process
@@ -34,6 +34,10 @@
 //!   syscall in the box                 150      130      170  ns   the same, inside 04's box
 //!   guest exit to the VMM             7480     5633     9064  ns   10000 port writes, ...
 //! ```
+
+// Your copy of step 10. Replace each todo!() with your code, then run
+// `cargo run -- check 10`. (Generated from solutions/10-compare.rs: `cargo run -- reset 10`
+// brings this version back.)
 
 use isolab::container::cgroup::Stat;
 use isolab::measure::{
@@ -46,19 +50,19 @@ use std::fs::File;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-// The finished steps this one measures with: step 07's own file, and through it
-// step 06's, whose ioctls the VMM to time is made of.
-#[path = "../solutions/07-kvm-long-mode.rs"]
+// The finished steps this one measures with: step 08's own file, and through it
+// step 07's, whose ioctls the VMM to time is made of.
+#[path = "../solutions/08-kvm-long-mode.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
-pub mod step07;
-pub use step07::step06;
+pub mod kvm_long_mode;
+pub use kvm_long_mode::kvm_real_mode;
 
 // A small VMM to time, built from those steps' functions.
-#[path = "../solutions/08-compare/timed_vm.rs"]
+#[path = "../solutions/10-compare/timed_vm.rs"]
 mod timed_vm;
 use timed_vm::Handler;
 
-/// Step 08: measure containers and VMs on this machine, side by side.
+/// Step 10: measure containers and VMs on this machine, side by side.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
@@ -132,12 +136,12 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
             lab.step("03-mount-namespace-solution", &[], &t)?),
         start("container", "full container, with limits", Container,
             lab.step("04-cgroups-solution", &LIMITS, &t)?),
-        // ... and of a VM: its ioctls alone (in this process), then step 06's process.
+        // ... and of a VM: its ioctls alone (in this process), then step 07's process.
         Measurement::ms("kvm-ioctls", "VM: its ioctls alone", Vm, ioctls, Box::new(|| {
             Ok(Sample::Value(timed_vm::lifecycle(Path::new("/dev/kvm"))?.as_secs_f64() * 1e3))
         })),
-        start("kvm", "VM: step 06's guest", Vm, lab.command::<&str>("06-kvm-real-mode-solution", &[])?)
-            .how("06-kvm-real-mode: 22 port writes, then HLT"),
+        start("kvm", "VM: step 07's guest", Vm, lab.command::<&str>("07-kvm-real-mode-solution", &[])?)
+            .how("07-kvm-real-mode: 22 port writes, then HLT"),
 
         // One operation, in ns: a system call from the host and from inside the box ...
         Measurement::ns("syscall-host", "syscall on the host", Host,
@@ -152,7 +156,7 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
             })),
         Measurement::ns("exit-kernel", "guest exit handled in KVM", Vm,
             &format!("{KERNEL_EXITS} port writes to an ioeventfd"), Box::new(move || {
-                if step06::check_extension(kvm, KVM_CAP_IOEVENTFD)? <= 0 {
+                if kvm_real_mode::check_extension(kvm, KVM_CAP_IOEVENTFD)? <= 0 {
                     return Ok(Sample::NotAvailable("this KVM has no ioeventfd".into()));
                 }
                 Ok(Sample::Value(timed_vm::exits(kvm, KERNEL_EXITS, Handler::Kernel)?.ns_each()))
@@ -169,10 +173,10 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
                     Ok(Sample::Value(isolab::measure::value_of(&stats, Stat::MemoryPeak)?))
                 })
             }),
-        Measurement::kib("vmm", "VM: the VMM, peak", Vm, "VmHWM of 06-kvm-real-mode as it exits",
-            peak(lab.command::<&str>("06-kvm-real-mode-solution", &[])?)),
-        Measurement::kib("guest-ram", "VM: guest RAM", Vm, "06's memory slot: given, backed where touched",
-            Box::new(|| Ok(Sample::Value((step06::MEMORY_SIZE >> 10) as f64)))),
+        Measurement::kib("vmm", "VM: the VMM, peak", Vm, "VmHWM of 07-kvm-real-mode as it exits",
+            peak(lab.command::<&str>("07-kvm-real-mode-solution", &[])?)),
+        Measurement::kib("guest-ram", "VM: guest RAM", Vm, "07's memory slot: given, backed where touched",
+            Box::new(|| Ok(Sample::Value((kvm_real_mode::MEMORY_SIZE >> 10) as f64)))),
     ])
 }
 // ANCHOR_END: measurements
@@ -217,23 +221,14 @@ fn peak<'a>(command: Command) -> Sampler<'a> {
 /// Start `command`, wait for it to end, and return how long that took.
 fn time_run(command: &mut Command) -> Result<Duration> {
     // ANCHOR: time_run
-    //> Take the time with Instant::now(), run the command to its end with
-    //> command.status() (spawn and wait: the whole life of the process), and take
-    //> the elapsed time. Only then look at the status: when it is not a success,
-    //> bail! with the program's name (command.get_program()) and the status, because
-    //> the time of a failed run measures something else. Return the elapsed time.
-    let start = Instant::now();
-    let status = command
-        .status()
-        .with_context(|| format!("starting {}", command.get_program().to_string_lossy()))?;
-    let took = start.elapsed();
-    if !status.success() {
-        bail!(
-            "{} failed ({status})",
-            command.get_program().to_string_lossy()
-        );
-    }
-    Ok(took)
+    // TODO: Take the time with Instant::now(), run the command to its end with
+    //       command.status() (spawn and wait: the whole life of the process), and take
+    //       the elapsed time. Only then look at the status: when it is not a success,
+    //       bail! with the program's name (command.get_program()) and the status, because
+    //       the time of a failed run measures something else. Return the elapsed time.
+    todo!(
+        "step 10, `time_run`: not written yet. Read the TODO above this line in chapters/10-compare.rs, or run `cargo run -- hint 10`"
+    );
     // ANCHOR_END: time_run
 }
 
@@ -283,22 +278,12 @@ fn measure(mut measurements: Vec<Measurement>, runs: u32) -> Result<Vec<Row>> {
 /// The median of the samples, and the spread: the smallest and the largest.
 fn summarize(samples: &[f64]) -> Spread {
     // ANCHOR: summarize
-    //> Sort a copy of the samples (f64 is not Ord, because of NaN: sort_by with
-    //> f64::total_cmp). The median is the middle sample, or the mean of the two in
-    //> the middle when there is an even number of them. min and max are the two ends.
-    //> There is always at least one sample.
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    let median = if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    };
-    Spread {
-        median,
-        min: sorted[0],
-        max: sorted[n - 1],
-    }
+    // TODO: Sort a copy of the samples (f64 is not Ord, because of NaN: sort_by with
+    //       f64::total_cmp). The median is the middle sample, or the mean of the two in
+    //       the middle when there is an even number of them. min and max are the two ends.
+    //       There is always at least one sample.
+    todo!(
+        "step 10, `summarize`: not written yet. Read the TODO above this line in chapters/10-compare.rs, or run `cargo run -- hint 10`"
+    );
     // ANCHOR_END: summarize
 }

@@ -1,4 +1,4 @@
-//! # Step 06: a virtual machine on KVM, in real mode
+//! # Step 07: a virtual machine on KVM, in real mode
 //!
 //! The other side of isolation. A container shares the host's kernel; a virtual
 //! machine runs code of its own on a virtual CPU, and every time that code does
@@ -17,17 +17,13 @@
 //! KVM_SET_REGS, KVM_RUN.
 //!
 //! ```text
-//! $ target/debug/06-kvm-real-mode
+//! $ target/debug/07-kvm-real-mode
 //! KVM API version 12
 //! ...
 //! guest said: Hello from real mode!
 //! ...
 //! exits: 22 x IO out port 0x3f8, 1 x HLT
 //! ```
-
-// Your copy of step 06. Replace each todo!() with your code, then run
-// `cargo run -- check 6`. (Generated from solutions/06-kvm-real-mode.rs: `cargo run -- reset 6`
-// brings this version back.)
 
 use isolab::prelude::*;
 use isolab::vm::{Exit, GuestMemory, KvmArgs, RunArea, Trace};
@@ -39,7 +35,7 @@ use nix::{ioctl_read, ioctl_write_int_bad, ioctl_write_ptr, request_code_none};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-/// Step 06: run a real-mode guest on KVM and show every exit it causes.
+/// Step 07: run a real-mode guest on KVM and show every exit it causes.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
@@ -52,12 +48,12 @@ struct Args {
 // CS and DS there, so inside the guest the code starts at offset 0 of its segment.
 core::arch::global_asm!(
     r#"
-    .pushsection .rodata.guest06, "a"
-    .globl GUEST06_START
-GUEST06_START:
+    .pushsection .rodata.guest_real_mode, "a"
+    .globl GUEST_REAL_MODE_START
+GUEST_REAL_MODE_START:
     .code16
     mov dx, 0x3f8                   # COM1's data port
-    .set GREETING_OFFSET, greeting - GUEST06_START
+    .set GREETING_OFFSET, greeting - GUEST_REAL_MODE_START
     mov si, offset GREETING_OFFSET  # ds:si -> the greeting
 2:  lodsb                           # al = [ds:si], si += 1
     test al, al
@@ -68,8 +64,8 @@ GUEST06_START:
 greeting:
     .asciz "Hello from real mode!\n"
     .code64
-    .globl GUEST06_END
-GUEST06_END:
+    .globl GUEST_REAL_MODE_END
+GUEST_REAL_MODE_END:
     .popsection
 "#
 );
@@ -78,13 +74,16 @@ GUEST06_END:
 // The labels are global symbols, named for this step, so that a later step that
 // takes this file as a module can link its own guest beside this one.
 unsafe extern "C" {
-    static GUEST06_START: u8;
-    static GUEST06_END: u8;
+    static GUEST_REAL_MODE_START: u8;
+    static GUEST_REAL_MODE_END: u8;
 }
 
 /// The guest's machine code, as the assembler left it in this program's read-only data.
 fn guest_code() -> &'static [u8] {
-    let (start, end) = (&raw const GUEST06_START, &raw const GUEST06_END);
+    let (start, end) = (
+        &raw const GUEST_REAL_MODE_START,
+        &raw const GUEST_REAL_MODE_END,
+    );
     // SAFETY: both symbols come from the global_asm! above, in one section, END after
     // START; the bytes between them are read-only data that lives as long as the program.
     unsafe { std::slice::from_raw_parts(start, end as usize - start as usize) }
@@ -188,51 +187,100 @@ fn run_guest(kvm: &File, report: bool) -> Result<i32> {
 /// A new VM whose guest-physical memory, from address 0, is `memory`.
 pub fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
     // ANCHOR: create_vm
-    // TODO: Declare two ioctls with nix's macros, then call them:
-    //       - KVM_CREATE_VM is _IO(KVMIO, 0x01) and takes the machine type, 0 on x86:
-    //         `ioctl_write_int_bad!(kvm_create_vm, request_code_none!(KVMIO, 0x01));`
-    //         It returns the new VM's fd: wrap it with `OwnedFd::from_raw_fd`.
-    //       - KVM_SET_USER_MEMORY_REGION is _IOW(KVMIO, 0x46, kvm_userspace_memory_region):
-    //         `ioctl_write_ptr!`. Call it on the VM's fd with slot 0, guest_phys_addr 0,
-    //         memory_size memory.size(), userspace_addr memory.host_address().
-    //       Each call is unsafe: say why it is sound in a `// SAFETY:` comment, and give
-    //       each error a context naming the ioctl, e.g. "ioctl(KVM_CREATE_VM, 0)".
-    todo!(
-        "step 06, `create_vm`: not written yet. Read the TODO above this line in chapters/06-kvm-real-mode.rs, or run `cargo run -- hint 6`"
+    //> Declare two ioctls with nix's macros, then call them:
+    //> - KVM_CREATE_VM is _IO(KVMIO, 0x01) and takes the machine type, 0 on x86:
+    //>   `ioctl_write_int_bad!(kvm_create_vm, request_code_none!(KVMIO, 0x01));`
+    //>   It returns the new VM's fd: wrap it with `OwnedFd::from_raw_fd`.
+    //> - KVM_SET_USER_MEMORY_REGION is _IOW(KVMIO, 0x46, kvm_userspace_memory_region):
+    //>   `ioctl_write_ptr!`. Call it on the VM's fd with slot 0, guest_phys_addr 0,
+    //>   memory_size memory.size(), userspace_addr memory.host_address().
+    //> Each call is unsafe: say why it is sound in a `// SAFETY:` comment, and give
+    //> each error a context naming the ioctl, e.g. "ioctl(KVM_CREATE_VM, 0)".
+    ioctl_write_int_bad!(kvm_create_vm, request_code_none!(KVMIO, 0x01));
+    ioctl_write_ptr!(
+        kvm_set_user_memory_region,
+        KVMIO,
+        0x46,
+        kvm_userspace_memory_region
     );
+    // SAFETY: the argument is the machine type, a plain integer (0: the default).
+    let fd = unsafe { kvm_create_vm(kvm.as_raw_fd(), 0) }.context("ioctl(KVM_CREATE_VM, 0)")?;
+    // SAFETY: KVM_CREATE_VM returned a new fd that nothing else owns.
+    let vm = unsafe { OwnedFd::from_raw_fd(fd) };
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: memory.size(),
+        userspace_addr: memory.host_address(),
+    };
+    // SAFETY: `region` is a valid struct that the kernel only reads. The memory it
+    // names stays mapped for as long as the VM runs: `run_guest` drops the VM first.
+    unsafe { kvm_set_user_memory_region(vm.as_raw_fd(), &region) }.with_context(|| {
+        format!(
+            "ioctl(KVM_SET_USER_MEMORY_REGION, slot 0, {:#x} bytes at guest address 0)",
+            memory.size()
+        )
+    })?;
+    Ok(vm)
     // ANCHOR_END: create_vm
 }
 
 /// vCPU 0 of `vm`, and its shared `kvm_run`, mapped.
 pub fn create_vcpu(kvm: &File, vm: &OwnedFd) -> Result<(OwnedFd, RunArea)> {
     // ANCHOR: create_vcpu
-    // TODO: Declare and call two more:
-    //       - KVM_CREATE_VCPU is _IO(KVMIO, 0x41), on the VM's fd; its argument is the
-    //         vCPU's id, 0. It returns the vCPU's fd.
-    //       - KVM_GET_VCPU_MMAP_SIZE is _IO(KVMIO, 0x04), on /dev/kvm's fd (`kvm`), with
-    //         the argument 0: KVM refuses any other. It returns how many bytes to map.
-    //       Then map the vCPU's shared run structure: `RunArea::map(&vcpu, size)`.
-    todo!(
-        "step 06, `create_vcpu`: not written yet. Read the TODO above this line in chapters/06-kvm-real-mode.rs, or run `cargo run -- hint 6`"
-    );
+    //> Declare and call two more:
+    //> - KVM_CREATE_VCPU is _IO(KVMIO, 0x41), on the VM's fd; its argument is the
+    //>   vCPU's id, 0. It returns the vCPU's fd.
+    //> - KVM_GET_VCPU_MMAP_SIZE is _IO(KVMIO, 0x04), on /dev/kvm's fd (`kvm`), with
+    //>   the argument 0: KVM refuses any other. It returns how many bytes to map.
+    //> Then map the vCPU's shared run structure: `RunArea::map(&vcpu, size)`.
+    ioctl_write_int_bad!(kvm_create_vcpu, request_code_none!(KVMIO, 0x41));
+    ioctl_write_int_bad!(kvm_get_vcpu_mmap_size, request_code_none!(KVMIO, 0x04));
+    // SAFETY: the argument is the vCPU id, a plain integer.
+    let fd = unsafe { kvm_create_vcpu(vm.as_raw_fd(), 0) }.context("ioctl(KVM_CREATE_VCPU, 0)")?;
+    // SAFETY: KVM_CREATE_VCPU returned a new fd that nothing else owns.
+    let vcpu = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: no pointer argument; the kernel writes nothing to our memory.
+    let size = unsafe { kvm_get_vcpu_mmap_size(kvm.as_raw_fd(), 0) }
+        .context("ioctl(KVM_GET_VCPU_MMAP_SIZE, 0)")?;
+    let run = RunArea::map(&vcpu, size as usize)?;
+    Ok((vcpu, run))
     // ANCHOR_END: create_vcpu
 }
 
 /// Point the vCPU at the guest's code, in real mode.
 pub fn set_real_mode(vcpu: &OwnedFd) -> Result<()> {
     // ANCHOR: set_real_mode
-    // TODO: Declare KVM_GET_SREGS (_IOR(KVMIO, 0x83, kvm_sregs): `ioctl_read!`),
-    //       KVM_SET_SREGS (_IOW(KVMIO, 0x84, kvm_sregs)) and KVM_SET_REGS
-    //       (_IOW(KVMIO, 0x82, kvm_regs)): `ioctl_write_ptr!`.
-    //       A new vCPU is in real mode already, at the reset vector (cs base 0xffff0000,
-    //       rip 0xfff0), where this VM has no memory. Read its segment registers, set cs
-    //       and ds to the guest's code: selector GUEST_ADDRESS >> 4 and base GUEST_ADDRESS
-    //       (in real mode, base = selector * 16), and write them back. Then set the
-    //       general registers: rip 0 (the code starts at offset 0 of cs) and rflags 0x2
-    //       (bit 1 is reserved and always 1).
-    todo!(
-        "step 06, `set_real_mode`: not written yet. Read the TODO above this line in chapters/06-kvm-real-mode.rs, or run `cargo run -- hint 6`"
-    );
+    //> Declare KVM_GET_SREGS (_IOR(KVMIO, 0x83, kvm_sregs): `ioctl_read!`),
+    //> KVM_SET_SREGS (_IOW(KVMIO, 0x84, kvm_sregs)) and KVM_SET_REGS
+    //> (_IOW(KVMIO, 0x82, kvm_regs)): `ioctl_write_ptr!`.
+    //> A new vCPU is in real mode already, at the reset vector (cs base 0xffff0000,
+    //> rip 0xfff0), where this VM has no memory. Read its segment registers, set cs
+    //> and ds to the guest's code: selector GUEST_ADDRESS >> 4 and base GUEST_ADDRESS
+    //> (in real mode, base = selector * 16), and write them back. Then set the
+    //> general registers: rip 0 (the code starts at offset 0 of cs) and rflags 0x2
+    //> (bit 1 is reserved and always 1).
+    ioctl_read!(kvm_get_sregs, KVMIO, 0x83, kvm_sregs);
+    ioctl_write_ptr!(kvm_set_sregs, KVMIO, 0x84, kvm_sregs);
+    ioctl_write_ptr!(kvm_set_regs, KVMIO, 0x82, kvm_regs);
+    let mut sregs = kvm_sregs::default();
+    // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that big.
+    unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }.context("ioctl(KVM_GET_SREGS)")?;
+    for segment in [&mut sregs.cs, &mut sregs.ds] {
+        segment.selector = (GUEST_ADDRESS >> 4) as u16;
+        segment.base = GUEST_ADDRESS;
+    }
+    // SAFETY: the kernel only reads `sregs`, a valid kvm_sregs.
+    unsafe { kvm_set_sregs(vcpu.as_raw_fd(), &sregs) }.context("ioctl(KVM_SET_SREGS)")?;
+    let regs = kvm_regs {
+        rip: 0,
+        rflags: 0x2,
+        ..Default::default()
+    };
+    // SAFETY: the kernel only reads `regs`, a valid kvm_regs.
+    unsafe { kvm_set_regs(vcpu.as_raw_fd(), &regs) }.context("ioctl(KVM_SET_REGS)")?;
+    Ok(())
     // ANCHOR_END: set_real_mode
 }
 
@@ -255,20 +303,70 @@ pub fn run_vcpu(vcpu: &OwnedFd, _run: &mut RunArea) -> Result<()> {
 /// Why the vCPU stopped, read from the shared run structure.
 pub fn decode(run: &RunArea) -> Result<Exit> {
     // ANCHOR: decode
-    // TODO: Read `run.run().exit_reason` and turn it into an `Exit`. The details are in
-    //       the union `run.run().__bindgen_anon_1`, in the member the reason names;
-    //       reading a union member is unsafe (SAFETY: the exit reason says which one the
-    //       kernel filled).
-    //       - KVM_EXIT_IO: member `io` (direction, size, port, count, data_offset). The
-    //         data is in the run area itself, `size` bytes at `io.data_offset`:
-    //         `run.bytes(io.data_offset, size)`, little-endian. KVM_EXIT_IO_OUT gives
-    //         Exit::IoOut with the value; otherwise Exit::IoIn.
-    //       - KVM_EXIT_MMIO: member `mmio` (phys_addr, data, len, is_write).
-    //       - KVM_EXIT_HLT, KVM_EXIT_SHUTDOWN; KVM_EXIT_FAIL_ENTRY (member `fail_entry`,
-    //         hardware_entry_failure_reason); KVM_EXIT_INTERNAL_ERROR (member `internal`,
-    //         suberror). Anything else: Exit::Other with the reason.
-    todo!(
-        "step 06, `decode`: not written yet. Read the TODO above this line in chapters/06-kvm-real-mode.rs, or run `cargo run -- hint 6`"
-    );
+    //> Read `run.run().exit_reason` and turn it into an `Exit`. The details are in
+    //> the union `run.run().__bindgen_anon_1`, in the member the reason names;
+    //> reading a union member is unsafe (SAFETY: the exit reason says which one the
+    //> kernel filled).
+    //> - KVM_EXIT_IO: member `io` (direction, size, port, count, data_offset). The
+    //>   data is in the run area itself, `size` bytes at `io.data_offset`:
+    //>   `run.bytes(io.data_offset, size)`, little-endian. KVM_EXIT_IO_OUT gives
+    //>   Exit::IoOut with the value; otherwise Exit::IoIn.
+    //> - KVM_EXIT_MMIO: member `mmio` (phys_addr, data, len, is_write).
+    //> - KVM_EXIT_HLT, KVM_EXIT_SHUTDOWN; KVM_EXIT_FAIL_ENTRY (member `fail_entry`,
+    //>   hardware_entry_failure_reason); KVM_EXIT_INTERNAL_ERROR (member `internal`,
+    //>   suberror). Anything else: Exit::Other with the reason.
+    let kvm_run = run.run();
+    let exit = match kvm_run.exit_reason {
+        KVM_EXIT_IO => {
+            // SAFETY: the exit reason is KVM_EXIT_IO, so the kernel filled `io`.
+            let io = unsafe { kvm_run.__bindgen_anon_1.io };
+            if u32::from(io.direction) == KVM_EXIT_IO_OUT {
+                let mut value = [0u8; 4];
+                let size = usize::from(io.size).min(4);
+                value[..size].copy_from_slice(run.bytes(io.data_offset, size)?);
+                Exit::IoOut {
+                    port: io.port,
+                    size: io.size,
+                    value: u32::from_le_bytes(value),
+                }
+            } else {
+                Exit::IoIn {
+                    port: io.port,
+                    size: io.size,
+                }
+            }
+        }
+        KVM_EXIT_MMIO => {
+            // SAFETY: the exit reason is KVM_EXIT_MMIO, so the kernel filled `mmio`.
+            let mmio = unsafe { kvm_run.__bindgen_anon_1.mmio };
+            let len = (mmio.len as usize).min(8);
+            if mmio.is_write != 0 {
+                let mut value = [0u8; 8];
+                value[..len].copy_from_slice(&mmio.data[..len]);
+                Exit::MmioWrite {
+                    addr: mmio.phys_addr,
+                    len,
+                    value: u64::from_le_bytes(value),
+                }
+            } else {
+                Exit::MmioRead {
+                    addr: mmio.phys_addr,
+                    len,
+                }
+            }
+        }
+        KVM_EXIT_HLT => Exit::Hlt,
+        KVM_EXIT_SHUTDOWN => Exit::Shutdown,
+        KVM_EXIT_FAIL_ENTRY => Exit::FailEntry {
+            // SAFETY: the exit reason is KVM_EXIT_FAIL_ENTRY, so the kernel filled `fail_entry`.
+            reason: unsafe { kvm_run.__bindgen_anon_1.fail_entry }.hardware_entry_failure_reason,
+        },
+        KVM_EXIT_INTERNAL_ERROR => Exit::InternalError {
+            // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so the kernel filled `internal`.
+            suberror: unsafe { kvm_run.__bindgen_anon_1.internal }.suberror,
+        },
+        reason => Exit::Other { reason },
+    };
+    Ok(exit)
     // ANCHOR_END: decode
 }
