@@ -5,7 +5,7 @@
 //! root in the box is root on the host. This step closes what a box can still reach:
 //!
 //! - a **network namespace** with only loopback, brought up: no route out;
-//! - **capabilities**: the bounding set cut to nine that ordinary programs run as
+//! - **capabilities**: the bounding set cut to eight that ordinary programs run as
 //!   root need (Docker keeps fourteen), the ambient and inheritable sets emptied;
 //! - **no_new_privs**: no exec can ever grant more (setuid bits, file capabilities);
 //! - a **seccomp filter**, a small BPF program the kernel runs on every system call:
@@ -15,8 +15,10 @@
 //!   terminal (TIOCSTI), personalities that switch off ASLR, and setuid bits;
 //! - **a masked /proc**: the machine-wide settings under /proc/sys (core_pattern
 //!   among them) read-only, the kernel's own tables (/proc/keys, ...) hidden;
-//! - **a session of its own**, so the caller's terminal is not the box's controlling
-//!   terminal; with `--tty` the box gets a pseudo-terminal of its own instead;
+//! - **a root without devices**: the rootfs, and every mount under it, `nodev`, so a
+//!   device node left there opens nothing (and `--read-only` covers them all);
+//! - **the caller's terminal kept out**: the box gets pipes (or, with `--tty`, a
+//!   pseudo-terminal of its own) that the runtime relays, and a session of its own;
 //! - **a clean environment**: PATH, HOME and TERM, plus `--env NAME=VALUE`, and
 //!   nothing else of the caller's.
 //!
@@ -26,11 +28,12 @@
 //!
 //! Syscalls: unshare(2) with CLONE_NEWNET; ioctl(SIOCSIFFLAGS); prctl(2) with
 //! PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP; capset(2);
-//! mount(2) with MS_BIND and MS_RDONLY; setsid(2); ioctl(TIOCSCTTY); execve(2).
+//! mount(2) with MS_BIND and MS_RDONLY; mount_setattr(2); setsid(2); ioctl(TIOCSCTTY);
+//! execve(2).
 //!
 //! ```text
 //! $ sudo target/debug/05-hardening --rootfs /tmp/rootfs -- /bin/probe
-//! capabilities: 9 of 41: chown dac_override fowner fsetid kill setgid setuid setpcap net_bind_service
+//! capabilities: 8 of 41: chown dac_override fowner kill setgid setuid setpcap net_bind_service
 //! mount a filesystem: refused (EPERM)
 //! change a kernel setting: refused (EROFS: a read-only file system)
 //! plant a setuid file: refused (EPERM)
@@ -42,7 +45,7 @@
 
 use isolab::cli::LimitArgs;
 use isolab::container::cgroup::Usage;
-use isolab::container::tty::Pty;
+use isolab::container::relay::{self, Relay};
 use isolab::container::{caps, seccomp};
 use isolab::prelude::*;
 use isolab::run::Lifeline;
@@ -78,7 +81,8 @@ struct Args {
     #[arg(long)]
     stats: bool,
     /// Give the box a terminal of its own (a pseudo-terminal), as `docker run -t`
-    /// does: needed for job control in an interactive shell
+    /// does: needed for job control in an interactive shell. Without it, a terminal
+    /// of yours reaches the box only through pipes
     #[arg(short = 't', long)]
     tty: bool,
     /// Set a variable in the box's environment, as `docker run -e` does (repeatable)
@@ -104,8 +108,10 @@ enum Restriction {
     Network,
     /// an unmasked /proc: host-wide settings writable, the kernel's tables readable
     Proc,
-    /// keep the caller's session, and so its terminal as the box's controlling one
-    Session,
+    /// the rootfs as the host mounted it: device nodes there open in the box
+    RootDevices,
+    /// hand the box the caller's terminal itself, in the caller's session
+    Terminal,
     /// pass the caller's whole environment in
     Environment,
 }
@@ -165,20 +171,20 @@ fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
     }
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     let mut cgroups = BoxCgroups::create(limits)?;
-    let terminal = if spec.tty { Some(Pty::open()?) } else { None };
+    let stdio = box_stdio(spec)?;
     let lifeline = Lifeline::new()?;
     unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID)")?;
     // SAFETY: this program has no other threads, so the child may run any code.
     let code = match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
             lifeline.die_with_parent()?;
-            if let Some(terminal) = &terminal {
-                terminal.attach()?;
+            if let Some(stdio) = &stdio {
+                stdio.attach()?;
             }
             init(spec, &cgroups, &signals)
         }),
-        ForkResult::Parent { child } => match terminal {
-            Some(terminal) => terminal.relay(child, &signals)?,
+        ForkResult::Parent { child } => match stdio {
+            Some(stdio) => stdio.relay(child, &signals)?,
             None => namespaces::supervise(child, &signals)?,
         },
     };
@@ -210,22 +216,24 @@ fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infall
     }
     mount_namespace::make_mounts_private()?;
     mount_namespace::pivot_into(spec.rootfs)?;
+    if spec.keeps(Restriction::RootDevices) {
+        lock_down_root(spec.read_only)?;
+    } else if spec.read_only {
+        mount_namespace::remount_read_only("/")?;
+    }
     mount_namespace::mount_proc()?;
     mount_namespace::mount_dev()?;
     if spec.keeps(Restriction::Proc) {
         mask_proc()?;
     }
     mount_cgroupfs(cgroups)?;
-    if spec.read_only {
-        mount_namespace::remount_read_only("/")?;
-    }
     // SAFETY: init has no other threads either.
     match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
             signals
                 .thread_unblock()
                 .context("sigprocmask(SIG_UNBLOCK)")?;
-            if spec.tty || spec.keeps(Restriction::Session) {
+            if spec.tty || spec.keeps(Restriction::Terminal) {
                 new_session(spec.tty)?;
             }
             harden(spec)?;
@@ -249,15 +257,23 @@ const PROC_READ_ONLY: [&str; 5] = [
     "/proc/fs",
 ];
 
-/// Files of /proc that tell about the host's kernel and nothing about the box: its
-/// memory, its keyrings, every timer on the machine. Docker and runc hide them.
-const PROC_MASKED: [&str; 7] = [
+/// Files of /proc that tell about the host's kernel and its hardware, and nothing
+/// about the box: its memory, its keyrings, every timer and interrupt on the machine,
+/// which physical pages are in use (the raw material of Rowhammer exploits). Docker
+/// and runc hide the first ones; the kpage* files, box root could read too.
+const PROC_MASKED: [&str; 13] = [
     "/proc/kcore",
     "/proc/keys",
     "/proc/timer_list",
+    "/proc/timer_stats",
     "/proc/sched_debug",
     "/proc/latency_stats",
+    "/proc/interrupts",
+    "/proc/kpageflags",
+    "/proc/kpagecount",
+    "/proc/kpagecgroup",
     "/proc/acpi",
+    "/proc/asound",
     "/proc/scsi",
 ];
 // ANCHOR_END: proc_paths
@@ -279,12 +295,73 @@ fn mask_proc() -> Result<()> {
     // ANCHOR_END: mask_proc
 }
 
+// ANCHOR: lock_down_root
+/// The rootfs is a directory of the host's, and so is every mount the host has under
+/// it: make all of them `nodev` (and read-only with `--read-only`), recursively, with
+/// mount_setattr(2). A device node the host or an image left in the rootfs (the host's
+/// console, /dev/kvm, a disk) then opens nothing in the box. The box's own /dev, a
+/// tmpfs mounted after this, keeps its few nodes working.
+fn lock_down_root(read_only: bool) -> Result<()> {
+    let mut set = libc::MOUNT_ATTR_NODEV;
+    if read_only {
+        set |= libc::MOUNT_ATTR_RDONLY;
+    }
+    let attr = libc::mount_attr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads one struct mount_attr, of the size we pass, and the
+    // path, a C string that lives across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+            libc::AT_RECURSIVE,
+            &attr,
+            size_of::<libc::mount_attr>(),
+        )
+    };
+    match Errno::result(rc) {
+        Ok(_) => Ok(()),
+        // Linux before 5.12 has no mount_setattr: "/" alone, then.
+        Err(Errno::ENOSYS) => {
+            let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NODEV;
+            if read_only {
+                flags |= MsFlags::MS_RDONLY;
+            }
+            let none = None::<&str>;
+            mount(none, "/", none, flags, none).context("mount(/, MS_REMOUNT | MS_BIND | MS_NODEV)")
+        }
+        Err(e) => Err(e).context("mount_setattr(/, AT_RECURSIVE, nodev)"),
+    }
+}
+// ANCHOR_END: lock_down_root
+
+// ANCHOR: box_stdio
+/// What the box gets as stdin, stdout and stderr: never the caller's terminal. With
+/// `--tty`, a pseudo-terminal of its own; when any of our fds 0-2 is a terminal,
+/// pipes; otherwise (pipes or files already) our descriptors as they are. The
+/// runtime relays between the box's ends and ours (isolab::container::relay).
+fn box_stdio(spec: &BoxSpec) -> Result<Option<Relay>> {
+    if spec.tty {
+        return Ok(Some(Relay::pty()?));
+    }
+    if spec.keeps(Restriction::Terminal) && relay::caller_has_a_terminal() {
+        return Ok(Some(Relay::pipes()?));
+    }
+    Ok(None)
+}
+// ANCHOR_END: box_stdio
+
 // ANCHOR: new_session
-/// A session of its own for the command, so it has no controlling terminal: the
-/// caller's terminal stays its stdin and stdout, but the kernel no longer lets it
-/// type into that terminal (TIOCSTI), and signals from the keyboard reach the box
-/// through init. With `--tty`, the box's own pseudo-terminal (already on fds 0-2)
-/// becomes its controlling terminal, so a shell there has job control.
+/// A session of its own for the command, so it has no controlling terminal: not even
+/// /dev/tty, which names the controlling terminal, leads back to the caller's, and
+/// signals from the keyboard reach the box only through init. With `--tty`, the box's
+/// own pseudo-terminal (already on fds 0-2) becomes its controlling terminal, so a
+/// shell there has job control.
 fn new_session(tty: bool) -> Result<()> {
     nix::unistd::setsid().context("setsid()")?;
     if tty {
@@ -354,14 +431,15 @@ fn harden(spec: &BoxSpec) -> Result<()> {
 // ANCHOR_END: harden
 
 // ANCHOR: keep
-/// What the box keeps of root's powers. Docker keeps fourteen; we keep these nine
+/// What the box keeps of root's powers. Docker keeps fourteen; we keep these eight
 /// and leave out mknod (the box has the devices it needs), net_raw (forged packets),
-/// sys_chroot (the chroot escape), setfcap and audit_write.
-const KEEP: [&str; 9] = [
+/// sys_chroot (the chroot escape), setfcap (file capabilities), audit_write, and
+/// fsetid: with it, a setuid file keeps its bit when the box rewrites it, and a
+/// setuid-root program in the rootfs becomes the box's own.
+const KEEP: [&str; 8] = [
     "chown",            // change a file's owner
     "dac_override",     // read and write files regardless of their mode
     "fowner",           // chmod and utime files it does not own
-    "fsetid",           // keep setuid and setgid bits when changing a file
     "kill",             // signal processes of other users in the box
     "setgid",           // become another group (su, servers that drop root)
     "setuid",           // become another user
@@ -373,11 +451,13 @@ const KEEP: [&str; 9] = [
 /// Reduce this process's capabilities to KEEP, in every set that matters.
 fn drop_capabilities() -> Result<()> {
     // ANCHOR: drop_capabilities
-    // TODO: The bounding set limits what any exec can ever grant: for every capability
-    //       number from 0 to caps::last_cap() that is not in caps::set_of(&KEEP), call
+    // TODO: caps::set_of(&KEEP) is a caps::CapSet, a u64 with bit N set for capability N.
+    //       The bounding set limits what any exec can ever grant: for every number n from
+    //       0 to caps::last_cap() whose bit is not in the kept set, call
     //       caps::drop_from_bounding(n). Then caps::clear_ambient(), and caps::set() with
-    //       effective = permitted = the kept set and inheritable = 0. Clearing only the
-    //       effective set would not last: root gets the bounding set back at its next exec.
+    //       a caps::Sets { effective, permitted, inheritable }: the kept set, the kept
+    //       set, and 0. Clearing only the effective set would not last: root gets the
+    //       bounding set back at its next exec.
     todo!(
         "step 05, `drop_capabilities`: not written yet. Read the TODO above this line in chapters/05-hardening.rs, or run `cargo run -- hint 5`"
     );
@@ -433,6 +513,15 @@ const REFUSED: &[(i64, &str)] = &[
     (libc::SYS_io_uring_setup, "io_uring_setup"),
     (libc::SYS_io_uring_enter, "io_uring_enter"),
     (libc::SYS_io_uring_register, "io_uring_register"),
+    // Other processes' descriptors and memory, compared or taken.
+    (libc::SYS_kcmp, "kcmp"),
+    (libc::SYS_pidfd_getfd, "pidfd_getfd"),
+    (libc::SYS_process_madvise, "process_madvise"),
+    // The mount tree, listed or cloned, and quotas (the new mount API's calls).
+    (libc::SYS_quotactl_fd, "quotactl_fd"),
+    (SYS_STATMOUNT, "statmount"),
+    (SYS_LISTMOUNT, "listmount"),
+    (SYS_OPEN_TREE_ATTR, "open_tree_attr"),
     // Opening files by handle walks around the mount tree (the "shocker" escape).
     (libc::SYS_open_by_handle_at, "open_by_handle_at"),
     (libc::SYS_name_to_handle_at, "name_to_handle_at"),
@@ -440,6 +529,11 @@ const REFUSED: &[(i64, &str)] = &[
     (libc::SYS_iopl, "iopl"),
     (libc::SYS_ioperm, "ioperm"),
 ];
+
+/// x86-64 numbers of calls newer than the libc crate knows (Linux 6.8 and 6.15).
+const SYS_STATMOUNT: i64 = 457;
+const SYS_LISTMOUNT: i64 = 458;
+const SYS_OPEN_TREE_ATTR: i64 = 467;
 
 /// clone(2) flags that make a new namespace.
 const NEW_NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS

@@ -160,7 +160,7 @@ fn the_tour_prints_the_scorecard() {
         ("environment kept out", "no no no no yes"),
         ("host settings read-only", "no /proc|no|no|no|yes"),
         ("kernel tables hidden", "no /proc|no|no|no|yes"),
-        ("terminal typing refused", "- - - - -"),
+        ("caller's terminal kept out", "no no no no yes"),
         ("setuid planting refused", "no no no no yes"),
         ("device nodes refused", "no no no no yes"),
         ("own kernel code", "yes yes"),
@@ -186,4 +186,28 @@ fn the_tour_prints_the_scorecard() {
         assert_eq!(steps, want.as_slice(), "row {wall:?}: {line}");
     }
     assert!(out.contains("columns: 00 process, 01 chroot"), "{out}");
+}
+
+/// `run --reference N` runs the reference of step N (a learner who starts at step 05
+/// can still see step 04's box), with the arguments and the command given.
+#[test]
+fn run_reference_runs_the_reference_step() {
+    needs!(root);
+    let (code, _, err) = run(&[
+        "run",
+        "--reference",
+        "4",
+        "--pids-limit",
+        "16",
+        "--",
+        "/bin/probe",
+        "exit",
+        "3",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("04-cgroups-solution --rootfs")
+            && err.contains("--pids-limit 16 -- /bin/probe exit 3"),
+        "{err}"
+    );
 }

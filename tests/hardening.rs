@@ -84,9 +84,8 @@ fn each_restriction_takes_effect() {
     assert_eq!(&without[Key::Seccomp], "off");
     assert_eq!(
         &hardened[Key::Capabilities],
-        "9 of 41: chown dac_override fowner fsetid kill setgid setuid setpcap net_bind_service"
+        "8 of 41: chown dac_override fowner kill setgid setuid setpcap net_bind_service"
     );
-    assert_eq!(&hardened[Key::CapabilitiesAfterExec], "the same");
     assert!(
         without[Key::Capabilities].starts_with("all "),
         "{}",
@@ -126,51 +125,84 @@ fn each_restriction_takes_effect() {
     );
 }
 
-/// The host's kernel lets a process type into a terminal (TIOCSTI) only if it is the
-/// process's controlling terminal. Started from a terminal, step 04's box still has
-/// the caller's; step 05 gives the command a session of its own, and its filter
-/// refuses TIOCSTI besides: each wall alone closes the route.
+/// The caller's terminal. Started from a terminal, step 04's box holds it on its fds
+/// 0-2, as its controlling terminal: it may type into it (TIOCSTI) and open it again
+/// as /dev/tty. Step 05's box gets pipes that the runtime relays, and a session of its
+/// own, so it has no terminal at all. With the caller's terminal handed in anyway
+/// (`--break terminal`), the filter still refuses TIOCSTI; without both walls, the box
+/// types into the caller's shell.
 #[test]
-fn the_box_cannot_type_into_the_callers_terminal() {
+fn the_box_cannot_reach_the_callers_terminal() {
     needs!(root);
     let lab = Lab::new();
-    let in_terminal = |bin: &std::path::Path, flags: &[&str]| {
-        let run = run_in_terminal(bin, &box_args(&lab, flags, &["/bin/probe"]), &[]);
-        assert_eq!(run.code, Some(0), "{}", run.stdout);
+    let in_terminal = |bin: &std::path::Path, flags: &[&str], probe: &[&str]| {
+        let run = run_in_terminal(bin, &box_args(&lab, flags, probe), &[]);
         assert_no_process_from(&lab.rootfs());
+        run
+    };
+    let typing = |bin: &std::path::Path, flags: &[&str]| {
+        let run = in_terminal(bin, flags, &["/bin/probe"]);
+        assert_eq!(run.code, Some(0), "{}", run.stdout);
         Report::parse(&run.stdout)[Key::TypeIntoMyTerminal].to_string()
     };
-    let open = in_terminal(&target_dir().join("04-cgroups-solution"), &[]);
+    let step04 = target_dir().join("04-cgroups-solution");
     if legacy_tiocsti() {
         assert_eq!(
-            open,
+            typing(&step04, &[]),
             "allowed (fd 0 is my controlling terminal: what I push there is typed into it)"
         );
     } else {
         assert_eq!(
-            open,
+            typing(&step04, &[]),
             "refused (EIO: this kernel's dev.tty.legacy_tiocsti is off)"
         );
     }
+    let reopen = |bin: &std::path::Path, flags: &[&str]| {
+        in_terminal(bin, flags, &["/bin/probe", "open", "/dev/tty"])
+            .stdout
+            .trim()
+            .to_string()
+    };
+    assert_eq!(reopen(&step04, &[]), "opened /dev/tty");
+    // Step 05: pipes, so no terminal to type into, and none to reopen.
+    assert_eq!(typing(&step(STEP), &[]), "no terminal on fds 0-2");
     assert_eq!(
-        in_terminal(&step(STEP), &[]),
-        "refused (EPERM: it is not my controlling terminal)"
+        typing(&step(STEP), &["--break", "seccomp"]),
+        "no terminal on fds 0-2"
     );
-    // Either wall alone holds.
+    assert_eq!(reopen(&step(STEP), &[]), "not opened: refused (ENXIO)");
+    // The caller's terminal handed in: the filter alone still refuses TIOCSTI.
     assert_eq!(
-        in_terminal(&step(STEP), &["--break", "seccomp"]),
-        "refused (EPERM: it is not my controlling terminal)"
-    );
-    assert_eq!(
-        in_terminal(&step(STEP), &["--break", "session"]),
+        typing(&step(STEP), &["--break", "terminal"]),
         "refused (EPERM)"
     );
     if legacy_tiocsti() {
         assert!(
-            in_terminal(&step(STEP), &["--break", "session", "--break", "seccomp"])
+            typing(&step(STEP), &["--break", "terminal", "--break", "seccomp"])
                 .starts_with("allowed"),
         );
     }
+}
+
+/// Through the relay's pipes a box still reads what is typed and writes what it
+/// prints, as `docker run -i` does.
+#[test]
+fn from_a_terminal_the_box_talks_through_pipes() {
+    needs!(root);
+    let lab = Lab::new();
+    if !has_busybox(&lab) {
+        return;
+    }
+    let script = "test -t 0 || echo not-a-terminal; read line; echo got-$line; echo to-stderr >&2";
+    let run = run_in_terminal(
+        &step(STEP),
+        &box_args(&lab, &[], &["/bin/sh", "-c", script]),
+        &[("not-a-terminal", "hello\n")],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(run.stdout.contains("got-hello"), "{}", run.stdout);
+    assert!(run.stdout.contains("to-stderr"), "{}", run.stdout);
+    assert_no_process_from(&lab.rootfs());
 }
 
 /// Does this kernel let TIOCSTI through at all (dev.tty.legacy_tiocsti, Linux 6.2+)?
@@ -220,16 +252,20 @@ fn an_interactive_shell_has_job_control_only_with_tty() {
         ("# ", "echo done-$((6*7))\n"),
         ("# ", "exit\n"),
     ];
+    // Without --tty the shell reads a pipe: it runs commands, but has no job control.
+    // (Only simple ones: busybox's shell takes a signal during a read of a pipe, such
+    // as a background job's end, for the end of its input.)
     let plain = run_in_terminal(
         &step(STEP),
         &box_args(&lab, &[], &["/bin/sh", "-i"]),
-        &typed,
+        &[("# ", "echo plain-$((6*7))\n"), ("# ", "exit\n")],
     );
     assert!(
         plain.stdout.contains("job control turned off"),
         "{}",
         plain.stdout
     );
+    assert!(plain.stdout.contains("plain-42"), "{}", plain.stdout);
     let with_tty = run_in_terminal(
         &step(STEP),
         &box_args(&lab, &["--tty"], &["/bin/sh", "-i"]),
@@ -279,6 +315,117 @@ fn a_setuid_file_planted_in_the_box_gives_a_host_user_nothing() {
     );
     // The copy is there, but without its setuid bit: it runs as whoever runs it.
     assert_eq!(run_as_nobody(&planted), "65534");
+}
+
+/// The other way to a setuid-root program of the box's own: rewrite one that is
+/// already there (a distribution's su, passwd or mount). Writing to a file clears its
+/// setuid bit unless the writer holds CAP_FSETID; step 04's box does, step 05's no
+/// longer.
+#[test]
+fn a_setuid_file_rewritten_in_the_box_loses_its_bit() {
+    needs!(root);
+    let lab = Lab::new();
+    let su = lab.rootfs().join("tmp/su");
+    let rewrite = |bin: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::copy(probe(), &su).expect("cp");
+        std::fs::set_permissions(&su, std::fs::Permissions::from_mode(0o4755)).expect("chmod");
+        // The probe copies itself over /tmp/su: an open(O_TRUNC) and writes. Making the
+        // copy setuid again is refused in step 05, but what matters is the old bit.
+        let _ = run(
+            bin,
+            &box_args(&lab, &[], &["/bin/probe", "plant-setuid", "/tmp/su"]),
+        );
+        assert_no_process_from(&lab.rootfs());
+        run_as_nobody(&su)
+    };
+    assert_eq!(rewrite(&target_dir().join("04-cgroups-solution")), "0");
+    assert_eq!(rewrite(&step(STEP)), "65534");
+}
+
+/// A device node the host (or an image) left in the rootfs opens in step 04's box;
+/// step 05 mounts the whole rootfs nodev. (The host's /dev/null numbers, 1:3: a
+/// harmless node that opens anywhere devices are allowed.)
+#[test]
+fn a_device_node_left_in_the_rootfs_opens_nothing() {
+    needs!(root);
+    let lab = Lab::new();
+    let node = lab.rootfs().join("tmp/node");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .expect("mknod");
+    let open = |bin: &std::path::Path, flags: &[&str]| {
+        let run = run(
+            bin,
+            &box_args(&lab, flags, &["/bin/probe", "open", "/tmp/node"]),
+        );
+        run.stdout.trim().to_string()
+    };
+    assert_eq!(
+        open(&target_dir().join("04-cgroups-solution"), &[]),
+        "opened /tmp/node"
+    );
+    assert_eq!(open(&step(STEP), &[]), "not opened: refused (EACCES)");
+    assert_eq!(
+        open(&step(STEP), &["--break", "root-devices"]),
+        "opened /tmp/node"
+    );
+    // The box's own /dev still works.
+    assert_eq!(
+        run(
+            &step(STEP),
+            &box_args(&lab, &[], &["/bin/probe", "open", "/dev/null"])
+        )
+        .stdout
+        .trim(),
+        "opened /dev/null"
+    );
+}
+
+/// `--read-only` covers every mount under the root, not only "/": a filesystem the
+/// host has mounted inside the rootfs is read-only in the box too. The host mount is
+/// made in a mount namespace of its own (util-linux's unshare), so the host's table
+/// never changes.
+#[test]
+fn read_only_covers_the_mounts_inside_the_rootfs() {
+    needs!(root);
+    let lab = Lab::new();
+    let data = lab.rootfs().join("data");
+    std::fs::create_dir(&data).expect("mkdir data");
+    let script = format!(
+        "mount -t tmpfs -o size=64k isolab-test {data} && touch {data}/file && exec \"$@\"",
+        data = data.display()
+    );
+    let open = |flags: &[&str]| {
+        let mut args = vec![
+            "--mount".to_string(),
+            "--propagation".into(),
+            "private".into(),
+            "sh".into(),
+            "-c".into(),
+            script.clone(),
+            "sh".into(),
+            step(STEP).display().to_string(),
+        ];
+        args.extend(box_args(&lab, flags, &["/bin/probe", "open", "/data/file"]));
+        let run = run(std::path::Path::new("/usr/bin/unshare"), &args);
+        assert!(run.stderr.is_empty(), "{}", run.stderr);
+        run.stdout.trim().to_string()
+    };
+    assert_eq!(
+        open(&["--read-only"]),
+        "not opened: refused (EROFS: a read-only file system)"
+    );
+    // Step 03's remount of "/" alone, which `--break root-devices` falls back to,
+    // leaves the mount inside writable.
+    assert_eq!(
+        open(&["--read-only", "--break", "root-devices"]),
+        "opened /data/file"
+    );
 }
 
 /// Run `file euid` as user 65534 and return what it printed. The file is opened here,
@@ -379,7 +526,12 @@ fn a_shell_in_the_box_is_refused_too() {
     );
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{}", run.stdout);
+    assert_eq!(
+        lines.len(),
+        4,
+        "want one line per command of `{script}`; the box printed:\n{}",
+        run.stdout
+    );
     assert!(
         lines[0].contains("Operation not permitted") || lines[0].contains("permission denied"),
         "mount: {}",
@@ -463,6 +615,12 @@ fn breaking_one_restriction_opens_only_its_doors() {
     // is none to run. Both walls stand on this route: see the next case.
     let r = report("no-new-privs");
     assert_eq!(&r[Key::NoNewPrivs], "off");
+    // The bounding set holds on its own: the probe, exec'd after the drop, did not
+    // get root's capabilities back.
+    assert_eq!(
+        &r[Key::Capabilities],
+        "8 of 41: chown dac_override fowner kill setgid setuid setpcap net_bind_service"
+    );
     assert_eq!(
         &r[Key::SetuidRootBinary],
         "not tried (could not make a setuid copy: EPERM)"
@@ -500,7 +658,7 @@ fn breaking_one_restriction_opens_only_its_doors() {
     assert_ne!(&r[Key::Network], "lo (up)");
     assert_eq!(&r[Key::MountAFilesystem], "refused (EPERM)");
     // /proc: the host's settings are writable and its tables readable again, although
-    // the box holds only nine capabilities: a sysctl file checks its mode, and the
+    // the box holds only eight capabilities: a sysctl file checks its mode, and the
     // box's root is the host's uid 0.
     let r = report("proc");
     assert!(r[Key::ChangeAKernelSetting].starts_with("WRITABLE: kernel.core_pattern"));

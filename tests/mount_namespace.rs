@@ -187,6 +187,18 @@ fn rootfs_without_dev_is_one_line() {
     );
 }
 
+/// A hostile rootfs whose /dev is a symlink (to "/", here) would have the box's /dev
+/// mounted over its own root: refused in one line before anything is mounted.
+#[test]
+fn a_mount_point_that_is_a_symlink_is_one_line() {
+    needs!(root);
+    let lab = Lab::new();
+    std::fs::remove_dir(lab.rootfs().join("dev")).unwrap();
+    std::os::unix::fs::symlink("/", lab.rootfs().join("dev")).unwrap();
+    let run = run(&step(STEP), &box_args(&lab, &[], &["/bin/probe"]));
+    assert_one_line_error(&run, 125, "the rootfs's /dev is a symlink");
+}
+
 /// A runtime started inside a chroot has no mount at "/" to make private or pivot
 /// from: it says so in one line instead of failing with a bare EINVAL.
 #[test]

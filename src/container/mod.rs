@@ -4,7 +4,8 @@
 //! - [`canary`]: the host's canary, a file (and a variable) the box must not reach;
 //! - [`cgroup`]: how this host lays out its cgroups, and a box's use of them;
 //! - [`caps`] and [`seccomp`]: thin wrappers over capget/capset/prctl and BPF;
-//! - [`tty`]: a pseudo-terminal of the box's own, relayed by the runtime.
+//! - [`relay`]: the caller's terminal kept out of the box: pipes, or a
+//!   pseudo-terminal of the box's own, relayed by the runtime.
 //!
 //! The lessons themselves (namespaces, pivot_root, the cgroup files, the filter)
 //! are in `solutions/`.
@@ -12,6 +13,6 @@
 pub mod canary;
 pub mod caps;
 pub mod cgroup;
+pub mod relay;
 pub mod rootfs;
 pub mod seccomp;
-pub mod tty;

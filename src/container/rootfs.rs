@@ -286,12 +286,21 @@ fn add_busybox(busybox: &Path, entries: &mut Vec<Entry>) -> Result<()> {
 /// not change it.
 pub fn need_mount_points(rootfs: &Path, dirs: &[&str]) -> Result<()> {
     for dir in dirs {
-        if !rootfs.join(dir).is_dir() {
-            bail!(
+        let path = rootfs.join(dir);
+        // Not followed: a symlink there would move the box's /proc, /dev or /sys
+        // somewhere else in the rootfs (or over its root), wherever it points.
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(meta) if meta.file_type().is_symlink() => bail!(
+                "the rootfs's /{dir} is a symlink ({} -> {}): a mount point must be a real directory; replace it with `rm {0} && mkdir {0}`",
+                path.display(),
+                fs::read_link(&path).unwrap_or_default().display()
+            ),
+            _ => bail!(
                 "the rootfs {} has no /{dir} directory to mount on: create it with `mkdir {}`",
                 rootfs.display(),
-                rootfs.join(dir).display()
-            );
+                path.display()
+            ),
         }
     }
     Ok(())

@@ -213,6 +213,25 @@ pub fn plant_setuid_copy(path: &Path) -> std::process::ExitCode {
     }
 }
 
+/// `probe open PATH`: open it for reading and writing (a device node the host left in
+/// the rootfs, say), close it, and say what the kernel answered.
+pub fn open_for_writing(path: &Path) -> std::process::ExitCode {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(_) => {
+            println!("opened {}", path.display());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("not opened: {}", refused_io(&e));
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
 /// "EPERM: Operation not permitted" style, short.
 pub fn errno_says(e: Errno) -> String {
     match e {

@@ -40,10 +40,6 @@ struct Args {
 enum What {
     /// Print the report (what runs when no subcommand is given)
     Report,
-    /// Print the effective capability set as a hex mask (the report re-executes
-    /// itself with this to see what exec gives back)
-    #[command(hide = true)]
-    Caps,
     /// Print the effective user ID (the report runs a setuid copy of itself with this)
     #[command(hide = true)]
     Euid,
@@ -84,6 +80,9 @@ enum What {
     },
     /// Copy the probe to PATH as a setuid file (mode 4755) and leave it there
     PlantSetuid { path: PathBuf },
+    /// Open PATH for reading and writing, and say whether the kernel let us
+    #[command(hide = true)]
+    Open { path: PathBuf },
     /// Time --count getppid() system calls and print the cost of one
     Syscalls {
         #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -95,7 +94,6 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match args.what.unwrap_or(What::Report) {
         What::Report => report::print(args.canary.as_deref()),
-        What::Caps => privileges::print_caps(),
         What::Euid => {
             println!("{}", nix::unistd::geteuid());
             ExitCode::SUCCESS
@@ -109,6 +107,7 @@ fn main() -> ExitCode {
         What::Spin { millis, threads } => demos::spin(millis, threads),
         What::RaiseLimits { then } => limits::raise(&then),
         What::PlantSetuid { path } => host::plant_setuid_copy(&path),
+        What::Open { path } => host::open_for_writing(&path),
         What::Syscalls { count } => timing::syscalls(count),
     }
 }

@@ -233,12 +233,6 @@ fn my_path() -> Option<std::path::PathBuf> {
     })
 }
 
-/// `probe caps`: the effective set as hex, for the parent probe to compare.
-pub fn print_caps() -> std::process::ExitCode {
-    println!("{:x}", effective_caps().unwrap_or(0));
-    std::process::ExitCode::SUCCESS
-}
-
 /// Run `program arg` in a child (after `before_exec` there) and return what it printed.
 fn run_self(
     program: &std::path::Path,
@@ -263,27 +257,6 @@ fn run_self(
     let mut out = String::new();
     std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut out).ok()?;
     (code == Some(0)).then(|| out.trim().to_string())
-}
-
-/// Root that execs a program gets every capability in its bounding set back: a
-/// runtime that clears only the effective and permitted sets has dropped nothing
-/// that lasts. Exec ourselves and compare.
-pub fn capabilities_after_exec() -> String {
-    let Some(now) = effective_caps() else {
-        return "unknown (capget failed)".into();
-    };
-    let Some(me) = my_path() else {
-        return "unknown (cannot find my own program)".into();
-    };
-    match run_self(&me, "caps", || true).and_then(|hex| u64::from_str_radix(&hex, 16).ok()) {
-        Some(after) if after == now => "the same".into(),
-        Some(after) if after & !now != 0 => format!(
-            "MORE ({} regained: the drop did not stick)",
-            (after & !now).count_ones()
-        ),
-        Some(after) => format!("fewer ({})", after.count_ones()),
-        None => "unknown (could not run myself again)".into(),
-    }
 }
 
 /// A setuid-root program run by an ordinary user runs as root (that is what `su`

@@ -45,7 +45,6 @@ fn value(key: Key, canary: Option<&Path>, fds: &[RawFd], cgroups: &limits::Cgrou
         Key::PidsLimit => cgroups.pids(),
         Key::CpuLimit => cgroups.cpu(),
         Key::Capabilities => privileges::capabilities(),
-        Key::CapabilitiesAfterExec => privileges::capabilities_after_exec(),
         Key::NoNewPrivs => privileges::no_new_privs(),
         Key::Seccomp => privileges::seccomp(),
         Key::MountAFilesystem => privileges::try_mount(),

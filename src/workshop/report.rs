@@ -27,7 +27,6 @@ crate::keys! {
         PidsLimit = "pids limit",
         CpuLimit = "cpu limit",
         Capabilities = "capabilities",
-        CapabilitiesAfterExec = "capabilities after exec",
         NoNewPrivs = "no_new_privs",
         Seccomp = "seccomp",
         MountAFilesystem = "mount a filesystem",
@@ -83,7 +82,6 @@ pub const SECTIONS: &[(&str, &[Key])] = {
             "what I may ask the kernel",
             &[
                 Capabilities,
-                CapabilitiesAfterExec,
                 NoNewPrivs,
                 Seccomp,
                 MountAFilesystem,

@@ -171,13 +171,16 @@ pub const STEPS: &[Step] = &[
         rootfs: true,
         solution: include_str!("../../solutions/05-hardening.rs"),
         hint: "Drop from the bounding set first (it needs CAP_SETPCAP, which you keep), then \
-               clear the ambient set, then capset effective = permitted = the kept set. Set \
-               no_new_privs before installing the filter. In the filter, each refused call is two \
-               instructions: jump_if_equal(nr, 0, 1) falls through to ret(errno(EPERM)) when it \
-               matches, and skips it when not. Compare your report with the reference: \
-               `capabilities after exec` says MORE when a drop did not stick. In mask_proc, \
-               /dev/null must exist before it is mounted over a file: mask_proc runs after \
-               mount_dev; a read-only bind needs two mounts, the bind and then the remount.",
+               clear the ambient set, then capset effective = permitted = the kept set (a \
+               caps::Sets; the kept set is a u64 mask, bit N for capability N). A bounding set \
+               you forgot to cut shows when no_new_privs is off: `cargo run -- run 5 --break \
+               no-new-privs` then reports root's capabilities again. In the filter, each refused \
+               call is two instructions: jump_if_equal(nr, 0, 1) falls through to \
+               ret(errno(EPERM)) when it matches, and skips it when not; the other way round, \
+               the filter refuses everything else and the box dies at once without a word. In \
+               mask_proc, /dev/null must exist before it is mounted over a file (mask_proc runs \
+               after mount_dev), and a read-only bind takes two mounts: the bind, then the \
+               remount.",
         built: "a box that may not mount, reboot, load modules, set the clock, trace, make namespaces or reach the network, nor reach the host through /proc, its terminal, planted files or its environment",
         tour_args: &["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"],
     },

@@ -301,8 +301,16 @@ pub fn run_in_terminal<S: AsRef<OsStr>>(bin: &Path, args: &[S], dialogue: &[(&st
                 seen += at + wait.len();
                 break;
             }
+            if let Some(status) = child.try_wait().ok().flatten() {
+                // Everything it wrote is in by the time the terminal closes.
+                let _ = ended.recv_timeout(Duration::from_secs(5));
+                let all = String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
+                panic!(
+                    "the step ended ({status}) before the terminal showed {wait:?}; it showed:\n{all}"
+                );
+            }
             assert!(
-                Instant::now() < deadline && child.try_wait().ok().flatten().is_none(),
+                Instant::now() < deadline,
                 "the terminal never showed {wait:?}; it showed:\n{text}"
             );
             std::thread::sleep(Duration::from_millis(5));

@@ -314,19 +314,21 @@ pub fn solve(number: u8, yes: bool) -> Result<ExitCode> {
 /// first, and here `--` matters (it separates the step's options from the command).
 fn raw_run_args() -> Vec<OsString> {
     let args: Vec<OsString> = std::env::args_os().collect();
-    match args.iter().position(|a| a == "run") {
-        Some(i) => args.into_iter().skip(i + 2).collect(),
-        None => Vec::new(),
-    }
+    let Some(i) = args.iter().position(|a| a == "run") else {
+        return Vec::new();
+    };
+    let mut rest = args.into_iter().skip(i + 1).peekable();
+    rest.next_if(|a| a == "--reference");
+    rest.skip(1).collect() // the step's number
 }
 
-pub fn run(number: u8, parsed: &[OsString]) -> Result<ExitCode> {
+pub fn run(number: u8, reference: bool, parsed: &[OsString]) -> Result<ExitCode> {
     let step = step_arg(number)?;
     let raw = raw_run_args();
     let args = if raw.is_empty() { parsed } else { &raw[..] };
     if !prebuilt() {
-        build_references()?; // the probe, for the rootfs
-        if !build_chapter(step, false)? {
+        build_references()?; // the probe, for the rootfs, and the references
+        if !reference && !build_chapter(step, false)? {
             bail!(
                 "chapters/{} does not compile yet: fix the errors above first",
                 step.file()
@@ -337,7 +339,11 @@ pub fn run(number: u8, parsed: &[OsString]) -> Result<ExitCode> {
         }
     }
     let target = target_dir()?;
-    let bin = target.join(step.name());
+    let bin = target.join(if reference {
+        step.solution_bin()
+    } else {
+        step.name()
+    });
     let mut cmd = Command::new(&bin);
     // Kept until the step has run: the rootfs, and the canary the probe looks for.
     let mut _lab = None;

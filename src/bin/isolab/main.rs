@@ -79,6 +79,10 @@ enum Cmd {
     /// Everything after N goes to your step's binary; without `--` it runs the probe.
     #[command(allow_hyphen_values = true)]
     Run {
+        /// Run the reference of step N instead of your own (to compare, or to see a
+        /// step you have not written yet)
+        #[arg(long)]
+        reference: bool,
         /// The step's number
         #[arg(value_parser = step_number)]
         step: u8,
@@ -127,7 +131,11 @@ fn main() -> ExitCode {
         Cmd::Hint { step } => learner::hint(step),
         Cmd::Reset { step, yes } => learner::reset(step, yes),
         Cmd::Solve { step, yes } => learner::solve(step, yes),
-        Cmd::Run { step, args } => learner::run(step, &args),
+        Cmd::Run {
+            step,
+            reference,
+            args,
+        } => learner::run(step, reference, &args),
         Cmd::Rootfs { dir } => learner::rootfs(&dir),
         Cmd::GuestKernel => guest_kernel(),
         Cmd::Dev(Dev::SyncChapters { check }) => maint::sync_chapters(check),

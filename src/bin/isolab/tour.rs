@@ -28,7 +28,8 @@ pub fn tour() -> Result<ExitCode> {
         "The host canary is {}; each runtime is also handed fd 3,",
         canary.path().display()
     );
-    println!("an open directory on the host, as a careless caller might.\n");
+    println!("an open directory on the host, as a careless caller might, and a terminal");
+    println!("of its own as stdin, as a shell would.\n");
     let mut columns = Vec::new();
     for step in STEPS
         .iter()
@@ -44,10 +45,12 @@ pub fn tour() -> Result<ExitCode> {
             isolab::container::canary::ENV_VALUE,
         );
         isolab::run::std_fds_only(&mut cmd, Some(canary.dir()))?;
+        let terminal = hand_a_terminal(&mut cmd)?;
         let out = cmd
             .stderr(Stdio::inherit())
             .output()
             .with_context(|| format!("running {}", step.solution_bin()))?;
+        drop(terminal);
         if !out.status.success() {
             println!(
                 "  step {:02} failed ({}); its column is left out",
@@ -71,7 +74,7 @@ pub fn tour() -> Result<ExitCode> {
     println!("Read down a column to see one box; across a row to see when a wall appears.");
     println!("yes: the wall stands. no: the probe got through. ?: the box cannot see its own");
     println!("limits (no cgroup filesystem inside it). no /proc, none: nothing to try it with.");
-    println!("-: not tried (the terminal row needs the tour run from a terminal).");
+    println!("-: not tried.");
     tour_kvm(&target)?;
     if let Some(step) = STEPS.iter().find(|s| s.needs == Needs::RootAndKvm) {
         println!(
@@ -129,4 +132,25 @@ fn tour_kvm(target: &Path) -> Result<()> {
         isolab::workshop::scorecard::GuestSummary::render(&columns)
     );
     Ok(())
+}
+
+/// Start `cmd` as a shell starts a command, in a session whose controlling terminal
+/// is on its stdin: a fresh pseudo-terminal, so that the terminal row reads the same
+/// whether the tour runs from a terminal or not. Returns the master, to keep open
+/// until the command has ended.
+fn hand_a_terminal(cmd: &mut Command) -> Result<std::os::fd::OwnedFd> {
+    use std::os::unix::process::CommandExt;
+    let pty = nix::pty::openpty(None, None).context("openpty()")?;
+    cmd.stdin(Stdio::from(pty.slave));
+    // SAFETY: between fork and exec the closure only calls setsid and ioctl, which are
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(pty.master)
 }
