@@ -31,29 +31,50 @@ use nix::unistd::{execv, getpid, getppid};
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
+    /// Get one thing wrong on purpose, to see what it is for (repeatable)
+    #[arg(long = "break", value_name = "MISTAKE", value_enum)]
+    mistakes: Vec<Mistake>,
     #[command(flatten)]
     command: CommandArgs,
+}
+
+/// The chapter's "break it" experiments, for `--break`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mistake {
+    /// report 0, whatever the command's status was
+    Status,
+    /// leave out die_with: the command may outlive a killed runtime
+    Pdeathsig,
 }
 
 fn main() -> ExitCode {
     isolab::main(|| {
         let args: Args = isolab::cli::parse();
         let command = args.command.on_host()?;
-        run(&command)
+        run(&command, &args.mistakes)
     })
 }
 
 // ANCHOR: run
-fn run(command: &Command) -> Result<i32> {
+fn run(command: &Command, mistakes: &[Mistake]) -> Result<i32> {
     let runtime = getpid();
     // SAFETY: this program has no other threads, so the child may run any code
     // between fork and exec.
     match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
-            die_with(runtime)?;
+            if !mistakes.contains(&Mistake::Pdeathsig) {
+                die_with(runtime)?;
+            }
             exec(command)
         }),
-        ForkResult::Parent { child } => wait_for(child),
+        ForkResult::Parent { child } => {
+            let code = wait_for(child)?;
+            Ok(if mistakes.contains(&Mistake::Status) {
+                0
+            } else {
+                code
+            })
+        }
     }
 }
 // ANCHOR_END: run

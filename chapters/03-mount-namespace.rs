@@ -54,8 +54,23 @@ struct Args {
     /// Mount the box's root read-only
     #[arg(long)]
     read_only: bool,
+    /// Get one thing wrong on purpose, to see what it is for (repeatable)
+    #[arg(long = "break", value_name = "MISTAKE", value_enum)]
+    mistakes: Vec<Mistake>,
     #[command(flatten)]
     command: CommandArgs,
+}
+
+/// The chapter's "break it" experiments, for `--break`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mistake {
+    /// leave the mount table shared: on a host whose "/" is shared (systemd's),
+    /// the box's mounts show up on the host
+    Private,
+    /// chroot into the rootfs, as step 01 does, instead of pivot_root
+    Chroot,
+    /// close inherited descriptors in the command only, not in init
+    CloseFds,
 }
 
 /// What init needs to build the box.
@@ -80,11 +95,11 @@ fn main() -> ExitCode {
             read_only: args.read_only,
             command: &command,
         };
-        run(&spec)
+        run(&spec, &args.mistakes)
     })
 }
 
-fn run(spec: &BoxSpec) -> Result<i32> {
+fn run(spec: &BoxSpec, mistakes: &[Mistake]) -> Result<i32> {
     let signals = namespaces::waited_signals();
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     let lifeline = Lifeline::new()?;
@@ -93,7 +108,7 @@ fn run(spec: &BoxSpec) -> Result<i32> {
     match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
             lifeline.die_with_parent()?;
-            init(spec, &signals)
+            init(spec, &signals, mistakes)
         }),
         ForkResult::Parent { child } => namespaces::supervise(child, &signals),
     }
@@ -102,13 +117,22 @@ fn run(spec: &BoxSpec) -> Result<i32> {
 // ANCHOR: init
 /// PID 1 of the box: namespaces, a private mount table, the new root, /proc and
 /// /dev; then the command as its child, supervised until it ends.
-fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
+fn init(spec: &BoxSpec, signals: &SigSet, mistakes: &[Mistake]) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
-    close_inherited_fds()?;
+    let wrong = |mistake| mistakes.contains(&mistake);
+    if !wrong(Mistake::CloseFds) {
+        close_inherited_fds()?;
+    }
     let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
     namespaces::enter_namespaces(namespaces, spec.hostname)?;
-    make_mounts_private()?;
-    pivot_into(spec.rootfs)?;
+    if !wrong(Mistake::Private) {
+        make_mounts_private()?;
+    }
+    if wrong(Mistake::Chroot) {
+        chroot::enter_rootfs(spec.rootfs)?;
+    } else {
+        pivot_into(spec.rootfs)?;
+    }
     mount_proc()?;
     mount_dev()?;
     if spec.read_only {
@@ -120,6 +144,9 @@ fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
             signals
                 .thread_unblock()
                 .context("sigprocmask(SIG_UNBLOCK)")?;
+            if wrong(Mistake::CloseFds) {
+                close_inherited_fds()?; // too late: init still holds them
+            }
             process::exec(spec.command)
         }),
         ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),

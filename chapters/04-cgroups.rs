@@ -68,8 +68,20 @@ struct Args {
     /// Print the cgroup files and values the limits become, for v1 and v2, and exit
     #[arg(long)]
     show_limit_files: bool,
+    /// Get one thing wrong on purpose, to see what it is for (repeatable)
+    #[arg(long = "break", value_name = "MISTAKE", value_enum)]
+    mistakes: Vec<Mistake>,
     #[command(flatten)]
     command: CommandArgs,
+}
+
+/// The chapter's "break it" experiments, for `--break`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mistake {
+    /// the command joins the box's cgroups just before exec, and init never does
+    JoinLate,
+    /// leave the box's cgroups behind when it ends
+    Cleanup,
 }
 
 fn main() -> ExitCode {
@@ -90,12 +102,12 @@ fn main() -> ExitCode {
             read_only: args.read_only,
             command: &command,
         };
-        run(&spec, &args.limits, args.stats)
+        run(&spec, &args.limits, args.stats, &args.mistakes)
     })
 }
 
 // ANCHOR: run
-fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
+fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool, mistakes: &[Mistake]) -> Result<i32> {
     let signals = namespaces::waited_signals();
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     // The box's cgroups exist, limits written, before the box does.
@@ -106,13 +118,17 @@ fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
     let code = match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
             lifeline.die_with_parent()?;
-            init(spec, &cgroups, &signals)
+            init(spec, &cgroups, &signals, mistakes)
         }),
         ForkResult::Parent { child } => namespaces::supervise(child, &signals)?,
     };
     // init has exited, and with it every process of the box.
     if stats {
         eprint!("{}", Usage::read(&cgroups.paths()).render());
+    }
+    if mistakes.contains(&Mistake::Cleanup) {
+        std::mem::forget(cgroups); // no remove, and no Drop either
+        return Ok(code);
     }
     cgroups.remove()?;
     Ok(code)
@@ -121,11 +137,25 @@ fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
 
 /// PID 1 of the box: into its cgroups first, then step 03's box, with a cgroup
 /// namespace and a view of its own cgroups.
-fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infallible> {
+fn init(
+    spec: &BoxSpec,
+    cgroups: &BoxCgroups,
+    signals: &SigSet,
+    mistakes: &[Mistake],
+) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
+    let join_late = mistakes.contains(&Mistake::JoinLate);
     // Before anything else: everything init forks from here on is inside.
-    cgroups.join()?;
+    if !join_late {
+        cgroups.join()?;
+    }
     mount_namespace::close_inherited_fds()?;
+    // The mistake: open the join files now, by path, and let the command write them.
+    let late = if join_late {
+        cgroups.join_files()?
+    } else {
+        Vec::new()
+    };
     // A cgroup namespace made now has the box's cgroups as its root: the box sees
     // "/" in /proc/self/cgroup, and nothing above its own cgroup.
     let namespaces = CloneFlags::CLONE_NEWUTS
@@ -147,6 +177,9 @@ fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infall
             signals
                 .thread_unblock()
                 .context("sigprocmask(SIG_UNBLOCK)")?;
+            for mut file in late {
+                std::io::Write::write_all(&mut file, b"0").context("joining late")?;
+            }
             process::exec(spec.command)
         }),
         ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),
@@ -217,6 +250,20 @@ impl BoxCgroups {
             "step 04, `join`: not written yet. Read the TODO above this line in chapters/04-cgroups.rs, or run `cargo run -- hint 4`"
         );
         // ANCHOR_END: join
+    }
+
+    /// For `--break join-late`: the files `join` writes, opened now (by path, before
+    /// the pivot hides the host's cgroup tree), for the command to write later.
+    fn join_files(&self) -> Result<Vec<fs::File>> {
+        let open = |dir: &BoxDir| {
+            let path = dir.path.join(match dir.version {
+                Version::V1 => "tasks",
+                Version::V2 => "cgroup.procs",
+            });
+            let file = fs::OpenOptions::new().write(true).open(&path);
+            file.with_context(|| format!("open({}, O_WRONLY)", path.display()))
+        };
+        self.dirs.iter().map(open).collect()
     }
 
     /// Kill whatever is left in the box's cgroups, remove them, and undo any

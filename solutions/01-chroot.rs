@@ -30,8 +30,18 @@ pub mod process;
 struct Args {
     #[command(flatten)]
     rootfs: RootfsArg,
+    /// Get one thing wrong on purpose, to see what it is for
+    #[arg(long = "break", value_name = "MISTAKE", value_enum)]
+    mistakes: Vec<Mistake>,
     #[command(flatten)]
     command: CommandArgs,
+}
+
+/// The chapter's "break it" experiment, for `--break`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mistake {
+    /// chroot without the chdir: the working directory stays in the host's tree
+    Chdir,
 }
 
 fn main() -> ExitCode {
@@ -40,19 +50,23 @@ fn main() -> ExitCode {
         isolab::run::need_root("chroot(2)")?;
         let rootfs = args.rootfs.checked()?;
         let command = args.command.in_rootfs(&rootfs)?;
-        run(&rootfs, &command)
+        run(&rootfs, &command, &args.mistakes)
     })
 }
 
 // ANCHOR: run
-fn run(rootfs: &Path, command: &Command) -> Result<i32> {
+fn run(rootfs: &Path, command: &Command, mistakes: &[Mistake]) -> Result<i32> {
     let runtime = getpid();
     // SAFETY: this program has no other threads, so the child may run any code
     // between fork and exec.
     match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
             process::die_with(runtime)?;
-            enter_rootfs(rootfs)?;
+            if mistakes.contains(&Mistake::Chdir) {
+                chroot(rootfs).with_context(|| format!("chroot({})", rootfs.display()))?;
+            } else {
+                enter_rootfs(rootfs)?;
+            }
             process::exec(command)
         }),
         ForkResult::Parent { child } => process::wait_for(child),

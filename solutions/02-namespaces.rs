@@ -47,8 +47,20 @@ struct Args {
     rootfs: RootfsArg,
     #[command(flatten)]
     hostname: HostnameArg,
+    /// Get one thing wrong on purpose, to see what it is for (repeatable)
+    #[arg(long = "break", value_name = "MISTAKE", value_enum)]
+    mistakes: Vec<Mistake>,
     #[command(flatten)]
     command: CommandArgs,
+}
+
+/// The chapter's "break it" experiments, for `--break`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mistake {
+    /// init waits for the command only, and reaps no orphan
+    Reaping,
+    /// no init: the command itself is PID 1
+    Init,
 }
 
 fn main() -> ExitCode {
@@ -59,7 +71,7 @@ fn main() -> ExitCode {
         let rootfs = args.rootfs.checked()?;
         isolab::container::rootfs::need_mount_points(&rootfs, &["proc"])?;
         let command = args.command.in_rootfs(&rootfs)?;
-        run(&rootfs, &args.hostname.hostname, &command)
+        run(&rootfs, &args.hostname.hostname, &command, &args.mistakes)
     })
 }
 
@@ -79,7 +91,7 @@ pub fn waited_signals() -> SigSet {
 }
 
 // ANCHOR: run
-fn run(rootfs: &Path, hostname: &str, command: &Command) -> Result<i32> {
+fn run(rootfs: &Path, hostname: &str, command: &Command, mistakes: &[Mistake]) -> Result<i32> {
     // Blocked signals wait in a queue until sigwait takes them; blocking them before
     // the fork means none can slip through in between. The mask is inherited.
     let signals = waited_signals();
@@ -92,7 +104,7 @@ fn run(rootfs: &Path, hostname: &str, command: &Command) -> Result<i32> {
             // When init dies, the kernel kills every process in its PID namespace:
             // so with init tied to the runtime, nothing outlives the runtime.
             lifeline.die_with_parent()?;
-            init(rootfs, hostname, command, &signals)
+            init(rootfs, hostname, command, &signals, mistakes)
         }),
         ForkResult::Parent { child } => supervise(child, &signals),
     }
@@ -111,12 +123,25 @@ fn new_pid_namespace() -> Result<()> {
 
 /// PID 1 of the box: its own namespaces and root, then the command as its child,
 /// supervised until it ends. Never returns: exits with the command's status.
-fn init(rootfs: &Path, hostname: &str, command: &Command, signals: &SigSet) -> Result<Infallible> {
+fn init(
+    rootfs: &Path,
+    hostname: &str,
+    command: &Command,
+    signals: &SigSet,
+    mistakes: &[Mistake],
+) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
     enter_namespaces(namespaces, hostname)?;
     mount_host_proc(rootfs)?;
     chroot::enter_rootfs(rootfs)?;
+    if mistakes.contains(&Mistake::Init) {
+        // The command becomes PID 1 itself, with the signals it never asked for.
+        signals
+            .thread_unblock()
+            .context("sigprocmask(SIG_UNBLOCK)")?;
+        process::exec(command)?;
+    }
     // SAFETY: init has no other threads either.
     match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
@@ -126,7 +151,14 @@ fn init(rootfs: &Path, hostname: &str, command: &Command, signals: &SigSet) -> R
                 .context("sigprocmask(SIG_UNBLOCK)")?;
             process::exec(command)
         }),
-        ForkResult::Parent { child } => std::process::exit(supervise(child, signals)?),
+        ForkResult::Parent { child } => {
+            let code = if mistakes.contains(&Mistake::Reaping) {
+                process::wait_for(child)? // for the command only: orphans stay zombies
+            } else {
+                supervise(child, signals)?
+            };
+            std::process::exit(code)
+        }
     }
 }
 

@@ -359,3 +359,50 @@ fn root_in_the_box_can_raise_its_own_limits() {
         run.stdout
     );
 }
+
+/// Chapter 04's "break it": joining late. With init outside the box's cgroups, the
+/// pids limit counts one task fewer, and the bomb gets 31 children under 32.
+#[test]
+fn break_join_late_leaves_init_outside() {
+    needs!(root);
+    let lab = Lab::new();
+    let bomb = |flags: &[&str]| {
+        let mut all = vec!["--pids-limit", "32"];
+        all.extend(flags);
+        run_box(&lab, &all, &["/bin/probe", "fork-bomb", "--max", "200"]).stdout
+    };
+    assert!(
+        bomb(&["--break", "join-late"]).contains("forked 31 children"),
+        "init outside the cgroup, the command and 31 children inside"
+    );
+    assert!(bomb(&[]).contains("forked 30 children"));
+}
+
+/// Chapter 04's "break it": without cleanup the box's cgroups stay after it; the next
+/// run's sweep removes them (their runtime's PID is gone).
+#[test]
+fn break_cleanup_leaves_cgroups_until_the_next_run() {
+    needs!(root);
+    let lab = Lab::new();
+    let leaky = run(
+        &step(STEP),
+        &box_args(
+            &lab,
+            &["--memory", "64m", "--break", "cleanup"],
+            &["/bin/probe", "exit", "0"],
+        ),
+    );
+    assert_eq!(leaky.code, Some(0), "stderr: {}", leaky.stderr);
+    let name = format!("isolab-{}", leaky.pid);
+    let left: Vec<PathBuf> = our_cgroups()
+        .into_iter()
+        .filter(|d| d.ends_with(&name))
+        .collect();
+    assert!(
+        !left.is_empty(),
+        "--break cleanup should leave {name} behind"
+    );
+    run_box(&lab, &[], &["/bin/probe", "exit", "0"]);
+    let still: Vec<&PathBuf> = left.iter().filter(|d| d.exists()).collect();
+    assert!(still.is_empty(), "the next run did not sweep {still:?}");
+}

@@ -178,3 +178,22 @@ fn killed_runtime_leaves_nothing() {
     assert_eq!(code, 137);
     assert_no_process_from(&lab.rootfs());
 }
+
+/// Chapter 01's "break it": chroot without chdir leaves the working directory in the
+/// host's tree, outside the new root.
+#[test]
+fn break_chdir_leaves_the_working_directory_outside() {
+    needs!(root);
+    let lab = Lab::new();
+    let rootfs = lab.rootfs().display().to_string();
+    let run = run(
+        &step(STEP),
+        &["--rootfs", &rootfs, "--break", "chdir", "--", "/bin/probe"],
+    );
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert!(
+        Report::parse(&run.stdout)[Key::WorkingDirectory].starts_with("outside my root!"),
+        "{}",
+        run.stdout
+    );
+}

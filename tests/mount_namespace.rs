@@ -224,3 +224,85 @@ fn runtime_inside_a_chroot_is_one_line() {
     );
     assert_one_line_error(&run, 125, "run the runtime from the host's own root");
 }
+
+/// Chapter 03's "break it": chroot instead of pivot_root, and the chroot escape
+/// reaches the canary again, fresh /proc or not.
+#[test]
+fn break_chroot_opens_the_chroot_escape_again() {
+    needs!(root);
+    let lab = Lab::new();
+    let canary = lab.canary_arg();
+    let run = run(
+        &step(STEP),
+        &box_args(
+            &lab,
+            &["--break", "chroot"],
+            &["/bin/probe", "--canary", &canary],
+        ),
+    );
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let report = Report::parse(&run.stdout);
+    assert!(
+        report[Key::CanaryViaChrootEscape].starts_with("READABLE"),
+        "{}",
+        run.stdout
+    );
+    assert!(report[Key::Processes].starts_with("2 "), "{}", run.stdout);
+}
+
+/// Chapter 03's "break it": descriptors closed in the command only. The command
+/// holds no fd 3, but init does, and the box reaches it through /proc/1/fd/3.
+#[test]
+fn break_close_fds_leaves_the_descriptor_in_init() {
+    needs!(root);
+    let lab = Lab::new();
+    let through_init = |flags: &[&str]| {
+        let cmd = command(
+            &step(STEP),
+            &box_args(&lab, flags, &["/bin/probe", "open", "/proc/1/fd/3"]),
+            Some(lab.canary.dir()),
+        );
+        run_with(cmd).stdout.trim().to_string()
+    };
+    // A directory opened for writing says EISDIR: it is there.
+    assert_eq!(
+        through_init(&["--break", "close-fds"]),
+        "not opened: refused (EISDIR)"
+    );
+    assert_eq!(through_init(&[]), "not opened: refused (ENOENT)");
+}
+
+/// Chapter 03's "break it": without MS_PRIVATE, where "/" is shared (systemd makes it
+/// so), the box's mounts appear outside the box and stay after it has gone. Run in a
+/// mount namespace of the test's own, made private first (so nothing reaches the
+/// host) and then shared, as a systemd host's is.
+#[test]
+fn break_private_lets_the_boxs_mounts_out() {
+    needs!(root);
+    let lab = Lab::new();
+    let left_outside = |flags: &[&str]| {
+        let script = format!(
+            "mount --make-rshared / && \"$@\" >/dev/null; grep -c ' {} ' /proc/self/mountinfo",
+            lab.rootfs().display()
+        );
+        let mut args = vec![
+            "--mount".to_string(),
+            "--propagation".into(),
+            "private".into(),
+            "sh".into(),
+            "-c".into(),
+            script,
+            "sh".into(),
+            step(STEP).display().to_string(),
+        ];
+        args.extend(box_args(&lab, flags, &["/bin/probe", "exit", "0"]));
+        let run = run(std::path::Path::new("/usr/bin/unshare"), &args);
+        run.stdout.trim().to_string()
+    };
+    assert_ne!(
+        left_outside(&["--break", "private"]),
+        "0",
+        "the box's mounts got out"
+    );
+    assert_eq!(left_outside(&[]), "0");
+}

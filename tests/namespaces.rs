@@ -161,3 +161,45 @@ fn rootfs_without_proc_is_one_line() {
         "has no /proc directory to mount on: create it with `mkdir",
     );
 }
+
+/// Chapter 02's "break it": an init that waits for the command only never reaps an
+/// orphan, which stays a zombie.
+#[test]
+fn break_reaping_leaves_zombies() {
+    needs!(root);
+    let lab = Lab::new();
+    let run = run(
+        &step(STEP),
+        &box_args(&lab, &["--break", "reaping"], &["/bin/probe", "orphan"]),
+    );
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("orphan reaped: no (still a zombie after 2 s: nobody called wait)"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// Chapter 02's "break it": with the command as PID 1 and no init, SIGTERM passed on
+/// to it is dropped: PID 1 gets only the signals it has a handler for.
+#[test]
+fn break_init_makes_sigterm_do_nothing() {
+    needs!(root);
+    let lab = Lab::new();
+    let mut box_ = Running::start(command(
+        &step(STEP),
+        &box_args(&lab, &["--break", "init"], &["/bin/probe", "wait-signal"]),
+        None,
+    ));
+    box_.wait_for_line("ready");
+    box_.signal(nix::sys::signal::Signal::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        box_.child.try_wait().expect("wait").is_none(),
+        "the box ended on SIGTERM, but PID 1 without a handler should ignore it"
+    );
+    box_.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_eq!(box_.finish().0, 137);
+    assert_no_process_from(&lab.rootfs());
+}

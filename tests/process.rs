@@ -112,3 +112,45 @@ fn probe_processes() -> Vec<String> {
     }
     found
 }
+
+/// Chapter 00's "break it": a runtime that reports 0 whatever happened hides every
+/// failure from the scripts built on it.
+#[test]
+fn break_status_hides_the_commands_status() {
+    let probe = probe_path();
+    let run = run(
+        &step(STEP),
+        &["--break", "status", "--", &probe, "exit", "7"],
+    );
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+}
+
+/// Chapter 00's "break it": without PR_SET_PDEATHSIG the command outlives a runtime
+/// killed with SIGKILL, adopted by whoever reaps orphans. The test kills it after.
+#[test]
+fn break_pdeathsig_leaves_the_command_running() {
+    let probe = probe_path();
+    let mut box_ = Running::start(command(
+        &step(STEP),
+        &["--break", "pdeathsig", "--", &probe, "wait-signal"],
+        None,
+    ));
+    box_.wait_for_line("ready");
+    let running = probe_processes();
+    box_.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_eq!(box_.finish().0, 137);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let survivors: Vec<String> = running
+        .iter()
+        .filter(|p| probe_processes().contains(p))
+        .cloned()
+        .collect();
+    for pid in &survivors {
+        let pid = nix::unistd::Pid::from_raw(pid.parse().expect("a pid"));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(
+        !survivors.is_empty(),
+        "without die_with, the command should have outlived its runtime"
+    );
+}

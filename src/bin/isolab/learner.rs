@@ -40,7 +40,7 @@ struct Checked {
 /// snapshot is updated (INSTA_UPDATE=no) and the root run builds nothing.
 fn run_checks(step: &Step, announce: bool) -> Result<Checked> {
     if announce {
-        println!("building the tests (the first time takes about half a minute)...");
+        println!("building the tests (the first time, a minute or two on a 2-core machine)...");
     }
     let executable = build_test(step)?;
     let env = [
