@@ -61,7 +61,8 @@ fn run(command: &Command) -> Result<i32> {
 /// Ask the kernel to SIGKILL us when the runtime dies, so that a runtime killed
 /// halfway never leaves the command running on its own.
 pub fn die_with(runtime: Pid) -> Result<()> {
-    prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG, SIGKILL)")?;
+    prctl::set_pdeathsig(Signal::SIGKILL)
+        .context("prctl(PR_SET_PDEATHSIG, SIGKILL)")?;
     // The runtime may have died before the prctl: then we have a new parent already.
     if getppid() != runtime {
         bail!("the runtime exited before the command started");

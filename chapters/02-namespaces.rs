@@ -117,9 +117,16 @@ fn new_pid_namespace() -> Result<()> {
 
 /// PID 1 of the box: its own namespaces and root, then the command as its child,
 /// supervised until it ends. Never returns: exits with the command's status.
-fn init(rootfs: &Path, hostname: &str, command: &Command, signals: &SigSet) -> Result<Infallible> {
+fn init(
+    rootfs: &Path,
+    hostname: &str,
+    command: &Command,
+    signals: &SigSet,
+) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
-    let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
+    let namespaces = CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNS;
     enter_namespaces(namespaces, hostname)?;
     mount_host_proc(rootfs)?;
     chroot::enter_rootfs(rootfs)?;
@@ -132,7 +139,9 @@ fn init(rootfs: &Path, hostname: &str, command: &Command, signals: &SigSet) -> R
                 .context("sigprocmask(SIG_UNBLOCK)")?;
             process::exec(command)
         }),
-        ForkResult::Parent { child } => std::process::exit(supervise(child, signals)?),
+        ForkResult::Parent { child } => {
+            std::process::exit(supervise(child, signals)?)
+        }
     }
 }
 
@@ -165,7 +174,9 @@ fn mount_host_proc(rootfs: &Path) -> Result<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         none,
     )
-    .with_context(|| format!("mount(/proc, {}, MS_BIND | MS_REC)", target.display()))
+    .with_context(|| {
+        format!("mount(/proc, {}, MS_BIND | MS_REC)", target.display())
+    })
 }
 
 /// Wait for `child`, passing forwarded signals on to it and reaping every child

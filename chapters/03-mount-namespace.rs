@@ -105,7 +105,9 @@ fn run(spec: &BoxSpec) -> Result<i32> {
 fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     close_inherited_fds()?;
-    let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
+    let namespaces = CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNS;
     namespaces::enter_namespaces(namespaces, spec.hostname)?;
     make_mounts_private()?;
     pivot_into(spec.rootfs)?;
@@ -122,7 +124,9 @@ fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
                 .context("sigprocmask(SIG_UNBLOCK)")?;
             process::exec(spec.command)
         }),
-        ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),
+        ForkResult::Parent { child } => {
+            std::process::exit(namespaces::supervise(child, signals)?)
+        }
     }
 }
 // ANCHOR_END: init
@@ -176,7 +180,8 @@ pub fn pivot_error(errno: Errno, rootfs: &Path) -> anyhow::Error {
         }
         _ => "",
     };
-    anyhow::Error::new(errno).context(format!("pivot_root(., .) in {}{why}", rootfs.display()))
+    anyhow::Error::new(errno)
+        .context(format!("pivot_root(., .) in {}{why}", rootfs.display()))
 }
 
 /// A procfs shows the PID namespace of the process that mounts it: mounted by init,

@@ -32,7 +32,9 @@
 // brings this version back.)
 
 use isolab::cli::{Cpus, LimitArgs};
-use isolab::container::cgroup::{self, Delegation, Hierarchy, Layout, Usage, Version};
+use isolab::container::cgroup::{
+    self, Delegation, Hierarchy, Layout, Usage, Version,
+};
 use isolab::prelude::*;
 use isolab::run::Lifeline;
 use nix::mount::{MsFlags, mount};
@@ -82,7 +84,10 @@ fn main() -> ExitCode {
         isolab::run::need_root("unshare(2) of new namespaces")?;
         isolab::container::rootfs::need_root_mount()?;
         let rootfs = args.rootfs.checked()?;
-        isolab::container::rootfs::need_mount_points(&rootfs, &["proc", "dev", "sys"])?;
+        isolab::container::rootfs::need_mount_points(
+            &rootfs,
+            &["proc", "dev", "sys"],
+        )?;
         let command = args.command.in_rootfs(&rootfs)?;
         let spec = BoxSpec {
             rootfs: &rootfs,
@@ -121,7 +126,11 @@ fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
 
 /// PID 1 of the box: into its cgroups first, then step 03's box, with a cgroup
 /// namespace and a view of its own cgroups.
-fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infallible> {
+fn init(
+    spec: &BoxSpec,
+    cgroups: &BoxCgroups,
+    signals: &SigSet,
+) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     // Before anything else: everything init forks from here on is inside.
     cgroups.join()?;
@@ -149,7 +158,9 @@ fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infall
                 .context("sigprocmask(SIG_UNBLOCK)")?;
             process::exec(spec.command)
         }),
-        ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),
+        ForkResult::Parent { child } => {
+            std::process::exit(namespaces::supervise(child, signals)?)
+        }
     }
 }
 
@@ -186,10 +197,12 @@ impl BoxCgroups {
                     .into_iter()
                     .filter(|c| h.has(c))
                     .collect();
-                cgroups.delegation = Some(cgroup::delegate(h, &needed, std::process::id())?);
+                cgroups.delegation =
+                    Some(cgroup::delegate(h, &needed, std::process::id())?);
             }
             let path = h.own_dir.join(&name);
-            fs::create_dir(&path).with_context(|| format!("mkdir({})", path.display()))?;
+            fs::create_dir(&path)
+                .with_context(|| format!("mkdir({})", path.display()))?;
             let dir = BoxDir {
                 version: h.version,
                 path,
@@ -271,7 +284,10 @@ fn need_controllers(hierarchies: &[Hierarchy], limits: &LimitArgs) -> Result<()>
 
 /// The limit files for a cgroup of this `version`, and what to write in each, for
 /// the limits that were asked for, in the order to write them.
-fn limit_files(version: Version, limits: &LimitArgs) -> Vec<(&'static str, String)> {
+fn limit_files(
+    version: Version,
+    limits: &LimitArgs,
+) -> Vec<(&'static str, String)> {
     // ANCHOR: limit_files
     // TODO: Return (file name, contents) for each limit that is Some, in this order:
     //       v2: "memory.max" = bytes, "pids.max" = n, "cpu.max" = "QUOTA PERIOD" (in us);
@@ -293,7 +309,8 @@ fn write_limits(dir: &BoxDir, limits: &LimitArgs) -> Result<()> {
             continue; // another hierarchy holds this controller
         }
         let path = dir.path.join(file);
-        fs::write(&path, &value).with_context(|| format!("write({value}, {})", path.display()))?;
+        fs::write(&path, &value)
+            .with_context(|| format!("write({value}, {})", path.display()))?;
     }
     // No swap either: a box over its memory limit must be killed, not paged out.
     if let Some(bytes) = limits.memory {
@@ -303,8 +320,9 @@ fn write_limits(dir: &BoxDir, limits: &LimitArgs) -> Result<()> {
         ] {
             let path = dir.path.join(file);
             if path.exists() {
-                fs::write(&path, &value)
-                    .with_context(|| format!("write({value}, {})", path.display()))?;
+                fs::write(&path, &value).with_context(|| {
+                    format!("write({value}, {})", path.display())
+                })?;
             }
         }
     }
@@ -315,18 +333,21 @@ fn write_limits(dir: &BoxDir, limits: &LimitArgs) -> Result<()> {
 /// inside the cgroup namespace, each hierarchy's root is the box's own cgroup.
 pub fn mount_cgroupfs(cgroups: &BoxCgroups) -> Result<()> {
     let safe = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let mount_at = |source: &str, target: &str, fstype: &str, data: Option<&str>| {
-        // The cgroup filesystems themselves read-only; the tmpfs that holds their
-        // mount points is made read-only once they are in place.
-        let flags = if fstype == "tmpfs" {
-            safe
-        } else {
-            safe | MsFlags::MS_RDONLY
+    let mount_at =
+        |source: &str, target: &str, fstype: &str, data: Option<&str>| {
+            // The cgroup filesystems themselves read-only; the tmpfs that holds their
+            // mount points is made read-only once they are in place.
+            let flags = if fstype == "tmpfs" {
+                safe
+            } else {
+                safe | MsFlags::MS_RDONLY
+            };
+            fs::create_dir_all(target)
+                .with_context(|| format!("mkdir -p {target}"))?;
+            mount(Some(source), target, Some(fstype), flags, data).with_context(
+                || format!("mount({source}, {target}, {fstype}, {data:?})"),
+            )
         };
-        fs::create_dir_all(target).with_context(|| format!("mkdir -p {target}"))?;
-        mount(Some(source), target, Some(fstype), flags, data)
-            .with_context(|| format!("mount({source}, {target}, {fstype}, {data:?})"))
-    };
     mount_at("tmpfs", "/sys", "tmpfs", Some("mode=755,size=16k"))?;
     let v1: Vec<&BoxDir> = cgroups
         .dirs

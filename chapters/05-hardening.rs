@@ -138,7 +138,10 @@ fn main() -> ExitCode {
         isolab::run::need_root("unshare(2) of new namespaces")?;
         isolab::container::rootfs::need_root_mount()?;
         let rootfs = args.rootfs.checked()?;
-        isolab::container::rootfs::need_mount_points(&rootfs, &["proc", "dev", "sys"])?;
+        isolab::container::rootfs::need_mount_points(
+            &rootfs,
+            &["proc", "dev", "sys"],
+        )?;
         let command = args.command.in_rootfs(&rootfs)?;
         let spec = BoxSpec {
             rootfs: &rootfs,
@@ -156,7 +159,9 @@ fn main() -> ExitCode {
 /// `--env NAME=VALUE`: a name, an `=`, and a value (which may be empty).
 fn variable(text: &str) -> std::result::Result<String, String> {
     match text.split_once('=') {
-        Some((name, _)) if !name.is_empty() && !text.contains('\0') => Ok(text.to_string()),
+        Some((name, _)) if !name.is_empty() && !text.contains('\0') => {
+            Ok(text.to_string())
+        }
         _ => Err(format!(
             "{text} is not NAME=VALUE: give a name, `=`, and the value, e.g. --env LANG=C.UTF-8"
         )),
@@ -199,7 +204,11 @@ fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
 /// PID 1 of the box: step 04's box, plus a network namespace and a masked /proc. init
 /// keeps its powers (it needed them to build the box, and the box cannot signal or
 /// trace it); the command is hardened between fork and exec.
-fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infallible> {
+fn init(
+    spec: &BoxSpec,
+    cgroups: &BoxCgroups,
+    signals: &SigSet,
+) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     cgroups.join()?;
     mount_namespace::close_inherited_fds()?;
@@ -239,7 +248,9 @@ fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infall
             harden(spec)?;
             exec_with(spec.command, &environment(spec))
         }),
-        ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),
+        ForkResult::Parent { child } => {
+            std::process::exit(namespaces::supervise(child, signals)?)
+        }
     }
 }
 // ANCHOR_END: init
@@ -328,12 +339,14 @@ fn lock_down_root(read_only: bool) -> Result<()> {
         Ok(_) => Ok(()),
         // Linux before 5.12 has no mount_setattr: "/" alone, then.
         Err(Errno::ENOSYS) => {
-            let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NODEV;
+            let mut flags =
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NODEV;
             if read_only {
                 flags |= MsFlags::MS_RDONLY;
             }
             let none = None::<&str>;
-            mount(none, "/", none, flags, none).context("mount(/, MS_REMOUNT | MS_BIND | MS_NODEV)")
+            mount(none, "/", none, flags, none)
+                .context("mount(/, MS_REMOUNT | MS_BIND | MS_NODEV)")
         }
         Err(e) => Err(e).context("mount_setattr(/, AT_RECURSIVE, nodev)"),
     }
@@ -375,7 +388,8 @@ fn new_session(tty: bool) -> Result<()> {
 
 // ANCHOR: environment
 /// The PATH a box gets: docker's default.
-const BOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const BOX_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The command's environment, made from nothing, as `docker run` makes it: whatever
 /// the caller's shell holds (tokens, keys, passwords) stays outside. TERM describes
@@ -622,7 +636,11 @@ fn filter() -> Vec<seccomp::Instruction> {
 }
 
 /// Call `number` is refused when its argument `arg` has any of `bits` set.
-fn refuse_if_any_bit(number: i64, arg: u32, bits: u32) -> Vec<seccomp::Instruction> {
+fn refuse_if_any_bit(
+    number: i64,
+    arg: u32,
+    bits: u32,
+) -> Vec<seccomp::Instruction> {
     use seccomp::*;
     vec![
         load(NR),
@@ -634,7 +652,11 @@ fn refuse_if_any_bit(number: i64, arg: u32, bits: u32) -> Vec<seccomp::Instructi
 }
 
 /// Call `number` is refused when its argument `arg` is one of `values`.
-fn refuse_if_one_of(number: i64, arg: u32, values: &[u32]) -> Vec<seccomp::Instruction> {
+fn refuse_if_one_of(
+    number: i64,
+    arg: u32,
+    values: &[u32],
+) -> Vec<seccomp::Instruction> {
     use seccomp::*;
     let n = values.len() as u8;
     let mut rule = vec![
@@ -652,7 +674,11 @@ fn refuse_if_one_of(number: i64, arg: u32, values: &[u32]) -> Vec<seccomp::Instr
 }
 
 /// Call `number` is refused unless its argument `arg` is one of `values`.
-fn refuse_unless_one_of(number: i64, arg: u32, values: &[u32]) -> Vec<seccomp::Instruction> {
+fn refuse_unless_one_of(
+    number: i64,
+    arg: u32,
+    values: &[u32],
+) -> Vec<seccomp::Instruction> {
     use seccomp::*;
     let n = values.len() as u8;
     let mut rule = vec![
@@ -675,7 +701,9 @@ fn bring_up_loopback() -> Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     // SAFETY: socket(2) takes integers; the descriptor it returns is ours, and
     // OwnedFd closes it however this function returns.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let raw = unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+    };
     let raw = Errno::result(raw).context("socket(AF_INET, SOCK_DGRAM)")?;
     // SAFETY: `raw` is the new socket, owned by nothing else.
     let socket = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -685,12 +713,15 @@ fn bring_up_loopback() -> Result<()> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `request`.
-    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) };
+    let rc = unsafe {
+        libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request)
+    };
     Errno::result(rc).context("ioctl(lo, SIOCGIFFLAGS)")?;
     // SAFETY: the kernel just filled in the flags member of the union.
     unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
     // SAFETY: SIOCSIFFLAGS reads the name and the flags from `request`.
-    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) };
+    let rc =
+        unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) };
     Errno::result(rc).context("ioctl(lo, SIOCSIFFLAGS, IFF_UP)")?;
     Ok(())
 }

@@ -32,8 +32,9 @@
 use isolab::prelude::*;
 use isolab::vm::{Exit, GuestMemory, KvmArgs, RunArea, Trace};
 use kvm_bindings::{
-    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO, KVM_EXIT_IO_OUT,
-    KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
+    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO,
+    KVM_EXIT_IO_OUT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, kvm_regs, kvm_sregs,
+    kvm_userspace_memory_region,
 };
 use nix::{ioctl_read, ioctl_write_int_bad, ioctl_write_ptr, request_code_none};
 use std::fs::File;
@@ -124,12 +125,13 @@ pub fn api_version(kvm: &File, device: &Path) -> Result<i32> {
     // declare them as "write an int" and pass 0 ourselves.
     ioctl_write_int_bad!(kvm_get_api_version, request_code_none!(KVMIO, 0x00));
     // SAFETY: KVM_GET_API_VERSION reads nothing from us and writes nothing to our memory.
-    let version = unsafe { kvm_get_api_version(kvm.as_raw_fd(), 0) }.with_context(|| {
-        format!(
-            "ioctl({}, KVM_GET_API_VERSION, 0): not a KVM device?",
-            device.display()
-        )
-    })?;
+    let version =
+        unsafe { kvm_get_api_version(kvm.as_raw_fd(), 0) }.with_context(|| {
+            format!(
+                "ioctl({}, KVM_GET_API_VERSION, 0): not a KVM device?",
+                device.display()
+            )
+        })?;
     if version != 12 {
         bail!("KVM API version {version}, but this program speaks version 12");
     }

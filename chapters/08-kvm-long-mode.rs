@@ -32,7 +32,9 @@
 // brings this version back.)
 
 use isolab::prelude::*;
-use isolab::vm::{CODE_SELECTOR, DATA_SELECTOR, Exit, GDT, GuestMemory, KvmArgs, RunArea, Trace};
+use isolab::vm::{
+    CODE_SELECTOR, DATA_SELECTOR, Exit, GDT, GuestMemory, KvmArgs, RunArea, Trace,
+};
 use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
 use nix::{ioctl_read, ioctl_write_ptr};
 use std::fs::File;
@@ -79,7 +81,9 @@ impl Mistake {
             Mistake::TrapFlag => regs.rflags |= 0x100,
             Mistake::CodeSegment => sregs.cs.present = 0,
             Mistake::NoPae => sregs.cr4 &= !CR4_PAE,
-            Mistake::Int3 => regs.rip = guest_address(&raw const GUEST_LONG_MODE_BREAKPOINT),
+            Mistake::Int3 => {
+                regs.rip = guest_address(&raw const GUEST_LONG_MODE_BREAKPOINT)
+            }
         }
     }
 }
@@ -189,7 +193,9 @@ fn main() -> ExitCode {
         let kvm = isolab::vm::open(&args.kvm.device)?;
         let version = kvm_real_mode::api_version(&kvm, &args.kvm.device)?;
         println!("KVM API version {version}");
-        isolab::vm::print_capabilities(|cap| kvm_real_mode::check_extension(&kvm, cap))?;
+        isolab::vm::print_capabilities(|cap| {
+            kvm_real_mode::check_extension(&kvm, cap)
+        })?;
         isolab::vm::repeat(args.kvm.repeat, |report| run_guest(&kvm, &args, report))
     })
 }
@@ -226,16 +232,18 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
         let exit = kvm_real_mode::decode(&run)?;
         trace.push(&exit);
         match exit {
-            Exit::IoOut { port, value, .. } => match hypercall(port, value, &memory)? {
-                Hypercall::Print(text) => {
-                    trace.note(format!("print {text:?}"));
-                    said += &text;
+            Exit::IoOut { port, value, .. } => {
+                match hypercall(port, value, &memory)? {
+                    Hypercall::Print(text) => {
+                        trace.note(format!("print {text:?}"));
+                        said += &text;
+                    }
+                    Hypercall::Exit(code) => {
+                        trace.note(format!("exit({code})"));
+                        break code;
+                    }
                 }
-                Hypercall::Exit(code) => {
-                    trace.note(format!("exit({code})"));
-                    break code;
-                }
-            },
+            }
             Exit::MmioWrite { .. } | Exit::MmioRead { .. } => {
                 let note = mmio(&mut doubler, &exit, &mut run)?;
                 trace.note(note);
@@ -357,7 +365,8 @@ pub fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
     ioctl_read!(kvm_get_regs, KVMIO, 0x81, kvm_regs);
     let mut regs = kvm_regs::default();
     // SAFETY: the kernel writes one kvm_regs into `regs`, which is exactly that big.
-    unsafe { kvm_get_regs(vcpu.as_raw_fd(), &mut regs) }.context("ioctl(KVM_GET_REGS)")?;
+    unsafe { kvm_get_regs(vcpu.as_raw_fd(), &mut regs) }
+        .context("ioctl(KVM_GET_REGS)")?;
     Ok(regs)
 }
 
@@ -365,7 +374,8 @@ pub fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
 pub fn set_regs(vcpu: &OwnedFd, regs: &kvm_regs) -> Result<()> {
     ioctl_write_ptr!(kvm_set_regs, KVMIO, 0x82, kvm_regs);
     // SAFETY: the kernel only reads `regs`, a valid kvm_regs.
-    unsafe { kvm_set_regs(vcpu.as_raw_fd(), regs) }.context("ioctl(KVM_SET_REGS)")?;
+    unsafe { kvm_set_regs(vcpu.as_raw_fd(), regs) }
+        .context("ioctl(KVM_SET_REGS)")?;
     Ok(())
 }
 
@@ -374,7 +384,8 @@ pub fn get_sregs(vcpu: &OwnedFd) -> Result<kvm_sregs> {
     ioctl_read!(kvm_get_sregs, KVMIO, 0x83, kvm_sregs);
     let mut sregs = kvm_sregs::default();
     // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that big.
-    unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }.context("ioctl(KVM_GET_SREGS)")?;
+    unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }
+        .context("ioctl(KVM_GET_SREGS)")?;
     Ok(sregs)
 }
 

@@ -78,7 +78,8 @@ struct Args {
 }
 
 /// The limits of the full container: the tour's, and docker's flags.
-const LIMITS: [&str; 6] = ["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"];
+const LIMITS: [&str; 6] =
+    ["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"];
 /// getppid() calls per syscall sample.
 const SYSCALLS: u32 = 200_000;
 /// Port writes per exit sample: to us, and to an ioeventfd (handled by KVM).
@@ -194,7 +195,9 @@ fn start<'a>(
         name,
         world,
         &how,
-        Box::new(move || Ok(Sample::Value(time_run(&mut command)?.as_secs_f64() * 1e3))),
+        Box::new(move || {
+            Ok(Sample::Value(time_run(&mut command)?.as_secs_f64() * 1e3))
+        }),
     )
 }
 
@@ -248,7 +251,9 @@ fn measure(mut measurements: Vec<Measurement>, runs: u32) -> Result<Vec<Row>> {
             match sample {
                 Ok(Sample::Value(_)) if round == 0 => {} // the warm-up
                 Ok(Sample::Value(value)) => samples.push(value),
-                Ok(Sample::NotAvailable(why)) => *result = Err(Outcome::NotAvailable(why)),
+                Ok(Sample::NotAvailable(why)) => {
+                    *result = Err(Outcome::NotAvailable(why))
+                }
                 Err(e) => *result = Err(Outcome::Failed(format!("{e:#}"))),
             }
         }

@@ -111,9 +111,16 @@ fn new_pid_namespace() -> Result<()> {
 
 /// PID 1 of the box: its own namespaces and root, then the command as its child,
 /// supervised until it ends. Never returns: exits with the command's status.
-fn init(rootfs: &Path, hostname: &str, command: &Command, signals: &SigSet) -> Result<Infallible> {
+fn init(
+    rootfs: &Path,
+    hostname: &str,
+    command: &Command,
+    signals: &SigSet,
+) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
-    let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
+    let namespaces = CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNS;
     enter_namespaces(namespaces, hostname)?;
     mount_host_proc(rootfs)?;
     chroot::enter_rootfs(rootfs)?;
@@ -126,7 +133,9 @@ fn init(rootfs: &Path, hostname: &str, command: &Command, signals: &SigSet) -> R
                 .context("sigprocmask(SIG_UNBLOCK)")?;
             process::exec(command)
         }),
-        ForkResult::Parent { child } => std::process::exit(supervise(child, signals)?),
+        ForkResult::Parent { child } => {
+            std::process::exit(supervise(child, signals)?)
+        }
     }
 }
 
@@ -159,7 +168,9 @@ fn mount_host_proc(rootfs: &Path) -> Result<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         none,
     )
-    .with_context(|| format!("mount(/proc, {}, MS_BIND | MS_REC)", target.display()))
+    .with_context(|| {
+        format!("mount(/proc, {}, MS_BIND | MS_REC)", target.display())
+    })
 }
 
 /// Wait for `child`, passing forwarded signals on to it and reaping every child
@@ -177,12 +188,17 @@ pub fn supervise(child: Pid, signals: &SigSet) -> Result<i32> {
         if signal != Signal::SIGCHLD {
             match kill(child, signal) {
                 Ok(()) | Err(Errno::ESRCH) => continue,
-                Err(e) => return Err(e).with_context(|| format!("kill({child}, {signal})")),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("kill({child}, {signal})"));
+                }
             }
         }
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == child => return Ok(code),
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => {
+                    return Ok(code);
+                }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
                     return Ok(128 + sig as i32);
                 }

@@ -101,7 +101,9 @@ fn run(spec: &BoxSpec) -> Result<i32> {
 fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     close_inherited_fds()?;
-    let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
+    let namespaces = CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNS;
     namespaces::enter_namespaces(namespaces, spec.hostname)?;
     make_mounts_private()?;
     pivot_into(spec.rootfs)?;
@@ -118,7 +120,9 @@ fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
                 .context("sigprocmask(SIG_UNBLOCK)")?;
             process::exec(spec.command)
         }),
-        ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),
+        ForkResult::Parent { child } => {
+            std::process::exit(namespaces::supervise(child, signals)?)
+        }
     }
 }
 // ANCHOR_END: init
@@ -165,7 +169,9 @@ pub fn pivot_into(rootfs: &Path) -> Result<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         none,
     )
-    .with_context(|| format!("mount({0}, {0}, MS_BIND | MS_REC)", rootfs.display()))?;
+    .with_context(|| {
+        format!("mount({0}, {0}, MS_BIND | MS_REC)", rootfs.display())
+    })?;
     chdir(rootfs).with_context(|| format!("chdir({})", rootfs.display()))?;
     pivot_root(".", ".").map_err(|e| pivot_error(e, rootfs))?;
     umount2(".", MntFlags::MNT_DETACH).context("umount2(old root, MNT_DETACH)")?;
@@ -183,7 +189,8 @@ pub fn pivot_error(errno: Errno, rootfs: &Path) -> anyhow::Error {
         }
         _ => "",
     };
-    anyhow::Error::new(errno).context(format!("pivot_root(., .) in {}{why}", rootfs.display()))
+    anyhow::Error::new(errno)
+        .context(format!("pivot_root(., .) in {}{why}", rootfs.display()))
 }
 
 /// A procfs shows the PID namespace of the process that mounts it: mounted by init,

@@ -28,8 +28,9 @@
 use isolab::prelude::*;
 use isolab::vm::{Exit, GuestMemory, KvmArgs, RunArea, Trace};
 use kvm_bindings::{
-    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO, KVM_EXIT_IO_OUT,
-    KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
+    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO,
+    KVM_EXIT_IO_OUT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, kvm_regs, kvm_sregs,
+    kvm_userspace_memory_region,
 };
 use nix::{ioctl_read, ioctl_write_int_bad, ioctl_write_ptr, request_code_none};
 use std::fs::File;
@@ -120,12 +121,13 @@ pub fn api_version(kvm: &File, device: &Path) -> Result<i32> {
     // declare them as "write an int" and pass 0 ourselves.
     ioctl_write_int_bad!(kvm_get_api_version, request_code_none!(KVMIO, 0x00));
     // SAFETY: KVM_GET_API_VERSION reads nothing from us and writes nothing to our memory.
-    let version = unsafe { kvm_get_api_version(kvm.as_raw_fd(), 0) }.with_context(|| {
-        format!(
-            "ioctl({}, KVM_GET_API_VERSION, 0): not a KVM device?",
-            device.display()
-        )
-    })?;
+    let version =
+        unsafe { kvm_get_api_version(kvm.as_raw_fd(), 0) }.with_context(|| {
+            format!(
+                "ioctl({}, KVM_GET_API_VERSION, 0): not a KVM device?",
+                device.display()
+            )
+        })?;
     if version != 12 {
         bail!("KVM API version {version}, but this program speaks version 12");
     }
@@ -204,7 +206,8 @@ pub fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
         kvm_userspace_memory_region
     );
     // SAFETY: the argument is the machine type, a plain integer (0: the default).
-    let fd = unsafe { kvm_create_vm(kvm.as_raw_fd(), 0) }.context("ioctl(KVM_CREATE_VM, 0)")?;
+    let fd = unsafe { kvm_create_vm(kvm.as_raw_fd(), 0) }
+        .context("ioctl(KVM_CREATE_VM, 0)")?;
     // SAFETY: KVM_CREATE_VM returned a new fd that nothing else owns.
     let vm = unsafe { OwnedFd::from_raw_fd(fd) };
     let region = kvm_userspace_memory_region {
@@ -238,7 +241,8 @@ pub fn create_vcpu(kvm: &File, vm: &OwnedFd) -> Result<(OwnedFd, RunArea)> {
     ioctl_write_int_bad!(kvm_create_vcpu, request_code_none!(KVMIO, 0x41));
     ioctl_write_int_bad!(kvm_get_vcpu_mmap_size, request_code_none!(KVMIO, 0x04));
     // SAFETY: the argument is the vCPU id, a plain integer.
-    let fd = unsafe { kvm_create_vcpu(vm.as_raw_fd(), 0) }.context("ioctl(KVM_CREATE_VCPU, 0)")?;
+    let fd = unsafe { kvm_create_vcpu(vm.as_raw_fd(), 0) }
+        .context("ioctl(KVM_CREATE_VCPU, 0)")?;
     // SAFETY: KVM_CREATE_VCPU returned a new fd that nothing else owns.
     let vcpu = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: no pointer argument; the kernel writes nothing to our memory.
@@ -266,20 +270,23 @@ pub fn set_real_mode(vcpu: &OwnedFd) -> Result<()> {
     ioctl_write_ptr!(kvm_set_regs, KVMIO, 0x82, kvm_regs);
     let mut sregs = kvm_sregs::default();
     // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that big.
-    unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }.context("ioctl(KVM_GET_SREGS)")?;
+    unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }
+        .context("ioctl(KVM_GET_SREGS)")?;
     for segment in [&mut sregs.cs, &mut sregs.ds] {
         segment.selector = (GUEST_ADDRESS >> 4) as u16;
         segment.base = GUEST_ADDRESS;
     }
     // SAFETY: the kernel only reads `sregs`, a valid kvm_sregs.
-    unsafe { kvm_set_sregs(vcpu.as_raw_fd(), &sregs) }.context("ioctl(KVM_SET_SREGS)")?;
+    unsafe { kvm_set_sregs(vcpu.as_raw_fd(), &sregs) }
+        .context("ioctl(KVM_SET_SREGS)")?;
     let regs = kvm_regs {
         rip: 0,
         rflags: 0x2,
         ..Default::default()
     };
     // SAFETY: the kernel only reads `regs`, a valid kvm_regs.
-    unsafe { kvm_set_regs(vcpu.as_raw_fd(), &regs) }.context("ioctl(KVM_SET_REGS)")?;
+    unsafe { kvm_set_regs(vcpu.as_raw_fd(), &regs) }
+        .context("ioctl(KVM_SET_REGS)")?;
     Ok(())
     // ANCHOR_END: set_real_mode
 }
@@ -359,7 +366,8 @@ pub fn decode(run: &RunArea) -> Result<Exit> {
         KVM_EXIT_SHUTDOWN => Exit::Shutdown,
         KVM_EXIT_FAIL_ENTRY => Exit::FailEntry {
             // SAFETY: the exit reason is KVM_EXIT_FAIL_ENTRY, so the kernel filled `fail_entry`.
-            reason: unsafe { kvm_run.__bindgen_anon_1.fail_entry }.hardware_entry_failure_reason,
+            reason: unsafe { kvm_run.__bindgen_anon_1.fail_entry }
+                .hardware_entry_failure_reason,
         },
         KVM_EXIT_INTERNAL_ERROR => Exit::InternalError {
             // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so the kernel filled `internal`.

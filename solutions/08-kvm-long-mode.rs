@@ -28,7 +28,9 @@
 //! ```
 
 use isolab::prelude::*;
-use isolab::vm::{CODE_SELECTOR, DATA_SELECTOR, Exit, GDT, GuestMemory, KvmArgs, RunArea, Trace};
+use isolab::vm::{
+    CODE_SELECTOR, DATA_SELECTOR, Exit, GDT, GuestMemory, KvmArgs, RunArea, Trace,
+};
 use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
 use nix::{ioctl_read, ioctl_write_ptr};
 use std::fs::File;
@@ -75,7 +77,9 @@ impl Mistake {
             Mistake::TrapFlag => regs.rflags |= 0x100,
             Mistake::CodeSegment => sregs.cs.present = 0,
             Mistake::NoPae => sregs.cr4 &= !CR4_PAE,
-            Mistake::Int3 => regs.rip = guest_address(&raw const GUEST_LONG_MODE_BREAKPOINT),
+            Mistake::Int3 => {
+                regs.rip = guest_address(&raw const GUEST_LONG_MODE_BREAKPOINT)
+            }
         }
     }
 }
@@ -185,7 +189,9 @@ fn main() -> ExitCode {
         let kvm = isolab::vm::open(&args.kvm.device)?;
         let version = kvm_real_mode::api_version(&kvm, &args.kvm.device)?;
         println!("KVM API version {version}");
-        isolab::vm::print_capabilities(|cap| kvm_real_mode::check_extension(&kvm, cap))?;
+        isolab::vm::print_capabilities(|cap| {
+            kvm_real_mode::check_extension(&kvm, cap)
+        })?;
         isolab::vm::repeat(args.kvm.repeat, |report| run_guest(&kvm, &args, report))
     })
 }
@@ -222,16 +228,18 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
         let exit = kvm_real_mode::decode(&run)?;
         trace.push(&exit);
         match exit {
-            Exit::IoOut { port, value, .. } => match hypercall(port, value, &memory)? {
-                Hypercall::Print(text) => {
-                    trace.note(format!("print {text:?}"));
-                    said += &text;
+            Exit::IoOut { port, value, .. } => {
+                match hypercall(port, value, &memory)? {
+                    Hypercall::Print(text) => {
+                        trace.note(format!("print {text:?}"));
+                        said += &text;
+                    }
+                    Hypercall::Exit(code) => {
+                        trace.note(format!("exit({code})"));
+                        break code;
+                    }
                 }
-                Hypercall::Exit(code) => {
-                    trace.note(format!("exit({code})"));
-                    break code;
-                }
-            },
+            }
             Exit::MmioWrite { .. } | Exit::MmioRead { .. } => {
                 let note = mmio(&mut doubler, &exit, &mut run)?;
                 trace.note(note);
@@ -344,7 +352,9 @@ fn hypercall(port: u16, value: u32, memory: &GuestMemory) -> Result<Hypercall> {
                 .context("the print hypercall")?,
         )),
         HYPERCALL_EXIT => Ok(Hypercall::Exit(value as i32)),
-        _ => bail!("the guest wrote {value:#x} to port {port:#x}, where there is no device"),
+        _ => bail!(
+            "the guest wrote {value:#x} to port {port:#x}, where there is no device"
+        ),
     }
     // ANCHOR_END: hypercall
 }
@@ -385,7 +395,9 @@ fn mmio(doubler: &mut Doubler, exit: &Exit, run: &mut RunArea) -> Result<String>
             Ok(format!("answered {answer}"))
         }
         Exit::MmioWrite { addr, .. } | Exit::MmioRead { addr, .. } => {
-            bail!("the guest touched {addr:#x}, where there is neither memory nor a device")
+            bail!(
+                "the guest touched {addr:#x}, where there is neither memory nor a device"
+            )
         }
         _ => bail!("not an MMIO exit: {exit}"),
     }
@@ -420,7 +432,8 @@ pub fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
     ioctl_read!(kvm_get_regs, KVMIO, 0x81, kvm_regs);
     let mut regs = kvm_regs::default();
     // SAFETY: the kernel writes one kvm_regs into `regs`, which is exactly that big.
-    unsafe { kvm_get_regs(vcpu.as_raw_fd(), &mut regs) }.context("ioctl(KVM_GET_REGS)")?;
+    unsafe { kvm_get_regs(vcpu.as_raw_fd(), &mut regs) }
+        .context("ioctl(KVM_GET_REGS)")?;
     Ok(regs)
 }
 
@@ -428,7 +441,8 @@ pub fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
 pub fn set_regs(vcpu: &OwnedFd, regs: &kvm_regs) -> Result<()> {
     ioctl_write_ptr!(kvm_set_regs, KVMIO, 0x82, kvm_regs);
     // SAFETY: the kernel only reads `regs`, a valid kvm_regs.
-    unsafe { kvm_set_regs(vcpu.as_raw_fd(), regs) }.context("ioctl(KVM_SET_REGS)")?;
+    unsafe { kvm_set_regs(vcpu.as_raw_fd(), regs) }
+        .context("ioctl(KVM_SET_REGS)")?;
     Ok(())
 }
 
@@ -437,7 +451,8 @@ pub fn get_sregs(vcpu: &OwnedFd) -> Result<kvm_sregs> {
     ioctl_read!(kvm_get_sregs, KVMIO, 0x83, kvm_sregs);
     let mut sregs = kvm_sregs::default();
     // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that big.
-    unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }.context("ioctl(KVM_GET_SREGS)")?;
+    unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }
+        .context("ioctl(KVM_GET_SREGS)")?;
     Ok(sregs)
 }
 

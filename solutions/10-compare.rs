@@ -74,7 +74,8 @@ struct Args {
 }
 
 /// The limits of the full container: the tour's, and docker's flags.
-const LIMITS: [&str; 6] = ["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"];
+const LIMITS: [&str; 6] =
+    ["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"];
 /// getppid() calls per syscall sample.
 const SYSCALLS: u32 = 200_000;
 /// Port writes per exit sample: to us, and to an ioeventfd (handled by KVM).
@@ -190,7 +191,9 @@ fn start<'a>(
         name,
         world,
         &how,
-        Box::new(move || Ok(Sample::Value(time_run(&mut command)?.as_secs_f64() * 1e3))),
+        Box::new(move || {
+            Ok(Sample::Value(time_run(&mut command)?.as_secs_f64() * 1e3))
+        }),
     )
 }
 
@@ -223,9 +226,9 @@ fn time_run(command: &mut Command) -> Result<Duration> {
     //> bail! with the program's name (command.get_program()) and the status, because
     //> the time of a failed run measures something else. Return the elapsed time.
     let start = Instant::now();
-    let status = command
-        .status()
-        .with_context(|| format!("starting {}", command.get_program().to_string_lossy()))?;
+    let status = command.status().with_context(|| {
+        format!("starting {}", command.get_program().to_string_lossy())
+    })?;
     let took = start.elapsed();
     if !status.success() {
         bail!(
@@ -253,7 +256,9 @@ fn measure(mut measurements: Vec<Measurement>, runs: u32) -> Result<Vec<Row>> {
             match sample {
                 Ok(Sample::Value(_)) if round == 0 => {} // the warm-up
                 Ok(Sample::Value(value)) => samples.push(value),
-                Ok(Sample::NotAvailable(why)) => *result = Err(Outcome::NotAvailable(why)),
+                Ok(Sample::NotAvailable(why)) => {
+                    *result = Err(Outcome::NotAvailable(why))
+                }
                 Err(e) => *result = Err(Outcome::Failed(format!("{e:#}"))),
             }
         }

@@ -117,10 +117,17 @@ impl Vm {
     /// Have KVM itself handle every 1-byte write to `port`: it signals the returned
     /// eventfd and resumes the guest, with no exit to us (KVM_IOEVENTFD).
     pub fn ioeventfd(&self, port: u16) -> Result<OwnedFd> {
-        ioctl_write_ptr!(kvm_set_ioeventfd, kvm_real_mode::KVMIO, 0x79, kvm_ioeventfd);
+        ioctl_write_ptr!(
+            kvm_set_ioeventfd,
+            kvm_real_mode::KVMIO,
+            0x79,
+            kvm_ioeventfd
+        );
         // SAFETY: eventfd takes two integers and returns a new fd or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        let fd = Errno::result(fd).context("eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)")?;
+        let fd =
+            unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        let fd =
+            Errno::result(fd).context("eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)")?;
         // SAFETY: eventfd returned a new fd that nothing else owns.
         let event = unsafe { OwnedFd::from_raw_fd(fd) };
         let request = kvm_ioeventfd {
@@ -132,8 +139,9 @@ impl Vm {
         };
         // SAFETY: `request` is a valid kvm_ioeventfd that the kernel only reads; the
         // eventfd stays open for as long as the VM that uses it (we return it).
-        unsafe { kvm_set_ioeventfd(self.vm.as_raw_fd(), &request) }
-            .with_context(|| format!("ioctl(KVM_IOEVENTFD, port {port:#x}, 1 byte)"))?;
+        unsafe { kvm_set_ioeventfd(self.vm.as_raw_fd(), &request) }.with_context(
+            || format!("ioctl(KVM_IOEVENTFD, port {port:#x}, 1 byte)"),
+        )?;
         Ok(event)
     }
     // ANCHOR_END: ioeventfd
@@ -210,7 +218,9 @@ pub fn exits(kvm: &File, count: u32, handler: Handler) -> Result<ExitTiming> {
         Exit::IoOut {
             port: START_PORT, ..
         } => {}
-        other => bail!("the guest's first exit was {other}, not its write to {START_PORT:#x}"),
+        other => bail!(
+            "the guest's first exit was {other}, not its write to {START_PORT:#x}"
+        ),
     }
     let start = Instant::now();
     let mut returns_to_us: u32 = 0;
