@@ -23,8 +23,8 @@
 //! ```
 
 // Your copy of step 03. Replace each todo!() with your code, then run
-// `cargo run -- check 3`. (Generated from solutions/03-mount-namespace.rs: `cargo run -- reset 3`
-// brings this version back.)
+// `cargo run -- check 3`. (Generated from solutions/03-mount-namespace.rs:
+// `cargo run -- reset 3` brings this version back.)
 
 use isolab::prelude::*;
 use isolab::run::Lifeline;
@@ -136,8 +136,8 @@ fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
 /// inherited must not reach the box, not even through /proc/1/fd. runc's
 /// CVE-2024-21626 was one such descriptor, a directory of the host's.
 pub fn close_inherited_fds() -> Result<()> {
-    // SAFETY: close_range takes two numbers and flags and touches no memory of ours;
-    // nothing in init still uses a descriptor above 2.
+    // SAFETY: close_range takes two numbers and flags and touches no memory of
+    // ours; nothing in init still uses a descriptor above 2.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, 3, u32::MAX, 0) };
     Errno::result(rc).context("close_range(3, ~0)")?;
     Ok(())
@@ -149,11 +149,13 @@ pub fn close_inherited_fds() -> Result<()> {
 /// one appears in the other. Cut that tie, for every mount, before mounting anything.
 pub fn make_mounts_private() -> Result<()> {
     // ANCHOR: make_mounts_private
-    // TODO: mount(2) with no source, target "/", no type, and flags MS_REC | MS_PRIVATE:
-    //       every mount in our new namespace stops propagating to and from the host.
-    //       (Pass None::<&str> for the source, the type and the data.)
+    // TODO: mount(2) with no source, target "/", no type, and flags MS_REC |
+    //       MS_PRIVATE: every mount in our new namespace stops propagating to and
+    //       from the host. (Pass None::<&str> for the source, the type and the
+    //       data.)
     todo!(
-        "step 03, `make_mounts_private`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
+        "step 03, `make_mounts_private`: not written yet. Read the TODO above this \
+         line in chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
     );
     // ANCHOR_END: make_mounts_private
 }
@@ -161,12 +163,14 @@ pub fn make_mounts_private() -> Result<()> {
 /// Make `rootfs` the root of our mount namespace and detach the host's tree.
 pub fn pivot_into(rootfs: &Path) -> Result<()> {
     // ANCHOR: pivot_into
-    // TODO: pivot_root(2) needs the new root to be a mount: bind-mount `rootfs` onto itself
-    //       (MS_BIND | MS_REC). Then chdir into it and pivot_root(".", "."): the old root
-    //       is stacked under the new one at "/". umount2(".", MNT_DETACH) detaches it,
-    //       and chdir("/") puts us at the top of the new root.
+    // TODO: pivot_root(2) needs the new root to be a mount: bind-mount `rootfs`
+    //       onto itself (MS_BIND | MS_REC). Then chdir into it and pivot_root(".",
+    //       "."): the old root is stacked under the new one at "/". umount2(".",
+    //       MNT_DETACH) detaches it, and chdir("/") puts us at the top of the new
+    //       root.
     todo!(
-        "step 03, `pivot_into`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
+        "step 03, `pivot_into`: not written yet. Read the TODO above this line in \
+         chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
     );
     // ANCHOR_END: pivot_into
 }
@@ -188,10 +192,12 @@ pub fn pivot_error(errno: Errno, rootfs: &Path) -> anyhow::Error {
 /// it shows the box's processes only.
 pub fn mount_proc() -> Result<()> {
     // ANCHOR: mount_proc
-    // TODO: mount(2) a new procfs: source "proc", target "/proc", type "proc", flags
-    //       MS_NOSUID | MS_NODEV | MS_NOEXEC. Mounted by init, it lists the box's PIDs.
+    // TODO: mount(2) a new procfs: source "proc", target "/proc", type "proc",
+    //       flags MS_NOSUID | MS_NODEV | MS_NOEXEC. Mounted by init, it lists the
+    //       box's PIDs.
     todo!(
-        "step 03, `mount_proc`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
+        "step 03, `mount_proc`: not written yet. Read the TODO above this line in \
+         chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
     );
     // ANCHOR_END: mount_proc
 }

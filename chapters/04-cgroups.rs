@@ -28,8 +28,8 @@
 //! ```
 
 // Your copy of step 04. Replace each todo!() with your code, then run
-// `cargo run -- check 4`. (Generated from solutions/04-cgroups.rs: `cargo run -- reset 4`
-// brings this version back.)
+// `cargo run -- check 4`. (Generated from solutions/04-cgroups.rs:
+// `cargo run -- reset 4` brings this version back.)
 
 use isolab::cli::{Cpus, LimitArgs};
 use isolab::container::cgroup::{
@@ -221,13 +221,15 @@ impl BoxCgroups {
     /// Put the calling process into the box's cgroup in every hierarchy.
     pub fn join(&self) -> Result<()> {
         // ANCHOR: join
-        // TODO: For each directory in self.dirs, write "0" (the kernel reads it as "the one
-        //       writing this") into the file that moves a process in: on v2 its
-        //       cgroup.procs; on v1 its `tasks`, which moves just the calling thread (init
-        //       has only one) without the global lock that cgroup.procs takes. Children
-        //       inherit their parent's cgroups, so all that init forks later is inside too.
+        // TODO: For each directory in self.dirs, write "0" (the kernel reads it as
+        //       "the one writing this") into the file that moves a process in: on
+        //       v2 its cgroup.procs; on v1 its `tasks`, which moves just the
+        //       calling thread (init has only one) without the global lock that
+        //       cgroup.procs takes. Children inherit their parent's cgroups, so all
+        //       that init forks later is inside too.
         todo!(
-            "step 04, `join`: not written yet. Read the TODO above this line in chapters/04-cgroups.rs, or run `cargo run -- hint 4`"
+            "step 04, `join`: not written yet. Read the TODO above this line in \
+             chapters/04-cgroups.rs, or run `cargo run -- hint 4`"
         );
         // ANCHOR_END: join
     }
@@ -289,14 +291,16 @@ fn limit_files(
     limits: &LimitArgs,
 ) -> Vec<(&'static str, String)> {
     // ANCHOR: limit_files
-    // TODO: Return (file name, contents) for each limit that is Some, in this order:
-    //       v2: "memory.max" = bytes, "pids.max" = n, "cpu.max" = "QUOTA PERIOD" (in us);
-    //       v1: "memory.limit_in_bytes" = bytes, "pids.max" = n, "cpu.cfs_period_us" =
-    //       period, then "cpu.cfs_quota_us" = quota. Limits are plain decimal numbers.
-    //       limits.memory and limits.pids_limit are Option<u64>; limits.cpus is
-    //       Option<Cpus>, and a Cpus has quota_us and period_us.
+    // TODO: Return (file name, contents) for each limit that is Some, in this
+    //       order: v2: "memory.max" = bytes, "pids.max" = n, "cpu.max" = "QUOTA
+    //       PERIOD" (in us); v1: "memory.limit_in_bytes" = bytes, "pids.max" = n,
+    //       "cpu.cfs_period_us" = period, then "cpu.cfs_quota_us" = quota. Limits
+    //       are plain decimal numbers. limits.memory and limits.pids_limit are
+    //       Option<u64>; limits.cpus is Option<Cpus>, and a Cpus has quota_us and
+    //       period_us.
     todo!(
-        "step 04, `limit_files`: not written yet. Read the TODO above this line in chapters/04-cgroups.rs, or run `cargo run -- hint 4`"
+        "step 04, `limit_files`: not written yet. Read the TODO above this line in \
+         chapters/04-cgroups.rs, or run `cargo run -- hint 4`"
     );
     // ANCHOR_END: limit_files
 }

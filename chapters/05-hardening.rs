@@ -40,8 +40,8 @@
 //! ```
 
 // Your copy of step 05. Replace each todo!() with your code, then run
-// `cargo run -- check 5`. (Generated from solutions/05-hardening.rs: `cargo run -- reset 5`
-// brings this version back.)
+// `cargo run -- check 5`. (Generated from solutions/05-hardening.rs:
+// `cargo run -- reset 5` brings this version back.)
 
 use isolab::cli::LimitArgs;
 use isolab::container::cgroup::Usage;
@@ -295,13 +295,15 @@ const PROC_MASKED: [&str; 13] = [
 /// read-only tmpfs). The box cannot undo this: it may not mount or unmount.
 fn mask_proc() -> Result<()> {
     // ANCHOR: mask_proc
-    // TODO: For each path of PROC_READ_ONLY that exists: mount(2) it onto itself with
-    //       MsFlags::MS_BIND | MS_REC, then make that mount read-only with
-    //       mount_namespace::remount_read_only(path). For each path of PROC_MASKED that
-    //       exists: a directory gets an empty tmpfs, mounted with MS_RDONLY; a file gets
-    //       /dev/null bind-mounted over it (MS_BIND). Skip paths this kernel lacks.
+    // TODO: For each path of PROC_READ_ONLY that exists: mount(2) it onto itself
+    //       with MsFlags::MS_BIND | MS_REC, then make that mount read-only with
+    //       mount_namespace::remount_read_only(path). For each path of PROC_MASKED
+    //       that exists: a directory gets an empty tmpfs, mounted with MS_RDONLY; a
+    //       file gets /dev/null bind-mounted over it (MS_BIND). Skip paths this
+    //       kernel lacks.
     todo!(
-        "step 05, `mask_proc`: not written yet. Read the TODO above this line in chapters/05-hardening.rs, or run `cargo run -- hint 5`"
+        "step 05, `mask_proc`: not written yet. Read the TODO above this line in \
+         chapters/05-hardening.rs, or run `cargo run -- hint 5`"
     );
     // ANCHOR_END: mask_proc
 }
@@ -465,15 +467,16 @@ const KEEP: [&str; 8] = [
 /// Reduce this process's capabilities to KEEP, in every set that matters.
 fn drop_capabilities() -> Result<()> {
     // ANCHOR: drop_capabilities
-    // TODO: caps::set_of(&KEEP) is a caps::CapSet, a u64 with bit N set for capability N.
-    //       The bounding set limits what any exec can ever grant: for every number n from
-    //       0 to caps::last_cap() whose bit is not in the kept set, call
-    //       caps::drop_from_bounding(n). Then caps::clear_ambient(), and caps::set() with
-    //       a caps::Sets { effective, permitted, inheritable }: the kept set, the kept
-    //       set, and 0. Clearing only the effective set would not last: root gets the
-    //       bounding set back at its next exec.
+    // TODO: caps::set_of(&KEEP) is a caps::CapSet, a u64 with bit N set for
+    //       capability N. The bounding set limits what any exec can ever grant: for
+    //       every number n from 0 to caps::last_cap() whose bit is not in the kept
+    //       set, call caps::drop_from_bounding(n). Then caps::clear_ambient(), and
+    //       caps::set() with a caps::Sets { effective, permitted, inheritable }:
+    //       the kept set, the kept set, and 0. Clearing only the effective set
+    //       would not last: root gets the bounding set back at its next exec.
     todo!(
-        "step 05, `drop_capabilities`: not written yet. Read the TODO above this line in chapters/05-hardening.rs, or run `cargo run -- hint 5`"
+        "step 05, `drop_capabilities`: not written yet. Read the TODO above this \
+         line in chapters/05-hardening.rs, or run `cargo run -- hint 5`"
     );
     // ANCHOR_END: drop_capabilities
 }
@@ -600,11 +603,13 @@ fn filter() -> Vec<seccomp::Instruction> {
         ret(KILL_PROCESS),
     ];
     // ANCHOR: deny_list
-    // TODO: For each (number, _) in REFUSED, add two instructions: jump_if_equal(number
-    //       as u32, 0, 1), then ret(errno(Errno::EPERM)). If the number matches, the next
-    //       instruction (the refusal) runs; if not, skip one and go on to the next pair.
+    // TODO: For each (number, _) in REFUSED, add two instructions:
+    //       jump_if_equal(number as u32, 0, 1), then ret(errno(Errno::EPERM)). If
+    //       the number matches, the next instruction (the refusal) runs; if not,
+    //       skip one and go on to the next pair.
     todo!(
-        "step 05, `deny_list`: not written yet. Read the TODO above this line in chapters/05-hardening.rs, or run `cargo run -- hint 5`"
+        "step 05, `deny_list`: not written yet. Read the TODO above this line in \
+         chapters/05-hardening.rs, or run `cargo run -- hint 5`"
     );
     // ANCHOR_END: deny_list
     // clone3 and openat2 pass their flags and modes in memory, where a filter cannot

@@ -28,8 +28,8 @@
 //! ```
 
 // Your copy of step 08. Replace each todo!() with your code, then run
-// `cargo run -- check 8`. (Generated from solutions/08-kvm-long-mode.rs: `cargo run -- reset 8`
-// brings this version back.)
+// `cargo run -- check 8`. (Generated from solutions/08-kvm-long-mode.rs:
+// `cargo run -- reset 8` brings this version back.)
 
 use isolab::prelude::*;
 use isolab::vm::{
@@ -105,7 +105,7 @@ const STACK_TOP: u64 = MEMORY_SIZE as u64;
 const DOUBLER: u64 = 0x1000_0000;
 /// Hypercalls: `out` to these ports with eax holding the argument.
 const HYPERCALL_PRINT: u16 = 0x500; // eax: guest address of a NUL-terminated string
-const HYPERCALL_EXIT: u16 = 0x501; // eax: the exit code (isa-debug-exit's port in QEMU)
+const HYPERCALL_EXIT: u16 = 0x501; // eax: the exit code (QEMU's isa-debug-exit)
 // ANCHOR_END: layout
 
 // ANCHOR: control_bits
@@ -113,12 +113,13 @@ const CR0_PE: u64 = 1 << 0; // protected mode
 const CR0_PG: u64 = 1 << 31; // paging
 const CR4_PAE: u64 = 1 << 5; // 64-bit page-table entries: long mode needs them
 const EFER_LME: u64 = 1 << 8; // long mode enable
-const EFER_LMA: u64 = 1 << 10; // long mode active (the CPU sets it; KVM wants it set)
+const EFER_LMA: u64 = 1 << 10; // long mode active (set by the CPU; KVM wants it)
 // ANCHOR_END: control_bits
 
 // ANCHOR: guest
-// The guest: 64-bit code. It runs at GUEST_ADDRESS with paging on, and since the page
-// tables map every address to itself, rip-relative addresses are guest-physical too.
+// The guest: 64-bit code. It runs at GUEST_ADDRESS with paging on, and since the
+// page tables map every address to itself, rip-relative addresses are
+// guest-physical too.
 core::arch::global_asm!(
     r#"
     .pushsection .rodata.guest_long_mode, "a"
@@ -201,7 +202,8 @@ fn main() -> ExitCode {
 }
 
 // ANCHOR: run_guest
-/// One VM, from nothing to the guest's exit hypercall. Returns the guest's exit code.
+/// One VM, from nothing to the guest's exit hypercall. Returns the guest's exit
+/// code.
 fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
     let mut memory = GuestMemory::new(MEMORY_SIZE)?;
     memory.write(GDT_ADDRESS, &isolab::vm::x86::gdt_bytes())?;
@@ -280,14 +282,15 @@ fn set_long_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
     //         cr4 = CR4_PAE, efer = EFER_LME | EFER_LMA, cr0 = CR0_PE | CR0_PG;
     //       - the GDT: sregs.gdt is a kvm_dtable with base GDT_ADDRESS and limit
     //         size_of_val(&GDT) - 1;
-    //       - segments: the CPU uses the copies in kvm_segment, not the GDT, so they must
-    //         say what the descriptors say (isolab::vm::GDT): cs gets selector
-    //         CODE_SELECTOR, base 0, limit 0xffff_ffff, type_ 0xb, present 1, s 1, l 1
-    //         (64-bit code), db 0, g 1; ds, es, fs, gs and ss get selector DATA_SELECTOR,
-    //         type_ 0x3, db 1, l 0, and the rest as for cs;
+    //       - segments: the CPU uses the copies in kvm_segment, not the GDT, so
+    //         they must say what the descriptors say (isolab::vm::GDT): cs gets
+    //         selector CODE_SELECTOR, base 0, limit 0xffff_ffff, type_ 0xb, present
+    //         1, s 1, l 1 (64-bit code), db 0, g 1; ds, es, fs, gs and ss get
+    //         selector DATA_SELECTOR, type_ 0x3, db 1, l 0, and the rest as for cs;
     //       - regs: rip GUEST_ADDRESS, rsp STACK_TOP, rflags 0x2.
     todo!(
-        "step 08, `long_mode`: not written yet. Read the TODO above this line in chapters/08-kvm-long-mode.rs, or run `cargo run -- hint 8`"
+        "step 08, `long_mode`: not written yet. Read the TODO above this line in \
+         chapters/08-kvm-long-mode.rs, or run `cargo run -- hint 8`"
     );
     // ANCHOR_END: long_mode
 }
@@ -303,12 +306,14 @@ enum Hypercall {
 /// The guest wrote `value` to `port`: which hypercall is it?
 fn hypercall(port: u16, value: u32, memory: &GuestMemory) -> Result<Hypercall> {
     // ANCHOR: hypercall
-    // TODO: HYPERCALL_PRINT: `value` is the guest-physical address of a NUL-terminated
-    //       string; read it from guest memory (memory.read_c_string) and return
-    //       Hypercall::Print. HYPERCALL_EXIT: `value` is the exit code, Hypercall::Exit.
-    //       Any other port has no device behind it: an error that names the port.
+    // TODO: HYPERCALL_PRINT: `value` is the guest-physical address of a
+    //       NUL-terminated string; read it from guest memory (memory.read_c_string)
+    //       and return Hypercall::Print. HYPERCALL_EXIT: `value` is the exit code,
+    //       Hypercall::Exit. Any other port has no device behind it: an error that
+    //       names the port.
     todo!(
-        "step 08, `hypercall`: not written yet. Read the TODO above this line in chapters/08-kvm-long-mode.rs, or run `cargo run -- hint 8`"
+        "step 08, `hypercall`: not written yet. Read the TODO above this line in \
+         chapters/08-kvm-long-mode.rs, or run `cargo run -- hint 8`"
     );
     // ANCHOR_END: hypercall
 }
@@ -325,14 +330,16 @@ struct Doubler {
 /// Returns a note for the trace.
 fn mmio(doubler: &mut Doubler, exit: &Exit, run: &mut RunArea) -> Result<String> {
     // ANCHOR: mmio
-    // TODO: An MmioWrite to DOUBLER: remember the value. An MmioRead from DOUBLER: the
-    //       answer is twice the value. The guest's instruction is still waiting for it:
-    //       put its `len` low bytes (little-endian) into the `mmio.data` of the shared
-    //       run structure (`run.run_mut().__bindgen_anon_1.mmio`), and KVM hands them to
-    //       the guest on the next KVM_RUN. Return a note: "stored 21", "answered 42".
-    //       Any other address: an error, there is neither memory nor a device there.
+    // TODO: An MmioWrite to DOUBLER: remember the value. An MmioRead from DOUBLER:
+    //       the answer is twice the value. The guest's instruction is still waiting
+    //       for it: put its `len` low bytes (little-endian) into the `mmio.data` of
+    //       the shared run structure (`run.run_mut().__bindgen_anon_1.mmio`), and
+    //       KVM hands them to the guest on the next KVM_RUN. Return a note: "stored
+    //       21", "answered 42". Any other address: an error, there is neither
+    //       memory nor a device there.
     todo!(
-        "step 08, `mmio`: not written yet. Read the TODO above this line in chapters/08-kvm-long-mode.rs, or run `cargo run -- hint 8`"
+        "step 08, `mmio`: not written yet. Read the TODO above this line in \
+         chapters/08-kvm-long-mode.rs, or run `cargo run -- hint 8`"
     );
     // ANCHOR_END: mmio
 }
@@ -364,7 +371,8 @@ fn report_state(vcpu: &OwnedFd, memory: &GuestMemory) -> Result<()> {
 pub fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
     ioctl_read!(kvm_get_regs, KVMIO, 0x81, kvm_regs);
     let mut regs = kvm_regs::default();
-    // SAFETY: the kernel writes one kvm_regs into `regs`, which is exactly that big.
+    // SAFETY: the kernel writes one kvm_regs into `regs`, which is exactly that
+    // big.
     unsafe { kvm_get_regs(vcpu.as_raw_fd(), &mut regs) }
         .context("ioctl(KVM_GET_REGS)")?;
     Ok(regs)
@@ -383,7 +391,8 @@ pub fn set_regs(vcpu: &OwnedFd, regs: &kvm_regs) -> Result<()> {
 pub fn get_sregs(vcpu: &OwnedFd) -> Result<kvm_sregs> {
     ioctl_read!(kvm_get_sregs, KVMIO, 0x83, kvm_sregs);
     let mut sregs = kvm_sregs::default();
-    // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that big.
+    // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that
+    // big.
     unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }
         .context("ioctl(KVM_GET_SREGS)")?;
     Ok(sregs)
@@ -396,7 +405,8 @@ pub fn set_sregs(vcpu: &OwnedFd, sregs: &kvm_sregs) -> Result<()> {
     // SAFETY: the kernel only reads `sregs`, a valid kvm_sregs.
     unsafe { kvm_set_sregs(vcpu.as_raw_fd(), sregs) }.with_context(|| {
         format!(
-            "ioctl(KVM_SET_SREGS, cr0 {:#x} cr4 {:#x} efer {:#x}): KVM refuses what no CPU could be in",
+            "ioctl(KVM_SET_SREGS, cr0 {:#x} cr4 {:#x} efer {:#x}): KVM refuses \
+             what no CPU could be in",
             sregs.cr0, sregs.cr4, sregs.efer
         )
     })?;

@@ -36,8 +36,8 @@
 //! ```
 
 // Your copy of step 10. Replace each todo!() with your code, then run
-// `cargo run -- check 10`. (Generated from solutions/10-compare.rs: `cargo run -- reset 10`
-// brings this version back.)
+// `cargo run -- check 10`. (Generated from solutions/10-compare.rs:
+// `cargo run -- reset 10` brings this version back.)
 
 use isolab::container::cgroup::Stat;
 use isolab::measure::{
@@ -225,12 +225,14 @@ fn peak<'a>(command: Command) -> Sampler<'a> {
 fn time_run(command: &mut Command) -> Result<Duration> {
     // ANCHOR: time_run
     // TODO: Take the time with Instant::now(), run the command to its end with
-    //       command.status() (spawn and wait: the whole life of the process), and take
-    //       the elapsed time. Only then look at the status: when it is not a success,
-    //       bail! with the program's name (command.get_program()) and the status, because
-    //       the time of a failed run measures something else. Return the elapsed time.
+    //       command.status() (spawn and wait: the whole life of the process), and
+    //       take the elapsed time. Only then look at the status: when it is not a
+    //       success, bail! with the program's name (command.get_program()) and the
+    //       status, because the time of a failed run measures something else.
+    //       Return the elapsed time.
     todo!(
-        "step 10, `time_run`: not written yet. Read the TODO above this line in chapters/10-compare.rs, or run `cargo run -- hint 10`"
+        "step 10, `time_run`: not written yet. Read the TODO above this line in \
+         chapters/10-compare.rs, or run `cargo run -- hint 10`"
     );
     // ANCHOR_END: time_run
 }
@@ -283,12 +285,13 @@ fn measure(mut measurements: Vec<Measurement>, runs: u32) -> Result<Vec<Row>> {
 /// The median of the samples, and the spread: the smallest and the largest.
 fn summarize(samples: &[f64]) -> Spread {
     // ANCHOR: summarize
-    // TODO: Sort a copy of the samples (f64 is not Ord, because of NaN: sort_by with
-    //       f64::total_cmp). The median is the middle sample, or the mean of the two in
-    //       the middle when there is an even number of them. min and max are the two ends.
-    //       There is always at least one sample.
+    // TODO: Sort a copy of the samples (f64 is not Ord, because of NaN: sort_by
+    //       with f64::total_cmp). The median is the middle sample, or the mean of
+    //       the two in the middle when there is an even number of them. min and max
+    //       are the two ends. There is always at least one sample.
     todo!(
-        "step 10, `summarize`: not written yet. Read the TODO above this line in chapters/10-compare.rs, or run `cargo run -- hint 10`"
+        "step 10, `summarize`: not written yet. Read the TODO above this line in \
+         chapters/10-compare.rs, or run `cargo run -- hint 10`"
     );
     // ANCHOR_END: summarize
 }

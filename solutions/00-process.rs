@@ -68,10 +68,10 @@ pub fn die_with(runtime: Pid) -> Result<()> {
 
 /// Become the command. execv only returns when it fails.
 pub fn exec(command: &Command) -> Result<Infallible> {
-    // ANCHOR: exec
     //> Replace this program with the command: execv(2) with command.path and
     //> command.argv. It returns only on failure: return that error, with a context
     //> that names the call and the path, e.g. "execv(/bin/probe)".
+    // ANCHOR: exec
     execv(&command.path, &command.argv)
         .with_context(|| format!("execv({})", command.path.to_string_lossy()))
     // ANCHOR_END: exec
@@ -79,10 +79,10 @@ pub fn exec(command: &Command) -> Result<Infallible> {
 
 /// Wait for the child and return its exit status as a shell reports it.
 pub fn wait_for(child: Pid) -> Result<i32> {
-    // ANCHOR: wait
     //> Call waitpid(2) on `child` until it has ended. WaitStatus::Exited(_, code)
     //> gives `code`; WaitStatus::Signaled(_, signal, _) gives 128 + the signal's
     //> number (`signal as i32`). Any other status means it is still alive: wait again.
+    // ANCHOR: wait
     loop {
         match waitpid(child, None).context("waitpid(child)")? {
             WaitStatus::Exited(_, code) => return Ok(code),

@@ -132,8 +132,8 @@ fn init(spec: &BoxSpec, signals: &SigSet) -> Result<Infallible> {
 /// inherited must not reach the box, not even through /proc/1/fd. runc's
 /// CVE-2024-21626 was one such descriptor, a directory of the host's.
 pub fn close_inherited_fds() -> Result<()> {
-    // SAFETY: close_range takes two numbers and flags and touches no memory of ours;
-    // nothing in init still uses a descriptor above 2.
+    // SAFETY: close_range takes two numbers and flags and touches no memory of
+    // ours; nothing in init still uses a descriptor above 2.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, 3, u32::MAX, 0) };
     Errno::result(rc).context("close_range(3, ~0)")?;
     Ok(())
@@ -144,10 +144,10 @@ pub fn close_inherited_fds() -> Result<()> {
 /// makes "/" shared) its mounts are still *peers* of the host's: a mount made in
 /// one appears in the other. Cut that tie, for every mount, before mounting anything.
 pub fn make_mounts_private() -> Result<()> {
-    // ANCHOR: make_mounts_private
     //> mount(2) with no source, target "/", no type, and flags MS_REC | MS_PRIVATE:
     //> every mount in our new namespace stops propagating to and from the host.
     //> (Pass None::<&str> for the source, the type and the data.)
+    // ANCHOR: make_mounts_private
     let none = None::<&str>;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .context("mount(/, MS_REC | MS_PRIVATE)")
@@ -156,11 +156,11 @@ pub fn make_mounts_private() -> Result<()> {
 
 /// Make `rootfs` the root of our mount namespace and detach the host's tree.
 pub fn pivot_into(rootfs: &Path) -> Result<()> {
-    // ANCHOR: pivot_into
     //> pivot_root(2) needs the new root to be a mount: bind-mount `rootfs` onto itself
     //> (MS_BIND | MS_REC). Then chdir into it and pivot_root(".", "."): the old root
     //> is stacked under the new one at "/". umount2(".", MNT_DETACH) detaches it,
     //> and chdir("/") puts us at the top of the new root.
+    // ANCHOR: pivot_into
     let none = None::<&str>;
     mount(
         Some(rootfs),
@@ -196,9 +196,9 @@ pub fn pivot_error(errno: Errno, rootfs: &Path) -> anyhow::Error {
 /// A procfs shows the PID namespace of the process that mounts it: mounted by init,
 /// it shows the box's processes only.
 pub fn mount_proc() -> Result<()> {
-    // ANCHOR: mount_proc
     //> mount(2) a new procfs: source "proc", target "/proc", type "proc", flags
     //> MS_NOSUID | MS_NODEV | MS_NOEXEC. Mounted by init, it lists the box's PIDs.
+    // ANCHOR: mount_proc
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>)
         .context("mount(proc, /proc, proc)")

@@ -216,12 +216,12 @@ impl BoxCgroups {
 
     /// Put the calling process into the box's cgroup in every hierarchy.
     pub fn join(&self) -> Result<()> {
-        // ANCHOR: join
         //> For each directory in self.dirs, write "0" (the kernel reads it as "the one
         //> writing this") into the file that moves a process in: on v2 its
         //> cgroup.procs; on v1 its `tasks`, which moves just the calling thread (init
         //> has only one) without the global lock that cgroup.procs takes. Children
         //> inherit their parent's cgroups, so all that init forks later is inside too.
+        // ANCHOR: join
         for dir in &self.dirs {
             let file = match dir.version {
                 Version::V1 => "tasks",
@@ -291,13 +291,13 @@ fn limit_files(
     version: Version,
     limits: &LimitArgs,
 ) -> Vec<(&'static str, String)> {
-    // ANCHOR: limit_files
     //> Return (file name, contents) for each limit that is Some, in this order:
     //> v2: "memory.max" = bytes, "pids.max" = n, "cpu.max" = "QUOTA PERIOD" (in us);
     //> v1: "memory.limit_in_bytes" = bytes, "pids.max" = n, "cpu.cfs_period_us" =
     //> period, then "cpu.cfs_quota_us" = quota. Limits are plain decimal numbers.
     //> limits.memory and limits.pids_limit are Option<u64>; limits.cpus is
     //> Option<Cpus>, and a Cpus has quota_us and period_us.
+    // ANCHOR: limit_files
     let mut files = Vec::new();
     match version {
         Version::V2 => {

@@ -290,12 +290,12 @@ const PROC_MASKED: [&str; 13] = [
 /// and a file is hidden by mounting /dev/null over it (a directory, by an empty
 /// read-only tmpfs). The box cannot undo this: it may not mount or unmount.
 fn mask_proc() -> Result<()> {
-    // ANCHOR: mask_proc
     //> For each path of PROC_READ_ONLY that exists: mount(2) it onto itself with
     //> MsFlags::MS_BIND | MS_REC, then make that mount read-only with
     //> mount_namespace::remount_read_only(path). For each path of PROC_MASKED that
     //> exists: a directory gets an empty tmpfs, mounted with MS_RDONLY; a file gets
     //> /dev/null bind-mounted over it (MS_BIND). Skip paths this kernel lacks.
+    // ANCHOR: mask_proc
     let none = None::<&str>;
     for path in PROC_READ_ONLY {
         if !Path::new(path).exists() {
@@ -487,7 +487,6 @@ const KEEP: [&str; 8] = [
 
 /// Reduce this process's capabilities to KEEP, in every set that matters.
 fn drop_capabilities() -> Result<()> {
-    // ANCHOR: drop_capabilities
     //> caps::set_of(&KEEP) is a caps::CapSet, a u64 with bit N set for capability N.
     //> The bounding set limits what any exec can ever grant: for every number n from
     //> 0 to caps::last_cap() whose bit is not in the kept set, call
@@ -495,6 +494,7 @@ fn drop_capabilities() -> Result<()> {
     //> a caps::Sets { effective, permitted, inheritable }: the kept set, the kept
     //> set, and 0. Clearing only the effective set would not last: root gets the
     //> bounding set back at its next exec.
+    // ANCHOR: drop_capabilities
     let keep = caps::set_of(&KEEP);
     for cap in 0..=caps::last_cap() {
         if keep & (1 << cap) == 0 {
@@ -631,10 +631,10 @@ fn filter() -> Vec<seccomp::Instruction> {
         jump_if_at_least(X32_SYSCALL_BIT, 0, 1),
         ret(KILL_PROCESS),
     ];
-    // ANCHOR: deny_list
     //> For each (number, _) in REFUSED, add two instructions: jump_if_equal(number
     //> as u32, 0, 1), then ret(errno(Errno::EPERM)). If the number matches, the next
     //> instruction (the refusal) runs; if not, skip one and go on to the next pair.
+    // ANCHOR: deny_list
     for (number, _name) in REFUSED {
         program.push(jump_if_equal(*number as u32, 0, 1));
         program.push(ret(errno(Errno::EPERM)));

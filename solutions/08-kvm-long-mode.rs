@@ -101,7 +101,7 @@ const STACK_TOP: u64 = MEMORY_SIZE as u64;
 const DOUBLER: u64 = 0x1000_0000;
 /// Hypercalls: `out` to these ports with eax holding the argument.
 const HYPERCALL_PRINT: u16 = 0x500; // eax: guest address of a NUL-terminated string
-const HYPERCALL_EXIT: u16 = 0x501; // eax: the exit code (isa-debug-exit's port in QEMU)
+const HYPERCALL_EXIT: u16 = 0x501; // eax: the exit code (QEMU's isa-debug-exit)
 // ANCHOR_END: layout
 
 // ANCHOR: control_bits
@@ -109,12 +109,13 @@ const CR0_PE: u64 = 1 << 0; // protected mode
 const CR0_PG: u64 = 1 << 31; // paging
 const CR4_PAE: u64 = 1 << 5; // 64-bit page-table entries: long mode needs them
 const EFER_LME: u64 = 1 << 8; // long mode enable
-const EFER_LMA: u64 = 1 << 10; // long mode active (the CPU sets it; KVM wants it set)
+const EFER_LMA: u64 = 1 << 10; // long mode active (set by the CPU; KVM wants it)
 // ANCHOR_END: control_bits
 
 // ANCHOR: guest
-// The guest: 64-bit code. It runs at GUEST_ADDRESS with paging on, and since the page
-// tables map every address to itself, rip-relative addresses are guest-physical too.
+// The guest: 64-bit code. It runs at GUEST_ADDRESS with paging on, and since the
+// page tables map every address to itself, rip-relative addresses are
+// guest-physical too.
 core::arch::global_asm!(
     r#"
     .pushsection .rodata.guest_long_mode, "a"
@@ -197,7 +198,8 @@ fn main() -> ExitCode {
 }
 
 // ANCHOR: run_guest
-/// One VM, from nothing to the guest's exit hypercall. Returns the guest's exit code.
+/// One VM, from nothing to the guest's exit hypercall. Returns the guest's exit
+/// code.
 fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
     let mut memory = GuestMemory::new(MEMORY_SIZE)?;
     memory.write(GDT_ADDRESS, &isolab::vm::x86::gdt_bytes())?;
@@ -270,7 +272,6 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
 fn set_long_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
     // No interrupt table yet: an exception in the guest is fatal (a triple fault).
     sregs.idt = kvm_dtable::default();
-    // ANCHOR: long_mode
     //> Switch the vCPU to 64-bit mode, as if a boot loader had done it:
     //> - paging: cr3 = PML4_ADDRESS (the tables are in guest memory already),
     //>   cr4 = CR4_PAE, efer = EFER_LME | EFER_LMA, cr0 = CR0_PE | CR0_PG;
@@ -282,6 +283,7 @@ fn set_long_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
     //>   (64-bit code), db 0, g 1; ds, es, fs, gs and ss get selector DATA_SELECTOR,
     //>   type_ 0x3, db 1, l 0, and the rest as for cs;
     //> - regs: rip GUEST_ADDRESS, rsp STACK_TOP, rflags 0x2.
+    // ANCHOR: long_mode
     sregs.cr3 = PML4_ADDRESS;
     sregs.cr4 = CR4_PAE;
     sregs.efer = EFER_LME | EFER_LMA;
@@ -340,11 +342,11 @@ enum Hypercall {
 
 /// The guest wrote `value` to `port`: which hypercall is it?
 fn hypercall(port: u16, value: u32, memory: &GuestMemory) -> Result<Hypercall> {
-    // ANCHOR: hypercall
     //> HYPERCALL_PRINT: `value` is the guest-physical address of a NUL-terminated
     //> string; read it from guest memory (memory.read_c_string) and return
     //> Hypercall::Print. HYPERCALL_EXIT: `value` is the exit code, Hypercall::Exit.
     //> Any other port has no device behind it: an error that names the port.
+    // ANCHOR: hypercall
     match port {
         HYPERCALL_PRINT => Ok(Hypercall::Print(
             memory
@@ -370,13 +372,13 @@ struct Doubler {
 /// The guest touched an address with no memory behind it: be the device there.
 /// Returns a note for the trace.
 fn mmio(doubler: &mut Doubler, exit: &Exit, run: &mut RunArea) -> Result<String> {
-    // ANCHOR: mmio
     //> An MmioWrite to DOUBLER: remember the value. An MmioRead from DOUBLER: the
     //> answer is twice the value. The guest's instruction is still waiting for it:
     //> put its `len` low bytes (little-endian) into the `mmio.data` of the shared
     //> run structure (`run.run_mut().__bindgen_anon_1.mmio`), and KVM hands them to
     //> the guest on the next KVM_RUN. Return a note: "stored 21", "answered 42".
     //> Any other address: an error, there is neither memory nor a device there.
+    // ANCHOR: mmio
     match *exit {
         Exit::MmioWrite {
             addr: DOUBLER,
@@ -388,15 +390,17 @@ fn mmio(doubler: &mut Doubler, exit: &Exit, run: &mut RunArea) -> Result<String>
         }
         Exit::MmioRead { addr: DOUBLER, len } => {
             let answer = doubler.value.wrapping_mul(2);
-            // SAFETY: the exit reason is KVM_EXIT_MMIO (decode said so), so `mmio` is
-            // the member in use; we write the data the guest's read will receive.
+            // SAFETY: the exit reason is KVM_EXIT_MMIO (decode said so), so `mmio`
+            // is the member in use; we write the data the guest's read will
+            // receive.
             let mmio = unsafe { &mut run.run_mut().__bindgen_anon_1.mmio };
             mmio.data[..len].copy_from_slice(&answer.to_le_bytes()[..len]);
             Ok(format!("answered {answer}"))
         }
         Exit::MmioWrite { addr, .. } | Exit::MmioRead { addr, .. } => {
             bail!(
-                "the guest touched {addr:#x}, where there is neither memory nor a device"
+                "the guest touched {addr:#x}, where there is neither memory nor \
+                 a device"
             )
         }
         _ => bail!("not an MMIO exit: {exit}"),
@@ -431,7 +435,8 @@ fn report_state(vcpu: &OwnedFd, memory: &GuestMemory) -> Result<()> {
 pub fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
     ioctl_read!(kvm_get_regs, KVMIO, 0x81, kvm_regs);
     let mut regs = kvm_regs::default();
-    // SAFETY: the kernel writes one kvm_regs into `regs`, which is exactly that big.
+    // SAFETY: the kernel writes one kvm_regs into `regs`, which is exactly that
+    // big.
     unsafe { kvm_get_regs(vcpu.as_raw_fd(), &mut regs) }
         .context("ioctl(KVM_GET_REGS)")?;
     Ok(regs)
@@ -450,7 +455,8 @@ pub fn set_regs(vcpu: &OwnedFd, regs: &kvm_regs) -> Result<()> {
 pub fn get_sregs(vcpu: &OwnedFd) -> Result<kvm_sregs> {
     ioctl_read!(kvm_get_sregs, KVMIO, 0x83, kvm_sregs);
     let mut sregs = kvm_sregs::default();
-    // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that big.
+    // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that
+    // big.
     unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }
         .context("ioctl(KVM_GET_SREGS)")?;
     Ok(sregs)
@@ -463,7 +469,8 @@ pub fn set_sregs(vcpu: &OwnedFd, sregs: &kvm_sregs) -> Result<()> {
     // SAFETY: the kernel only reads `sregs`, a valid kvm_sregs.
     unsafe { kvm_set_sregs(vcpu.as_raw_fd(), sregs) }.with_context(|| {
         format!(
-            "ioctl(KVM_SET_SREGS, cr0 {:#x} cr4 {:#x} efer {:#x}): KVM refuses what no CPU could be in",
+            "ioctl(KVM_SET_SREGS, cr0 {:#x} cr4 {:#x} efer {:#x}): KVM refuses \
+             what no CPU could be in",
             sregs.cr0, sregs.cr4, sregs.efer
         )
     })?;

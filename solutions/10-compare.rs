@@ -219,12 +219,12 @@ fn peak<'a>(command: Command) -> Sampler<'a> {
 
 /// Start `command`, wait for it to end, and return how long that took.
 fn time_run(command: &mut Command) -> Result<Duration> {
-    // ANCHOR: time_run
     //> Take the time with Instant::now(), run the command to its end with
     //> command.status() (spawn and wait: the whole life of the process), and take
     //> the elapsed time. Only then look at the status: when it is not a success,
     //> bail! with the program's name (command.get_program()) and the status, because
     //> the time of a failed run measures something else. Return the elapsed time.
+    // ANCHOR: time_run
     let start = Instant::now();
     let status = command.status().with_context(|| {
         format!("starting {}", command.get_program().to_string_lossy())
@@ -287,11 +287,11 @@ fn measure(mut measurements: Vec<Measurement>, runs: u32) -> Result<Vec<Row>> {
 
 /// The median of the samples, and the spread: the smallest and the largest.
 fn summarize(samples: &[f64]) -> Spread {
-    // ANCHOR: summarize
     //> Sort a copy of the samples (f64 is not Ord, because of NaN: sort_by with
     //> f64::total_cmp). The median is the middle sample, or the mean of the two in
     //> the middle when there is an even number of them. min and max are the two ends.
     //> There is always at least one sample.
+    // ANCHOR: summarize
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();

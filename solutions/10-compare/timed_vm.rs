@@ -137,8 +137,8 @@ impl Vm {
             flags: 1 << kvm_ioeventfd_flag_nr_pio,
             ..Default::default()
         };
-        // SAFETY: `request` is a valid kvm_ioeventfd that the kernel only reads; the
-        // eventfd stays open for as long as the VM that uses it (we return it).
+        // SAFETY: `request` is a valid kvm_ioeventfd that the kernel only reads;
+        // the eventfd stays open for as long as the VM that uses it (we return it).
         unsafe { kvm_set_ioeventfd(self.vm.as_raw_fd(), &request) }.with_context(
             || format!("ioctl(KVM_IOEVENTFD, port {port:#x}, 1 byte)"),
         )?;
@@ -201,7 +201,8 @@ impl ExitTiming {
 /// Run a fresh guest that writes to [`LOOP_PORT`] `count` times, handled by
 /// `handler`, and time the loop: from the guest's first exit (to START_PORT) to its
 /// `hlt`. With [`Handler::Vmm`] each write is one return from KVM_RUN; with
-/// [`Handler::Kernel`] none is, and the eventfd's counter proves the writes happened.
+/// [`Handler::Kernel`] none is, and the eventfd's counter proves the writes
+/// happened.
 pub fn exits(kvm: &File, count: u32, handler: Handler) -> Result<ExitTiming> {
     let regs = kvm_regs {
         rcx: u64::from(count),
@@ -238,7 +239,8 @@ pub fn exits(kvm: &File, count: u32, handler: Handler) -> Result<ExitTiming> {
     let elapsed = start.elapsed();
     if handler == Handler::Kernel && returns_to_us > 1 {
         bail!(
-            "KVM passed {} writes to the ioeventfd's port on to us instead of handling them",
+            "KVM passed {} writes to the ioeventfd's port on to us instead of \
+             handling them",
             returns_to_us - 1
         );
     }
