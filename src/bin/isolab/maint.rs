@@ -86,15 +86,18 @@ pub fn check_book() -> Result<ExitCode> {
     problems.append(&mut broken);
     let (images, mut broken) = check_svgs(&src.join("images"))?;
     problems.append(&mut broken);
+    let (code_lines, mut too_wide) = isolab::workshop::codebox::check(&src)?;
+    problems.append(&mut too_wide);
     if !problems.is_empty() {
         bail!(
-            "{} broken include(s) or link(s):\n{}",
+            "{} problem(s) in the book:\n{}",
             problems.len(),
             problems.join("\n")
         );
     }
     println!(
-        "all {count} includes and {links} links in book/src resolve, and its {images} SVG diagrams are well formed"
+        "all {count} includes and {links} links in book/src resolve, its {images} SVG diagrams are well formed, \
+         and its {code_lines} code lines fit the code box"
     );
     Ok(ExitCode::SUCCESS)
 }
