@@ -3,7 +3,9 @@
 //! and no exercise's `//>` hint line may show.
 //!
 //! The box fits 86 columns of mdBook's default theme at desktop width (measured in
-//! headless Chromium, see [`BOOK_COLUMNS`]); lines may have 84. A program's output
+//! headless Chromium, see [`BOOK_COLUMNS`]); lines may have 84, and 5 fewer for
+//! each list the block stands in (a list indents it by 40 px: in one, the box was
+//! measured to fit 82 columns, in two 77). A program's output
 //! included from a snapshot is shown as the program printed it, however wide: it
 //! must stand in a ```` ```text,output ```` block, which the book's theme wraps
 //! like a terminal would (book/theme/output.js), so that it does not scroll either.
@@ -27,13 +29,15 @@ pub fn check(src: &Path) -> Result<(usize, Vec<String>)> {
         }
         let name = page.file_name().unwrap_or_default().to_string_lossy();
         let text = std::fs::read_to_string(&page)?;
+        let lines: Vec<&str> = text.lines().collect();
         let mut fence: Option<Fence> = None;
-        for (n, line) in text.lines().enumerate() {
+        for (n, line) in lines.iter().enumerate() {
             let at = format!("{name}:{}", n + 1);
             let trimmed = line.trim_start();
             if let Some(info) = trimmed.strip_prefix("```") {
+                let indent = line.len() - trimmed.len();
                 fence = match fence {
-                    None => Some(Fence::new(info, line.len() - trimmed.len())),
+                    None => Some(Fence::new(info, indent, list_depth(&lines[..n], indent))),
                     Some(_) => None,
                 };
                 continue;
@@ -83,10 +87,16 @@ pub fn check(src: &Path) -> Result<(usize, Vec<String>)> {
                     ));
                 }
                 let width = columns(&line);
-                if width > BOOK_COLUMNS && !fence.output {
+                let fits = BOOK_COLUMNS - LIST_COLUMNS * fence.lists;
+                if width > fits && !fence.output {
+                    let inside = match fence.lists {
+                        0 => String::new(),
+                        1 => " in a list".into(),
+                        n => format!(" in {n} lists"),
+                    };
                     problems.push(format!(
                         "{at}: a code line of {width} columns{source} scrolls: the book's \
-                         code box fits {BOOK_COLUMNS}\n    {}",
+                         code box{inside} fits {fits}\n    {}",
                         line.trim()
                     ));
                 }
@@ -96,23 +106,63 @@ pub fn check(src: &Path) -> Result<(usize, Vec<String>)> {
     Ok((count, problems))
 }
 
-/// An open code fence: how far it is indented, and what its info string says.
+/// The columns a list takes from the code box: it indents its items by 40 px, 4.8
+/// columns.
+const LIST_COLUMNS: usize = 5;
+
+/// An open code fence: how far it is indented, in how many lists it stands, and
+/// what its info string says.
 struct Fence {
     indent: usize,
+    lists: usize,
     rust: bool,
     output: bool,
 }
 
 impl Fence {
-    fn new(info: &str, indent: usize) -> Fence {
+    fn new(info: &str, indent: usize, lists: usize) -> Fence {
         let mut words = info.split(',').map(str::trim);
         let rust = words.next() == Some("rust");
         Fence {
             indent,
+            lists,
             rust,
             output: words.any(|w| w == "output"),
         }
     }
+}
+
+/// In how many lists a block indented by `indent` stands, going by the list items
+/// above it (`before`): an item whose text starts at `indent` holds it, and that
+/// item stands in the lists that hold its own marker.
+fn list_depth(before: &[&str], indent: usize) -> usize {
+    if indent == 0 {
+        return 0;
+    }
+    for line in before.iter().rev() {
+        let trimmed = line.trim_start();
+        let at = line.len() - trimmed.len();
+        let marker = ["- ", "* ", "+ "]
+            .iter()
+            .find(|m| trimmed.starts_with(**m))
+            .map(|m| m.len())
+            .or_else(|| {
+                let digits = trimmed.chars().take_while(char::is_ascii_digit).count();
+                let dot =
+                    trimmed[digits..].starts_with(". ") || trimmed[digits..].starts_with(") ");
+                (digits > 0 && dot).then_some(digits + 2)
+            });
+        match marker {
+            Some(len) if at < indent && at + len == indent => {
+                return 1 + list_depth(before, at);
+            }
+            // Text at the left margin ends every list.
+            _ if at == 0 && !trimmed.is_empty() && marker.is_none() => break,
+            _ => {}
+        }
+    }
+    // Indented, but under no item we can see: count it as one list, to be safe.
+    1
 }
 
 fn strip_indent(line: &str, indent: usize) -> &str {
@@ -227,6 +277,15 @@ mod tests {
         assert_eq!(anchored(&file, "outer"), ["a", "b", "c"]);
         assert_eq!(anchored(&file, "inner"), ["b"]);
         assert_eq!(anchored(&file, "outer_rest"), ["c"]);
+    }
+
+    #[test]
+    fn finds_the_lists_a_block_stands_in() {
+        let page = ["Text.", "", "1. item", "   - nested", "", "     more", ""];
+        assert_eq!(list_depth(&page, 0), 0);
+        assert_eq!(list_depth(&page[..3], 3), 1);
+        assert_eq!(list_depth(&page, 5), 2);
+        assert_eq!(list_depth(&["- item", "  text"], 2), 1);
     }
 
     #[test]
