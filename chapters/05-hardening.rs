@@ -201,9 +201,9 @@ fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
 }
 
 // ANCHOR: init
-/// PID 1 of the box: step 04's box, plus a network namespace and a masked /proc. init
-/// keeps its powers (it needed them to build the box, and the box cannot signal or
-/// trace it); the command is hardened between fork and exec.
+/// PID 1 of the box: step 04's box, plus a network namespace and a masked /proc.
+/// init keeps its powers (it needed them to build the box, and the box cannot
+/// signal or trace it); the command is hardened between fork and exec.
 fn init(
     spec: &BoxSpec,
     cgroups: &BoxCgroups,
@@ -269,9 +269,10 @@ const PROC_READ_ONLY: [&str; 5] = [
 ];
 
 /// Files of /proc that tell about the host's kernel and its hardware, and nothing
-/// about the box: its memory, its keyrings, every timer and interrupt on the machine,
-/// which physical pages are in use (the raw material of Rowhammer exploits). Docker
-/// and runc hide the first ones; the kpage* files, box root could read too.
+/// about the box: its memory, its keyrings, every timer and interrupt on the
+/// machine, which physical pages are in use (the raw material of Rowhammer
+/// exploits). Docker and runc hide the first ones; the kpage* files, box root could
+/// read too.
 const PROC_MASKED: [&str; 13] = [
     "/proc/kcore",
     "/proc/keys",
@@ -309,11 +310,11 @@ fn mask_proc() -> Result<()> {
 }
 
 // ANCHOR: lock_down_root
-/// The rootfs is a directory of the host's, and so is every mount the host has under
-/// it: make all of them `nodev` (and read-only with `--read-only`), recursively, with
-/// mount_setattr(2). A device node the host or an image left in the rootfs (the host's
-/// console, /dev/kvm, a disk) then opens nothing in the box. The box's own /dev, a
-/// tmpfs mounted after this, keeps its few nodes working.
+/// The rootfs is a directory of the host's, and so is every mount the host has
+/// under it: make all of them `nodev` (and read-only with `--read-only`),
+/// recursively, with mount_setattr(2). A device node the host or an image left in
+/// the rootfs (the host's console, /dev/kvm, a disk) then opens nothing in the box.
+/// The box's own /dev, a tmpfs mounted after this, keeps its few nodes working.
 fn lock_down_root(read_only: bool) -> Result<()> {
     let mut set = libc::MOUNT_ATTR_NODEV;
     if read_only {
@@ -325,8 +326,8 @@ fn lock_down_root(read_only: bool) -> Result<()> {
         propagation: 0,
         userns_fd: 0,
     };
-    // SAFETY: mount_setattr reads one struct mount_attr, of the size we pass, and the
-    // path, a C string that lives across the call.
+    // SAFETY: mount_setattr reads one struct mount_attr, of the size we pass, and
+    // the path, a C string that lives across the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -372,15 +373,16 @@ fn box_stdio(spec: &BoxSpec) -> Result<Option<Relay>> {
 // ANCHOR_END: box_stdio
 
 // ANCHOR: new_session
-/// A session of its own for the command, so it has no controlling terminal: not even
-/// /dev/tty, which names the controlling terminal, leads back to the caller's, and
-/// signals from the keyboard reach the box only through init. With `--tty`, the box's
-/// own pseudo-terminal (already on fds 0-2) becomes its controlling terminal, so a
-/// shell there has job control.
+/// A session of its own for the command, so it has no controlling terminal: not
+/// even /dev/tty, which names the controlling terminal, leads back to the caller's,
+/// and signals from the keyboard reach the box only through init. With `--tty`, the
+/// box's own pseudo-terminal (already on fds 0-2) becomes its controlling terminal,
+/// so a shell there has job control.
 fn new_session(tty: bool) -> Result<()> {
     nix::unistd::setsid().context("setsid()")?;
     if tty {
-        // SAFETY: TIOCSCTTY takes an integer (0: do not steal it from another session).
+        // SAFETY: TIOCSCTTY takes an integer (0: do not steal it from another
+        // session).
         let rc = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
         Errno::result(rc).context("ioctl(0, TIOCSCTTY, 0): the box's terminal")?;
     }
@@ -448,10 +450,10 @@ fn harden(spec: &BoxSpec) -> Result<()> {
 
 // ANCHOR: keep
 /// What the box keeps of root's powers. Docker keeps fourteen; we keep these eight
-/// and leave out mknod (the box has the devices it needs), net_raw (forged packets),
-/// sys_chroot (the chroot escape), setfcap (file capabilities), audit_write, and
-/// fsetid: with it, a setuid file keeps its bit when the box rewrites it, and a
-/// setuid-root program in the rootfs becomes the box's own.
+/// and leave out mknod (the box has the devices it needs), net_raw (forged
+/// packets), sys_chroot (the chroot escape), setfcap (file capabilities),
+/// audit_write, and fsetid: with it, a setuid file keeps its bit when the box
+/// rewrites it, and a setuid-root program in the rootfs becomes the box's own.
 const KEEP: [&str; 8] = [
     "chown",            // change a file's owner
     "dac_override",     // read and write files regardless of their mode
@@ -612,8 +614,9 @@ fn filter() -> Vec<seccomp::Instruction> {
          chapters/05-hardening.rs, or run `cargo run -- hint 5`"
     );
     // ANCHOR_END: deny_list
-    // clone3 and openat2 pass their flags and modes in memory, where a filter cannot
-    // look: say "no such call", and the C library falls back to clone and openat.
+    // clone3 and openat2 pass their flags and modes in memory, where a filter
+    // cannot look: say "no such call", and the C library falls back to clone and
+    // openat.
     program.extend([
         jump_if_equal(libc::SYS_clone3 as u32, 0, 1),
         ret(errno(Errno::ENOSYS)),
@@ -692,7 +695,8 @@ fn refuse_unless_one_of(
         load(arg_low(arg)),
     ];
     for (i, value) in (0u8..).zip(values) {
-        // Equal: past the refusal. Not: the next value, and after the last, the refusal.
+        // Equal: past the refusal. Not: the next value, and after the last, the
+        // refusal.
         rule.push(jump_if_equal(*value, n - i, 0));
     }
     rule.push(ret(errno(Errno::EPERM)));

@@ -131,7 +131,7 @@ GUEST_LONG_MODE_START:
     out dx, eax                     # hypercall: print(hello)
     mov dword ptr [{doubler}], 21   # no memory there: an MMIO write exit
     mov ebx, dword ptr [{doubler}]  # an MMIO read exit; the host answers
-    mov qword ptr [rip + GUEST_LONG_MODE_ANSWER], rbx  # keep it, for the host to find
+    mov qword ptr [rip + GUEST_LONG_MODE_ANSWER], rbx  # kept for the host to find
     cmp ebx, 42
     lea rax, [rip + right]
     lea rcx, [rip + wrong]
