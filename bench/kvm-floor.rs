@@ -7,11 +7,13 @@
 
 #[path = "../solutions/08-kvm-long-mode.rs"]
 #[allow(dead_code)] // a whole step, of which this uses a few functions
+#[rustfmt::skip] // formatted as its own step, to solutions/rustfmt.toml's width
 mod kvm_long_mode;
 use kvm_long_mode::kvm_real_mode;
 
 #[path = "../solutions/10-compare/timed_vm.rs"]
 #[allow(dead_code)]
+#[rustfmt::skip] // formatted as a part of step 10, to solutions/rustfmt.toml's width
 mod timed_vm;
 
 fn main() -> std::process::ExitCode {

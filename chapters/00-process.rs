@@ -19,8 +19,8 @@
 //! ```
 
 // Your copy of step 00. Replace each todo!() with your code, then run
-// `cargo run -- check 0`. (Generated from solutions/00-process.rs: `cargo run -- reset 0`
-// brings this version back.)
+// `cargo run -- check 0`. (Generated from solutions/00-process.rs:
+// `cargo run -- reset 0` brings this version back.)
 
 use isolab::prelude::*;
 use nix::sys::prctl;
@@ -82,7 +82,8 @@ fn run(command: &Command, mistakes: &[Mistake]) -> Result<i32> {
 /// Ask the kernel to SIGKILL us when the runtime dies, so that a runtime killed
 /// halfway never leaves the command running on its own.
 pub fn die_with(runtime: Pid) -> Result<()> {
-    prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG, SIGKILL)")?;
+    prctl::set_pdeathsig(Signal::SIGKILL)
+        .context("prctl(PR_SET_PDEATHSIG, SIGKILL)")?;
     // The runtime may have died before the prctl: then we have a new parent already.
     if getppid() != runtime {
         bail!("the runtime exited before the command started");
@@ -94,10 +95,11 @@ pub fn die_with(runtime: Pid) -> Result<()> {
 pub fn exec(command: &Command) -> Result<Infallible> {
     // ANCHOR: exec
     // TODO: Replace this program with the command: execv(2) with command.path and
-    //       command.argv. It returns only on failure: return that error, with a context
-    //       that names the call and the path, e.g. "execv(/bin/probe)".
+    //       command.argv. It returns only on failure: return that error, with a
+    //       context that names the call and the path, e.g. "execv(/bin/probe)".
     todo!(
-        "step 00, `exec`: not written yet. Read the TODO above this line in chapters/00-process.rs, or run `cargo run -- hint 0`"
+        "step 00, `exec`: not written yet. Read the TODO above this line in \
+         chapters/00-process.rs, or run `cargo run -- hint 0`"
     );
     // ANCHOR_END: exec
 }
@@ -105,11 +107,13 @@ pub fn exec(command: &Command) -> Result<Infallible> {
 /// Wait for the child and return its exit status as a shell reports it.
 pub fn wait_for(child: Pid) -> Result<i32> {
     // ANCHOR: wait
-    // TODO: Call waitpid(2) on `child` until it has ended. WaitStatus::Exited(_, code)
-    //       gives `code`; WaitStatus::Signaled(_, signal, _) gives 128 + the signal's
-    //       number (`signal as i32`). Any other status means it is still alive: wait again.
+    // TODO: Call waitpid(2) on `child` until it has ended. WaitStatus::Exited(_,
+    //       code) gives `code`; WaitStatus::Signaled(_, signal, _) gives 128 + the
+    //       signal's number (`signal as i32`). Any other status means it is still
+    //       alive: wait again.
     todo!(
-        "step 00, `wait`: not written yet. Read the TODO above this line in chapters/00-process.rs, or run `cargo run -- hint 0`"
+        "step 00, `wait`: not written yet. Read the TODO above this line in \
+         chapters/00-process.rs, or run `cargo run -- hint 0`"
     );
     // ANCHOR_END: wait
 }

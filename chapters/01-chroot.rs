@@ -16,8 +16,8 @@
 //! ```
 
 // Your copy of step 01. Replace each todo!() with your code, then run
-// `cargo run -- check 1`. (Generated from solutions/01-chroot.rs: `cargo run -- reset 1`
-// brings this version back.)
+// `cargo run -- check 1`. (Generated from solutions/01-chroot.rs:
+// `cargo run -- reset 1` brings this version back.)
 
 use isolab::prelude::*;
 use nix::unistd::{chdir, chroot, getpid};
@@ -67,7 +67,8 @@ fn run(rootfs: &Path, command: &Command, mistakes: &[Mistake]) -> Result<i32> {
         ForkResult::Child => in_child(|| {
             process::die_with(runtime)?;
             if mistakes.contains(&Mistake::Chdir) {
-                chroot(rootfs).with_context(|| format!("chroot({})", rootfs.display()))?;
+                chroot(rootfs)
+                    .with_context(|| format!("chroot({})", rootfs.display()))?;
             } else {
                 enter_rootfs(rootfs)?;
             }
@@ -81,11 +82,13 @@ fn run(rootfs: &Path, command: &Command, mistakes: &[Mistake]) -> Result<i32> {
 /// Make `rootfs` this process's root directory, and move into it.
 pub fn enter_rootfs(rootfs: &Path) -> Result<()> {
     // ANCHOR: enter_rootfs
-    // TODO: chroot(2) into `rootfs`, then chdir(2) to "/". chroot changes what "/" means
-    //       but not the working directory, which would stay in the host's tree. Give each
-    //       error a context naming the call, e.g. "chroot(/tmp/rootfs)".
+    // TODO: chroot(2) into `rootfs`, then chdir(2) to "/". chroot changes what "/"
+    //       means but not the working directory, which would stay in the host's
+    //       tree. Give each error a context naming the call, e.g.
+    //       "chroot(/tmp/rootfs)".
     todo!(
-        "step 01, `enter_rootfs`: not written yet. Read the TODO above this line in chapters/01-chroot.rs, or run `cargo run -- hint 1`"
+        "step 01, `enter_rootfs`: not written yet. Read the TODO above this line \
+         in chapters/01-chroot.rs, or run `cargo run -- hint 1`"
     );
     // ANCHOR_END: enter_rootfs
 }

@@ -24,8 +24,8 @@
 //! ```
 
 // Your copy of step 02. Replace each todo!() with your code, then run
-// `cargo run -- check 2`. (Generated from solutions/02-namespaces.rs: `cargo run -- reset 2`
-// brings this version back.)
+// `cargo run -- check 2`. (Generated from solutions/02-namespaces.rs:
+// `cargo run -- reset 2` brings this version back.)
 
 use isolab::prelude::*;
 use isolab::run::Lifeline;
@@ -95,9 +95,15 @@ pub fn waited_signals() -> SigSet {
 }
 
 // ANCHOR: run
-fn run(rootfs: &Path, hostname: &str, command: &Command, mistakes: &[Mistake]) -> Result<i32> {
-    // Blocked signals wait in a queue until sigwait takes them; blocking them before
-    // the fork means none can slip through in between. The mask is inherited.
+fn run(
+    rootfs: &Path,
+    hostname: &str,
+    command: &Command,
+    mistakes: &[Mistake],
+) -> Result<i32> {
+    // Blocked signals wait in a queue until sigwait takes them; blocking them
+    // before the fork means none can slip through in between. The mask is
+    // inherited.
     let signals = waited_signals();
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     let lifeline = Lifeline::new()?;
@@ -119,10 +125,12 @@ fn run(rootfs: &Path, hostname: &str, command: &Command, mistakes: &[Mistake]) -
 /// it puts the caller's *next child* into a new PID namespace, as its PID 1.
 fn new_pid_namespace() -> Result<()> {
     // ANCHOR: new_pid_namespace
-    // TODO: unshare(2) with CloneFlags::CLONE_NEWPID. Our next child (the fork right after
-    //       this) becomes PID 1 of the new namespace. Context: "unshare(CLONE_NEWPID)".
+    // TODO: unshare(2) with CloneFlags::CLONE_NEWPID. Our next child (the fork
+    //       right after this) becomes PID 1 of the new namespace. Context:
+    //       "unshare(CLONE_NEWPID)".
     todo!(
-        "step 02, `new_pid_namespace`: not written yet. Read the TODO above this line in chapters/02-namespaces.rs, or run `cargo run -- hint 2`"
+        "step 02, `new_pid_namespace`: not written yet. Read the TODO above this \
+         line in chapters/02-namespaces.rs, or run `cargo run -- hint 2`"
     );
     // ANCHOR_END: new_pid_namespace
 }
@@ -137,7 +145,9 @@ fn init(
     mistakes: &[Mistake],
 ) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
-    let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
+    let namespaces = CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNS;
     enter_namespaces(namespaces, hostname)?;
     mount_host_proc(rootfs)?;
     chroot::enter_rootfs(rootfs)?;
@@ -172,12 +182,13 @@ fn init(
 /// hostname. Here: UTS, IPC and mount; later steps add kinds.
 pub fn enter_namespaces(namespaces: CloneFlags, hostname: &str) -> Result<()> {
     // ANCHOR: enter_namespaces
-    // TODO: unshare(2) with `namespaces` (a CloneFlags: here CLONE_NEWUTS | CLONE_NEWIPC |
-    //       CLONE_NEWNS), then sethostname(2) to `hostname`: the new name is seen only
-    //       inside the new UTS namespace. Name each call in its error context, e.g.
-    //       format!("unshare({namespaces:?})").
+    // TODO: unshare(2) with `namespaces` (a CloneFlags: here CLONE_NEWUTS |
+    //       CLONE_NEWIPC | CLONE_NEWNS), then sethostname(2) to `hostname`: the new
+    //       name is seen only inside the new UTS namespace. Name each call in its
+    //       error context, e.g. format!("unshare({namespaces:?})").
     todo!(
-        "step 02, `enter_namespaces`: not written yet. Read the TODO above this line in chapters/02-namespaces.rs, or run `cargo run -- hint 2`"
+        "step 02, `enter_namespaces`: not written yet. Read the TODO above this \
+         line in chapters/02-namespaces.rs, or run `cargo run -- hint 2`"
     );
     // ANCHOR_END: enter_namespaces
 }
@@ -197,7 +208,9 @@ fn mount_host_proc(rootfs: &Path) -> Result<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         none,
     )
-    .with_context(|| format!("mount(/proc, {}, MS_BIND | MS_REC)", target.display()))
+    .with_context(|| {
+        format!("mount(/proc, {}, MS_BIND | MS_REC)", target.display())
+    })
 }
 
 /// Wait for `child`, passing forwarded signals on to it and reaping every child
@@ -205,13 +218,15 @@ fn mount_host_proc(rootfs: &Path) -> Result<()> {
 /// The runtime uses it to supervise init; init uses it to supervise the command.
 pub fn supervise(child: Pid, signals: &SigSet) -> Result<i32> {
     // ANCHOR: supervise
-    // TODO: Loop: take the next signal with signals.wait() (sigwait). For SIGTERM, SIGINT
-    //       or SIGHUP, kill(child, signal) to pass it on (ignore ESRCH: the child may be
-    //       gone). For SIGCHLD, reap with waitpid(None, Some(WaitPidFlag::WNOHANG)) until
-    //       it says StillAlive or ECHILD: one SIGCHLD can stand for many children. When
-    //       the one that ended is `child`, return its code, or 128 + signal if killed.
+    // TODO: Loop: take the next signal with signals.wait() (sigwait). For SIGTERM,
+    //       SIGINT or SIGHUP, kill(child, signal) to pass it on (ignore ESRCH: the
+    //       child may be gone). For SIGCHLD, reap with waitpid(None,
+    //       Some(WaitPidFlag::WNOHANG)) until it says StillAlive or ECHILD: one
+    //       SIGCHLD can stand for many children. When the one that ended is
+    //       `child`, return its code, or 128 + signal if killed.
     todo!(
-        "step 02, `supervise`: not written yet. Read the TODO above this line in chapters/02-namespaces.rs, or run `cargo run -- hint 2`"
+        "step 02, `supervise`: not written yet. Read the TODO above this line in \
+         chapters/02-namespaces.rs, or run `cargo run -- hint 2`"
     );
     // ANCHOR_END: supervise
 }

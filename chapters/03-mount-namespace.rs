@@ -23,8 +23,8 @@
 //! ```
 
 // Your copy of step 03. Replace each todo!() with your code, then run
-// `cargo run -- check 3`. (Generated from solutions/03-mount-namespace.rs: `cargo run -- reset 3`
-// brings this version back.)
+// `cargo run -- check 3`. (Generated from solutions/03-mount-namespace.rs:
+// `cargo run -- reset 3` brings this version back.)
 
 use isolab::prelude::*;
 use isolab::run::Lifeline;
@@ -117,13 +117,19 @@ fn run(spec: &BoxSpec, mistakes: &[Mistake]) -> Result<i32> {
 // ANCHOR: init
 /// PID 1 of the box: namespaces, a private mount table, the new root, /proc and
 /// /dev; then the command as its child, supervised until it ends.
-fn init(spec: &BoxSpec, signals: &SigSet, mistakes: &[Mistake]) -> Result<Infallible> {
+fn init(
+    spec: &BoxSpec,
+    signals: &SigSet,
+    mistakes: &[Mistake],
+) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     let wrong = |mistake| mistakes.contains(&mistake);
     if !wrong(Mistake::CloseFds) {
         close_inherited_fds()?;
     }
-    let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
+    let namespaces = CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNS;
     namespaces::enter_namespaces(namespaces, spec.hostname)?;
     if !wrong(Mistake::Private) {
         make_mounts_private()?;
@@ -149,7 +155,9 @@ fn init(spec: &BoxSpec, signals: &SigSet, mistakes: &[Mistake]) -> Result<Infall
             }
             process::exec(spec.command)
         }),
-        ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),
+        ForkResult::Parent { child } => {
+            std::process::exit(namespaces::supervise(child, signals)?)
+        }
     }
 }
 // ANCHOR_END: init
@@ -159,8 +167,8 @@ fn init(spec: &BoxSpec, signals: &SigSet, mistakes: &[Mistake]) -> Result<Infall
 /// inherited must not reach the box, not even through /proc/1/fd. runc's
 /// CVE-2024-21626 was one such descriptor, a directory of the host's.
 pub fn close_inherited_fds() -> Result<()> {
-    // SAFETY: close_range takes two numbers and flags and touches no memory of ours;
-    // nothing in init still uses a descriptor above 2.
+    // SAFETY: close_range takes two numbers and flags and touches no memory of
+    // ours; nothing in init still uses a descriptor above 2.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, 3, u32::MAX, 0) };
     Errno::result(rc).context("close_range(3, ~0)")?;
     Ok(())
@@ -172,11 +180,13 @@ pub fn close_inherited_fds() -> Result<()> {
 /// one appears in the other. Cut that tie, for every mount, before mounting anything.
 pub fn make_mounts_private() -> Result<()> {
     // ANCHOR: make_mounts_private
-    // TODO: mount(2) with no source, target "/", no type, and flags MS_REC | MS_PRIVATE:
-    //       every mount in our new namespace stops propagating to and from the host.
-    //       (Pass None::<&str> for the source, the type and the data.)
+    // TODO: mount(2) with no source, target "/", no type, and flags MS_REC |
+    //       MS_PRIVATE: every mount in our new namespace stops propagating to and
+    //       from the host. (Pass None::<&str> for the source, the type and the
+    //       data.)
     todo!(
-        "step 03, `make_mounts_private`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
+        "step 03, `make_mounts_private`: not written yet. Read the TODO above this \
+         line in chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
     );
     // ANCHOR_END: make_mounts_private
 }
@@ -184,12 +194,14 @@ pub fn make_mounts_private() -> Result<()> {
 /// Make `rootfs` the root of our mount namespace and detach the host's tree.
 pub fn pivot_into(rootfs: &Path) -> Result<()> {
     // ANCHOR: pivot_into
-    // TODO: pivot_root(2) needs the new root to be a mount: bind-mount `rootfs` onto itself
-    //       (MS_BIND | MS_REC). Then chdir into it and pivot_root(".", "."): the old root
-    //       is stacked under the new one at "/". umount2(".", MNT_DETACH) detaches it,
-    //       and chdir("/") puts us at the top of the new root.
+    // TODO: pivot_root(2) needs the new root to be a mount: bind-mount `rootfs`
+    //       onto itself (MS_BIND | MS_REC). Then chdir into it and pivot_root(".",
+    //       "."): the old root is stacked under the new one at "/". umount2(".",
+    //       MNT_DETACH) detaches it, and chdir("/") puts us at the top of the new
+    //       root.
     todo!(
-        "step 03, `pivot_into`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
+        "step 03, `pivot_into`: not written yet. Read the TODO above this line in \
+         chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
     );
     // ANCHOR_END: pivot_into
 }
@@ -203,17 +215,20 @@ pub fn pivot_error(errno: Errno, rootfs: &Path) -> anyhow::Error {
         }
         _ => "",
     };
-    anyhow::Error::new(errno).context(format!("pivot_root(., .) in {}{why}", rootfs.display()))
+    anyhow::Error::new(errno)
+        .context(format!("pivot_root(., .) in {}{why}", rootfs.display()))
 }
 
 /// A procfs shows the PID namespace of the process that mounts it: mounted by init,
 /// it shows the box's processes only.
 pub fn mount_proc() -> Result<()> {
     // ANCHOR: mount_proc
-    // TODO: mount(2) a new procfs: source "proc", target "/proc", type "proc", flags
-    //       MS_NOSUID | MS_NODEV | MS_NOEXEC. Mounted by init, it lists the box's PIDs.
+    // TODO: mount(2) a new procfs: source "proc", target "/proc", type "proc",
+    //       flags MS_NOSUID | MS_NODEV | MS_NOEXEC. Mounted by init, it lists the
+    //       box's PIDs.
     todo!(
-        "step 03, `mount_proc`: not written yet. Read the TODO above this line in chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
+        "step 03, `mount_proc`: not written yet. Read the TODO above this line in \
+         chapters/03-mount-namespace.rs, or run `cargo run -- hint 3`"
     );
     // ANCHOR_END: mount_proc
 }

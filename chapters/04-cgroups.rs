@@ -28,11 +28,13 @@
 //! ```
 
 // Your copy of step 04. Replace each todo!() with your code, then run
-// `cargo run -- check 4`. (Generated from solutions/04-cgroups.rs: `cargo run -- reset 4`
-// brings this version back.)
+// `cargo run -- check 4`. (Generated from solutions/04-cgroups.rs:
+// `cargo run -- reset 4` brings this version back.)
 
 use isolab::cli::{Cpus, LimitArgs};
-use isolab::container::cgroup::{self, Delegation, Hierarchy, Layout, Usage, Version};
+use isolab::container::cgroup::{
+    self, Delegation, Hierarchy, Layout, Usage, Version,
+};
 use isolab::prelude::*;
 use isolab::run::Lifeline;
 use nix::mount::{MsFlags, mount};
@@ -94,7 +96,10 @@ fn main() -> ExitCode {
         isolab::run::need_root("unshare(2) of new namespaces")?;
         isolab::container::rootfs::need_root_mount()?;
         let rootfs = args.rootfs.checked()?;
-        isolab::container::rootfs::need_mount_points(&rootfs, &["proc", "dev", "sys"])?;
+        isolab::container::rootfs::need_mount_points(
+            &rootfs,
+            &["proc", "dev", "sys"],
+        )?;
         let command = args.command.in_rootfs(&rootfs)?;
         let spec = BoxSpec {
             rootfs: &rootfs,
@@ -107,7 +112,12 @@ fn main() -> ExitCode {
 }
 
 // ANCHOR: run
-fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool, mistakes: &[Mistake]) -> Result<i32> {
+fn run(
+    spec: &BoxSpec,
+    limits: &LimitArgs,
+    stats: bool,
+    mistakes: &[Mistake],
+) -> Result<i32> {
     let signals = namespaces::waited_signals();
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     // The box's cgroups exist, limits written, before the box does.
@@ -178,11 +188,14 @@ fn init(
                 .thread_unblock()
                 .context("sigprocmask(SIG_UNBLOCK)")?;
             for mut file in late {
-                std::io::Write::write_all(&mut file, b"0").context("joining late")?;
+                std::io::Write::write_all(&mut file, b"0")
+                    .context("joining late")?;
             }
             process::exec(spec.command)
         }),
-        ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),
+        ForkResult::Parent { child } => {
+            std::process::exit(namespaces::supervise(child, signals)?)
+        }
     }
 }
 
@@ -219,10 +232,12 @@ impl BoxCgroups {
                     .into_iter()
                     .filter(|c| h.has(c))
                     .collect();
-                cgroups.delegation = Some(cgroup::delegate(h, &needed, std::process::id())?);
+                cgroups.delegation =
+                    Some(cgroup::delegate(h, &needed, std::process::id())?);
             }
             let path = h.own_dir.join(&name);
-            fs::create_dir(&path).with_context(|| format!("mkdir({})", path.display()))?;
+            fs::create_dir(&path)
+                .with_context(|| format!("mkdir({})", path.display()))?;
             let dir = BoxDir {
                 version: h.version,
                 path,
@@ -241,13 +256,15 @@ impl BoxCgroups {
     /// Put the calling process into the box's cgroup in every hierarchy.
     pub fn join(&self) -> Result<()> {
         // ANCHOR: join
-        // TODO: For each directory in self.dirs, write "0" (the kernel reads it as "the one
-        //       writing this") into the file that moves a process in: on v2 its
-        //       cgroup.procs; on v1 its `tasks`, which moves just the calling thread (init
-        //       has only one) without the global lock that cgroup.procs takes. Children
-        //       inherit their parent's cgroups, so all that init forks later is inside too.
+        // TODO: For each directory in self.dirs, write "0" (the kernel reads it as
+        //       "the one writing this") into the file that moves a process in: on
+        //       v2 its cgroup.procs; on v1 its `tasks`, which moves just the
+        //       calling thread (init has only one) without the global lock that
+        //       cgroup.procs takes. Children inherit their parent's cgroups, so all
+        //       that init forks later is inside too.
         todo!(
-            "step 04, `join`: not written yet. Read the TODO above this line in chapters/04-cgroups.rs, or run `cargo run -- hint 4`"
+            "step 04, `join`: not written yet. Read the TODO above this line in \
+             chapters/04-cgroups.rs, or run `cargo run -- hint 4`"
         );
         // ANCHOR_END: join
     }
@@ -318,16 +335,21 @@ fn need_controllers(hierarchies: &[Hierarchy], limits: &LimitArgs) -> Result<()>
 
 /// The limit files for a cgroup of this `version`, and what to write in each, for
 /// the limits that were asked for, in the order to write them.
-fn limit_files(version: Version, limits: &LimitArgs) -> Vec<(&'static str, String)> {
+fn limit_files(
+    version: Version,
+    limits: &LimitArgs,
+) -> Vec<(&'static str, String)> {
     // ANCHOR: limit_files
-    // TODO: Return (file name, contents) for each limit that is Some, in this order:
-    //       v2: "memory.max" = bytes, "pids.max" = n, "cpu.max" = "QUOTA PERIOD" (in us);
-    //       v1: "memory.limit_in_bytes" = bytes, "pids.max" = n, "cpu.cfs_period_us" =
-    //       period, then "cpu.cfs_quota_us" = quota. Limits are plain decimal numbers.
-    //       limits.memory and limits.pids_limit are Option<u64>; limits.cpus is
-    //       Option<Cpus>, and a Cpus has quota_us and period_us.
+    // TODO: Return (file name, contents) for each limit that is Some, in this
+    //       order: v2: "memory.max" = bytes, "pids.max" = n, "cpu.max" = "QUOTA
+    //       PERIOD" (in us); v1: "memory.limit_in_bytes" = bytes, "pids.max" = n,
+    //       "cpu.cfs_period_us" = period, then "cpu.cfs_quota_us" = quota. Limits
+    //       are plain decimal numbers. limits.memory and limits.pids_limit are
+    //       Option<u64>; limits.cpus is Option<Cpus>, and a Cpus has quota_us and
+    //       period_us.
     todo!(
-        "step 04, `limit_files`: not written yet. Read the TODO above this line in chapters/04-cgroups.rs, or run `cargo run -- hint 4`"
+        "step 04, `limit_files`: not written yet. Read the TODO above this line in \
+         chapters/04-cgroups.rs, or run `cargo run -- hint 4`"
     );
     // ANCHOR_END: limit_files
 }
@@ -340,7 +362,8 @@ fn write_limits(dir: &BoxDir, limits: &LimitArgs) -> Result<()> {
             continue; // another hierarchy holds this controller
         }
         let path = dir.path.join(file);
-        fs::write(&path, &value).with_context(|| format!("write({value}, {})", path.display()))?;
+        fs::write(&path, &value)
+            .with_context(|| format!("write({value}, {})", path.display()))?;
     }
     // No swap either: a box over its memory limit must be killed, not paged out.
     if let Some(bytes) = limits.memory {
@@ -350,8 +373,9 @@ fn write_limits(dir: &BoxDir, limits: &LimitArgs) -> Result<()> {
         ] {
             let path = dir.path.join(file);
             if path.exists() {
-                fs::write(&path, &value)
-                    .with_context(|| format!("write({value}, {})", path.display()))?;
+                fs::write(&path, &value).with_context(|| {
+                    format!("write({value}, {})", path.display())
+                })?;
             }
         }
     }
@@ -362,18 +386,21 @@ fn write_limits(dir: &BoxDir, limits: &LimitArgs) -> Result<()> {
 /// inside the cgroup namespace, each hierarchy's root is the box's own cgroup.
 pub fn mount_cgroupfs(cgroups: &BoxCgroups) -> Result<()> {
     let safe = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let mount_at = |source: &str, target: &str, fstype: &str, data: Option<&str>| {
-        // The cgroup filesystems themselves read-only; the tmpfs that holds their
-        // mount points is made read-only once they are in place.
-        let flags = if fstype == "tmpfs" {
-            safe
-        } else {
-            safe | MsFlags::MS_RDONLY
+    let mount_at =
+        |source: &str, target: &str, fstype: &str, data: Option<&str>| {
+            // The cgroup filesystems themselves read-only; the tmpfs that holds their
+            // mount points is made read-only once they are in place.
+            let flags = if fstype == "tmpfs" {
+                safe
+            } else {
+                safe | MsFlags::MS_RDONLY
+            };
+            fs::create_dir_all(target)
+                .with_context(|| format!("mkdir -p {target}"))?;
+            mount(Some(source), target, Some(fstype), flags, data).with_context(
+                || format!("mount({source}, {target}, {fstype}, {data:?})"),
+            )
         };
-        fs::create_dir_all(target).with_context(|| format!("mkdir -p {target}"))?;
-        mount(Some(source), target, Some(fstype), flags, data)
-            .with_context(|| format!("mount({source}, {target}, {fstype}, {data:?})"))
-    };
     mount_at("tmpfs", "/sys", "tmpfs", Some("mode=755,size=16k"))?;
     let v1: Vec<&BoxDir> = cgroups
         .dirs

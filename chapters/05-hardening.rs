@@ -40,8 +40,8 @@
 //! ```
 
 // Your copy of step 05. Replace each todo!() with your code, then run
-// `cargo run -- check 5`. (Generated from solutions/05-hardening.rs: `cargo run -- reset 5`
-// brings this version back.)
+// `cargo run -- check 5`. (Generated from solutions/05-hardening.rs:
+// `cargo run -- reset 5` brings this version back.)
 
 use isolab::cli::LimitArgs;
 use isolab::container::cgroup::Usage;
@@ -138,7 +138,10 @@ fn main() -> ExitCode {
         isolab::run::need_root("unshare(2) of new namespaces")?;
         isolab::container::rootfs::need_root_mount()?;
         let rootfs = args.rootfs.checked()?;
-        isolab::container::rootfs::need_mount_points(&rootfs, &["proc", "dev", "sys"])?;
+        isolab::container::rootfs::need_mount_points(
+            &rootfs,
+            &["proc", "dev", "sys"],
+        )?;
         let command = args.command.in_rootfs(&rootfs)?;
         let spec = BoxSpec {
             rootfs: &rootfs,
@@ -156,7 +159,9 @@ fn main() -> ExitCode {
 /// `--env NAME=VALUE`: a name, an `=`, and a value (which may be empty).
 fn variable(text: &str) -> std::result::Result<String, String> {
     match text.split_once('=') {
-        Some((name, _)) if !name.is_empty() && !text.contains('\0') => Ok(text.to_string()),
+        Some((name, _)) if !name.is_empty() && !text.contains('\0') => {
+            Ok(text.to_string())
+        }
         _ => Err(format!(
             "{text} is not NAME=VALUE: give a name, `=`, and the value, e.g. --env LANG=C.UTF-8"
         )),
@@ -196,10 +201,14 @@ fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
 }
 
 // ANCHOR: init
-/// PID 1 of the box: step 04's box, plus a network namespace and a masked /proc. init
-/// keeps its powers (it needed them to build the box, and the box cannot signal or
-/// trace it); the command is hardened between fork and exec.
-fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infallible> {
+/// PID 1 of the box: step 04's box, plus a network namespace and a masked /proc.
+/// init keeps its powers (it needed them to build the box, and the box cannot
+/// signal or trace it); the command is hardened between fork and exec.
+fn init(
+    spec: &BoxSpec,
+    cgroups: &BoxCgroups,
+    signals: &SigSet,
+) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     cgroups.join()?;
     mount_namespace::close_inherited_fds()?;
@@ -239,7 +248,9 @@ fn init(spec: &BoxSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infall
             harden(spec)?;
             exec_with(spec.command, &environment(spec))
         }),
-        ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),
+        ForkResult::Parent { child } => {
+            std::process::exit(namespaces::supervise(child, signals)?)
+        }
     }
 }
 // ANCHOR_END: init
@@ -258,9 +269,10 @@ const PROC_READ_ONLY: [&str; 5] = [
 ];
 
 /// Files of /proc that tell about the host's kernel and its hardware, and nothing
-/// about the box: its memory, its keyrings, every timer and interrupt on the machine,
-/// which physical pages are in use (the raw material of Rowhammer exploits). Docker
-/// and runc hide the first ones; the kpage* files, box root could read too.
+/// about the box: its memory, its keyrings, every timer and interrupt on the
+/// machine, which physical pages are in use (the raw material of Rowhammer
+/// exploits). Docker and runc hide the first ones; the kpage* files, box root could
+/// read too.
 const PROC_MASKED: [&str; 13] = [
     "/proc/kcore",
     "/proc/keys",
@@ -284,23 +296,25 @@ const PROC_MASKED: [&str; 13] = [
 /// read-only tmpfs). The box cannot undo this: it may not mount or unmount.
 fn mask_proc() -> Result<()> {
     // ANCHOR: mask_proc
-    // TODO: For each path of PROC_READ_ONLY that exists: mount(2) it onto itself with
-    //       MsFlags::MS_BIND | MS_REC, then make that mount read-only with
-    //       mount_namespace::remount_read_only(path). For each path of PROC_MASKED that
-    //       exists: a directory gets an empty tmpfs, mounted with MS_RDONLY; a file gets
-    //       /dev/null bind-mounted over it (MS_BIND). Skip paths this kernel lacks.
+    // TODO: For each path of PROC_READ_ONLY that exists: mount(2) it onto itself
+    //       with MsFlags::MS_BIND | MS_REC, then make that mount read-only with
+    //       mount_namespace::remount_read_only(path). For each path of PROC_MASKED
+    //       that exists: a directory gets an empty tmpfs, mounted with MS_RDONLY; a
+    //       file gets /dev/null bind-mounted over it (MS_BIND). Skip paths this
+    //       kernel lacks.
     todo!(
-        "step 05, `mask_proc`: not written yet. Read the TODO above this line in chapters/05-hardening.rs, or run `cargo run -- hint 5`"
+        "step 05, `mask_proc`: not written yet. Read the TODO above this line in \
+         chapters/05-hardening.rs, or run `cargo run -- hint 5`"
     );
     // ANCHOR_END: mask_proc
 }
 
 // ANCHOR: lock_down_root
-/// The rootfs is a directory of the host's, and so is every mount the host has under
-/// it: make all of them `nodev` (and read-only with `--read-only`), recursively, with
-/// mount_setattr(2). A device node the host or an image left in the rootfs (the host's
-/// console, /dev/kvm, a disk) then opens nothing in the box. The box's own /dev, a
-/// tmpfs mounted after this, keeps its few nodes working.
+/// The rootfs is a directory of the host's, and so is every mount the host has
+/// under it: make all of them `nodev` (and read-only with `--read-only`),
+/// recursively, with mount_setattr(2). A device node the host or an image left in
+/// the rootfs (the host's console, /dev/kvm, a disk) then opens nothing in the box.
+/// The box's own /dev, a tmpfs mounted after this, keeps its few nodes working.
 fn lock_down_root(read_only: bool) -> Result<()> {
     let mut set = libc::MOUNT_ATTR_NODEV;
     if read_only {
@@ -312,8 +326,8 @@ fn lock_down_root(read_only: bool) -> Result<()> {
         propagation: 0,
         userns_fd: 0,
     };
-    // SAFETY: mount_setattr reads one struct mount_attr, of the size we pass, and the
-    // path, a C string that lives across the call.
+    // SAFETY: mount_setattr reads one struct mount_attr, of the size we pass, and
+    // the path, a C string that lives across the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -328,12 +342,14 @@ fn lock_down_root(read_only: bool) -> Result<()> {
         Ok(_) => Ok(()),
         // Linux before 5.12 has no mount_setattr: "/" alone, then.
         Err(Errno::ENOSYS) => {
-            let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NODEV;
+            let mut flags =
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NODEV;
             if read_only {
                 flags |= MsFlags::MS_RDONLY;
             }
             let none = None::<&str>;
-            mount(none, "/", none, flags, none).context("mount(/, MS_REMOUNT | MS_BIND | MS_NODEV)")
+            mount(none, "/", none, flags, none)
+                .context("mount(/, MS_REMOUNT | MS_BIND | MS_NODEV)")
         }
         Err(e) => Err(e).context("mount_setattr(/, AT_RECURSIVE, nodev)"),
     }
@@ -357,15 +373,16 @@ fn box_stdio(spec: &BoxSpec) -> Result<Option<Relay>> {
 // ANCHOR_END: box_stdio
 
 // ANCHOR: new_session
-/// A session of its own for the command, so it has no controlling terminal: not even
-/// /dev/tty, which names the controlling terminal, leads back to the caller's, and
-/// signals from the keyboard reach the box only through init. With `--tty`, the box's
-/// own pseudo-terminal (already on fds 0-2) becomes its controlling terminal, so a
-/// shell there has job control.
+/// A session of its own for the command, so it has no controlling terminal: not
+/// even /dev/tty, which names the controlling terminal, leads back to the caller's,
+/// and signals from the keyboard reach the box only through init. With `--tty`, the
+/// box's own pseudo-terminal (already on fds 0-2) becomes its controlling terminal,
+/// so a shell there has job control.
 fn new_session(tty: bool) -> Result<()> {
     nix::unistd::setsid().context("setsid()")?;
     if tty {
-        // SAFETY: TIOCSCTTY takes an integer (0: do not steal it from another session).
+        // SAFETY: TIOCSCTTY takes an integer (0: do not steal it from another
+        // session).
         let rc = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
         Errno::result(rc).context("ioctl(0, TIOCSCTTY, 0): the box's terminal")?;
     }
@@ -375,7 +392,8 @@ fn new_session(tty: bool) -> Result<()> {
 
 // ANCHOR: environment
 /// The PATH a box gets: docker's default.
-const BOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const BOX_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The command's environment, made from nothing, as `docker run` makes it: whatever
 /// the caller's shell holds (tokens, keys, passwords) stays outside. TERM describes
@@ -432,10 +450,10 @@ fn harden(spec: &BoxSpec) -> Result<()> {
 
 // ANCHOR: keep
 /// What the box keeps of root's powers. Docker keeps fourteen; we keep these eight
-/// and leave out mknod (the box has the devices it needs), net_raw (forged packets),
-/// sys_chroot (the chroot escape), setfcap (file capabilities), audit_write, and
-/// fsetid: with it, a setuid file keeps its bit when the box rewrites it, and a
-/// setuid-root program in the rootfs becomes the box's own.
+/// and leave out mknod (the box has the devices it needs), net_raw (forged
+/// packets), sys_chroot (the chroot escape), setfcap (file capabilities),
+/// audit_write, and fsetid: with it, a setuid file keeps its bit when the box
+/// rewrites it, and a setuid-root program in the rootfs becomes the box's own.
 const KEEP: [&str; 8] = [
     "chown",            // change a file's owner
     "dac_override",     // read and write files regardless of their mode
@@ -451,15 +469,16 @@ const KEEP: [&str; 8] = [
 /// Reduce this process's capabilities to KEEP, in every set that matters.
 fn drop_capabilities() -> Result<()> {
     // ANCHOR: drop_capabilities
-    // TODO: caps::set_of(&KEEP) is a caps::CapSet, a u64 with bit N set for capability N.
-    //       The bounding set limits what any exec can ever grant: for every number n from
-    //       0 to caps::last_cap() whose bit is not in the kept set, call
-    //       caps::drop_from_bounding(n). Then caps::clear_ambient(), and caps::set() with
-    //       a caps::Sets { effective, permitted, inheritable }: the kept set, the kept
-    //       set, and 0. Clearing only the effective set would not last: root gets the
-    //       bounding set back at its next exec.
+    // TODO: caps::set_of(&KEEP) is a caps::CapSet, a u64 with bit N set for
+    //       capability N. The bounding set limits what any exec can ever grant: for
+    //       every number n from 0 to caps::last_cap() whose bit is not in the kept
+    //       set, call caps::drop_from_bounding(n). Then caps::clear_ambient(), and
+    //       caps::set() with a caps::Sets { effective, permitted, inheritable }:
+    //       the kept set, the kept set, and 0. Clearing only the effective set
+    //       would not last: root gets the bounding set back at its next exec.
     todo!(
-        "step 05, `drop_capabilities`: not written yet. Read the TODO above this line in chapters/05-hardening.rs, or run `cargo run -- hint 5`"
+        "step 05, `drop_capabilities`: not written yet. Read the TODO above this \
+         line in chapters/05-hardening.rs, or run `cargo run -- hint 5`"
     );
     // ANCHOR_END: drop_capabilities
 }
@@ -586,15 +605,18 @@ fn filter() -> Vec<seccomp::Instruction> {
         ret(KILL_PROCESS),
     ];
     // ANCHOR: deny_list
-    // TODO: For each (number, _) in REFUSED, add two instructions: jump_if_equal(number
-    //       as u32, 0, 1), then ret(errno(Errno::EPERM)). If the number matches, the next
-    //       instruction (the refusal) runs; if not, skip one and go on to the next pair.
+    // TODO: For each (number, _) in REFUSED, add two instructions:
+    //       jump_if_equal(number as u32, 0, 1), then ret(errno(Errno::EPERM)). If
+    //       the number matches, the next instruction (the refusal) runs; if not,
+    //       skip one and go on to the next pair.
     todo!(
-        "step 05, `deny_list`: not written yet. Read the TODO above this line in chapters/05-hardening.rs, or run `cargo run -- hint 5`"
+        "step 05, `deny_list`: not written yet. Read the TODO above this line in \
+         chapters/05-hardening.rs, or run `cargo run -- hint 5`"
     );
     // ANCHOR_END: deny_list
-    // clone3 and openat2 pass their flags and modes in memory, where a filter cannot
-    // look: say "no such call", and the C library falls back to clone and openat.
+    // clone3 and openat2 pass their flags and modes in memory, where a filter
+    // cannot look: say "no such call", and the C library falls back to clone and
+    // openat.
     program.extend([
         jump_if_equal(libc::SYS_clone3 as u32, 0, 1),
         ret(errno(Errno::ENOSYS)),
@@ -622,7 +644,11 @@ fn filter() -> Vec<seccomp::Instruction> {
 }
 
 /// Call `number` is refused when its argument `arg` has any of `bits` set.
-fn refuse_if_any_bit(number: i64, arg: u32, bits: u32) -> Vec<seccomp::Instruction> {
+fn refuse_if_any_bit(
+    number: i64,
+    arg: u32,
+    bits: u32,
+) -> Vec<seccomp::Instruction> {
     use seccomp::*;
     vec![
         load(NR),
@@ -634,7 +660,11 @@ fn refuse_if_any_bit(number: i64, arg: u32, bits: u32) -> Vec<seccomp::Instructi
 }
 
 /// Call `number` is refused when its argument `arg` is one of `values`.
-fn refuse_if_one_of(number: i64, arg: u32, values: &[u32]) -> Vec<seccomp::Instruction> {
+fn refuse_if_one_of(
+    number: i64,
+    arg: u32,
+    values: &[u32],
+) -> Vec<seccomp::Instruction> {
     use seccomp::*;
     let n = values.len() as u8;
     let mut rule = vec![
@@ -652,7 +682,11 @@ fn refuse_if_one_of(number: i64, arg: u32, values: &[u32]) -> Vec<seccomp::Instr
 }
 
 /// Call `number` is refused unless its argument `arg` is one of `values`.
-fn refuse_unless_one_of(number: i64, arg: u32, values: &[u32]) -> Vec<seccomp::Instruction> {
+fn refuse_unless_one_of(
+    number: i64,
+    arg: u32,
+    values: &[u32],
+) -> Vec<seccomp::Instruction> {
     use seccomp::*;
     let n = values.len() as u8;
     let mut rule = vec![
@@ -661,7 +695,8 @@ fn refuse_unless_one_of(number: i64, arg: u32, values: &[u32]) -> Vec<seccomp::I
         load(arg_low(arg)),
     ];
     for (i, value) in (0u8..).zip(values) {
-        // Equal: past the refusal. Not: the next value, and after the last, the refusal.
+        // Equal: past the refusal. Not: the next value, and after the last, the
+        // refusal.
         rule.push(jump_if_equal(*value, n - i, 0));
     }
     rule.push(ret(errno(Errno::EPERM)));
@@ -675,7 +710,9 @@ fn bring_up_loopback() -> Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     // SAFETY: socket(2) takes integers; the descriptor it returns is ours, and
     // OwnedFd closes it however this function returns.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let raw = unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+    };
     let raw = Errno::result(raw).context("socket(AF_INET, SOCK_DGRAM)")?;
     // SAFETY: `raw` is the new socket, owned by nothing else.
     let socket = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -685,12 +722,15 @@ fn bring_up_loopback() -> Result<()> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `request`.
-    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) };
+    let rc = unsafe {
+        libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request)
+    };
     Errno::result(rc).context("ioctl(lo, SIOCGIFFLAGS)")?;
     // SAFETY: the kernel just filled in the flags member of the union.
     unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
     // SAFETY: SIOCSIFFLAGS reads the name and the flags from `request`.
-    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) };
+    let rc =
+        unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) };
     Errno::result(rc).context("ioctl(lo, SIOCSIFFLAGS, IFF_UP)")?;
     Ok(())
 }

@@ -26,14 +26,15 @@
 //! ```
 
 // Your copy of step 07. Replace each todo!() with your code, then run
-// `cargo run -- check 7`. (Generated from solutions/07-kvm-real-mode.rs: `cargo run -- reset 7`
-// brings this version back.)
+// `cargo run -- check 7`. (Generated from solutions/07-kvm-real-mode.rs:
+// `cargo run -- reset 7` brings this version back.)
 
 use isolab::prelude::*;
 use isolab::vm::{Exit, GuestMemory, KvmArgs, RunArea, Trace};
 use kvm_bindings::{
-    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO, KVM_EXIT_IO_OUT,
-    KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
+    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO,
+    KVM_EXIT_IO_OUT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, kvm_regs, kvm_sregs,
+    kvm_userspace_memory_region,
 };
 use nix::{ioctl_read, ioctl_write_int_bad, ioctl_write_ptr, request_code_none};
 use std::fs::File;
@@ -120,16 +121,18 @@ fn main() -> ExitCode {
 // ANCHOR: api_version
 /// KVM_GET_API_VERSION: 12 since Linux 2.6.22, and KVM promises never to change it.
 pub fn api_version(kvm: &File, device: &Path) -> Result<i32> {
-    // _IO ioctls take no argument, but KVM refuses one that is not 0 (EINVAL), so we
-    // declare them as "write an int" and pass 0 ourselves.
+    // _IO ioctls take no argument, but KVM refuses one that is not 0 (EINVAL), so
+    // we declare them as "write an int" and pass 0 ourselves.
     ioctl_write_int_bad!(kvm_get_api_version, request_code_none!(KVMIO, 0x00));
-    // SAFETY: KVM_GET_API_VERSION reads nothing from us and writes nothing to our memory.
-    let version = unsafe { kvm_get_api_version(kvm.as_raw_fd(), 0) }.with_context(|| {
-        format!(
-            "ioctl({}, KVM_GET_API_VERSION, 0): not a KVM device?",
-            device.display()
-        )
-    })?;
+    // SAFETY: KVM_GET_API_VERSION reads nothing from us and writes nothing to our
+    // memory.
+    let version =
+        unsafe { kvm_get_api_version(kvm.as_raw_fd(), 0) }.with_context(|| {
+            format!(
+                "ioctl({}, KVM_GET_API_VERSION, 0): not a KVM device?",
+                device.display()
+            )
+        })?;
     if version != 12 {
         bail!("KVM API version {version}, but this program speaks version 12");
     }
@@ -139,7 +142,8 @@ pub fn api_version(kvm: &File, device: &Path) -> Result<i32> {
 /// KVM_CHECK_EXTENSION: 0 when the capability is missing, 1 (or a number) when not.
 pub fn check_extension(kvm: &File, capability: u32) -> Result<i32> {
     ioctl_write_int_bad!(kvm_check_extension, request_code_none!(KVMIO, 0x03));
-    // SAFETY: the argument is a plain integer, and the kernel writes nothing to our memory.
+    // SAFETY: the argument is a plain integer, and the kernel writes nothing to
+    // our memory.
     unsafe { kvm_check_extension(kvm.as_raw_fd(), capability as i32) }
         .with_context(|| format!("ioctl(KVM_CHECK_EXTENSION, {capability})"))
 }
@@ -192,16 +196,20 @@ fn run_guest(kvm: &File, report: bool) -> Result<i32> {
 pub fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
     // ANCHOR: create_vm
     // TODO: Declare two ioctls with nix's macros, then call them:
-    //       - KVM_CREATE_VM is _IO(KVMIO, 0x01) and takes the machine type, 0 on x86:
-    //         `ioctl_write_int_bad!(kvm_create_vm, request_code_none!(KVMIO, 0x01));`
-    //         It returns the new VM's fd: wrap it with `OwnedFd::from_raw_fd`.
-    //       - KVM_SET_USER_MEMORY_REGION is _IOW(KVMIO, 0x46, kvm_userspace_memory_region):
-    //         `ioctl_write_ptr!`. Call it on the VM's fd with slot 0, guest_phys_addr 0,
-    //         memory_size memory.size(), userspace_addr memory.host_address().
-    //       Each call is unsafe: say why it is sound in a `// SAFETY:` comment, and give
-    //       each error a context naming the ioctl, e.g. "ioctl(KVM_CREATE_VM, 0)".
+    //       - KVM_CREATE_VM is _IO(KVMIO, 0x01) and takes the machine type, 0 on
+    //         x86: `ioctl_write_int_bad!(kvm_create_vm, request_code_none!(KVMIO,
+    //         0x01));` It returns the new VM's fd: wrap it with
+    //         `OwnedFd::from_raw_fd`.
+    //       - KVM_SET_USER_MEMORY_REGION is _IOW(KVMIO, 0x46,
+    //         kvm_userspace_memory_region): `ioctl_write_ptr!`. Call it on the VM's
+    //         fd with slot 0, guest_phys_addr 0, memory_size memory.size(),
+    //         userspace_addr memory.host_address().
+    //       Each call is unsafe: say why it is sound in a `// SAFETY:` comment, and
+    //       give each error a context naming the ioctl, e.g. "ioctl(KVM_CREATE_VM,
+    //       0)".
     todo!(
-        "step 07, `create_vm`: not written yet. Read the TODO above this line in chapters/07-kvm-real-mode.rs, or run `cargo run -- hint 7`"
+        "step 07, `create_vm`: not written yet. Read the TODO above this line in \
+         chapters/07-kvm-real-mode.rs, or run `cargo run -- hint 7`"
     );
     // ANCHOR_END: create_vm
 }
@@ -210,13 +218,15 @@ pub fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
 pub fn create_vcpu(kvm: &File, vm: &OwnedFd) -> Result<(OwnedFd, RunArea)> {
     // ANCHOR: create_vcpu
     // TODO: Declare and call two more:
-    //       - KVM_CREATE_VCPU is _IO(KVMIO, 0x41), on the VM's fd; its argument is the
-    //         vCPU's id, 0. It returns the vCPU's fd.
-    //       - KVM_GET_VCPU_MMAP_SIZE is _IO(KVMIO, 0x04), on /dev/kvm's fd (`kvm`), with
-    //         the argument 0: KVM refuses any other. It returns how many bytes to map.
+    //       - KVM_CREATE_VCPU is _IO(KVMIO, 0x41), on the VM's fd; its argument is
+    //         the vCPU's id, 0. It returns the vCPU's fd.
+    //       - KVM_GET_VCPU_MMAP_SIZE is _IO(KVMIO, 0x04), on /dev/kvm's fd (`kvm`),
+    //         with the argument 0: KVM refuses any other. It returns how many bytes
+    //         to map.
     //       Then map the vCPU's shared run structure: `RunArea::map(&vcpu, size)`.
     todo!(
-        "step 07, `create_vcpu`: not written yet. Read the TODO above this line in chapters/07-kvm-real-mode.rs, or run `cargo run -- hint 7`"
+        "step 07, `create_vcpu`: not written yet. Read the TODO above this line in \
+         chapters/07-kvm-real-mode.rs, or run `cargo run -- hint 7`"
     );
     // ANCHOR_END: create_vcpu
 }
@@ -226,15 +236,16 @@ pub fn set_real_mode(vcpu: &OwnedFd) -> Result<()> {
     // ANCHOR: set_real_mode
     // TODO: Declare KVM_GET_SREGS (_IOR(KVMIO, 0x83, kvm_sregs): `ioctl_read!`),
     //       KVM_SET_SREGS (_IOW(KVMIO, 0x84, kvm_sregs)) and KVM_SET_REGS
-    //       (_IOW(KVMIO, 0x82, kvm_regs)): `ioctl_write_ptr!`.
-    //       A new vCPU is in real mode already, at the reset vector (cs base 0xffff0000,
-    //       rip 0xfff0), where this VM has no memory. Read its segment registers, set cs
-    //       and ds to the guest's code: selector GUEST_ADDRESS >> 4 and base GUEST_ADDRESS
-    //       (in real mode, base = selector * 16), and write them back. Then set the
-    //       general registers: rip 0 (the code starts at offset 0 of cs) and rflags 0x2
-    //       (bit 1 is reserved and always 1).
+    //       (_IOW(KVMIO, 0x82, kvm_regs)): `ioctl_write_ptr!`. A new vCPU is in
+    //       real mode already, at the reset vector (cs base 0xffff0000, rip
+    //       0xfff0), where this VM has no memory. Read its segment registers, set
+    //       cs and ds to the guest's code: selector GUEST_ADDRESS >> 4 and base
+    //       GUEST_ADDRESS (in real mode, base = selector * 16), and write them
+    //       back. Then set the general registers: rip 0 (the code starts at offset
+    //       0 of cs) and rflags 0x2 (bit 1 is reserved and always 1).
     todo!(
-        "step 07, `set_real_mode`: not written yet. Read the TODO above this line in chapters/07-kvm-real-mode.rs, or run `cargo run -- hint 7`"
+        "step 07, `set_real_mode`: not written yet. Read the TODO above this line \
+         in chapters/07-kvm-real-mode.rs, or run `cargo run -- hint 7`"
     );
     // ANCHOR_END: set_real_mode
 }
@@ -243,13 +254,13 @@ pub fn set_real_mode(vcpu: &OwnedFd) -> Result<()> {
 /// KVM_RUN: run the guest until it does something we must handle. The answer is in
 /// the shared run structure, not in the return value: KVM itself writes it into the
 /// run area during the call. We never touch `_run` here; taking it as `&mut` is how
-/// the compiler checks what the kernel needs, that no reference of ours into the run
-/// area is alive while KVM_RUN writes there.
+/// the compiler checks what the kernel needs, that no reference of ours into the
+/// run area is alive while KVM_RUN writes there.
 pub fn run_vcpu(vcpu: &OwnedFd, _run: &mut RunArea) -> Result<()> {
     ioctl_write_int_bad!(kvm_run, request_code_none!(KVMIO, 0x80));
     // SAFETY: no pointer argument. The kernel writes only to the vCPU's kvm_run
-    // mapping, of which we hold the one &mut for the whole call, and to guest memory,
-    // which GuestMemory never lends out (its reads are copies).
+    // mapping, of which we hold the one &mut for the whole call, and to guest
+    // memory, which GuestMemory never lends out (its reads are copies).
     unsafe { kvm_run(vcpu.as_raw_fd(), 0) }.map_err(isolab::vm::run_failed)?;
     Ok(())
 }
@@ -258,20 +269,22 @@ pub fn run_vcpu(vcpu: &OwnedFd, _run: &mut RunArea) -> Result<()> {
 /// Why the vCPU stopped, read from the shared run structure.
 pub fn decode(run: &RunArea) -> Result<Exit> {
     // ANCHOR: decode
-    // TODO: Read `run.run().exit_reason` and turn it into an `Exit`. The details are in
-    //       the union `run.run().__bindgen_anon_1`, in the member the reason names;
-    //       reading a union member is unsafe (SAFETY: the exit reason says which one the
-    //       kernel filled).
-    //       - KVM_EXIT_IO: member `io` (direction, size, port, count, data_offset). The
-    //         data is in the run area itself, `size` bytes at `io.data_offset`:
-    //         `run.bytes(io.data_offset, size)`, little-endian. KVM_EXIT_IO_OUT gives
-    //         Exit::IoOut with the value; otherwise Exit::IoIn.
+    // TODO: Read `run.run().exit_reason` and turn it into an `Exit`. The details
+    //       are in the union `run.run().__bindgen_anon_1`, in the member the reason
+    //       names; reading a union member is unsafe (SAFETY: the exit reason says
+    //       which one the kernel filled).
+    //       - KVM_EXIT_IO: member `io` (direction, size, port, count, data_offset).
+    //         The data is in the run area itself, `size` bytes at `io.data_offset`:
+    //         `run.bytes(io.data_offset, size)`, little-endian. KVM_EXIT_IO_OUT
+    //         gives Exit::IoOut with the value; otherwise Exit::IoIn.
     //       - KVM_EXIT_MMIO: member `mmio` (phys_addr, data, len, is_write).
-    //       - KVM_EXIT_HLT, KVM_EXIT_SHUTDOWN; KVM_EXIT_FAIL_ENTRY (member `fail_entry`,
-    //         hardware_entry_failure_reason); KVM_EXIT_INTERNAL_ERROR (member `internal`,
-    //         suberror). Anything else: Exit::Other with the reason.
+    //       - KVM_EXIT_HLT, KVM_EXIT_SHUTDOWN; KVM_EXIT_FAIL_ENTRY (member
+    //         `fail_entry`, hardware_entry_failure_reason); KVM_EXIT_INTERNAL_ERROR
+    //         (member `internal`, suberror). Anything else: Exit::Other with the
+    //         reason.
     todo!(
-        "step 07, `decode`: not written yet. Read the TODO above this line in chapters/07-kvm-real-mode.rs, or run `cargo run -- hint 7`"
+        "step 07, `decode`: not written yet. Read the TODO above this line in \
+         chapters/07-kvm-real-mode.rs, or run `cargo run -- hint 7`"
     );
     // ANCHOR_END: decode
 }

@@ -28,11 +28,13 @@
 //! ```
 
 // Your copy of step 08. Replace each todo!() with your code, then run
-// `cargo run -- check 8`. (Generated from solutions/08-kvm-long-mode.rs: `cargo run -- reset 8`
-// brings this version back.)
+// `cargo run -- check 8`. (Generated from solutions/08-kvm-long-mode.rs:
+// `cargo run -- reset 8` brings this version back.)
 
 use isolab::prelude::*;
-use isolab::vm::{CODE_SELECTOR, DATA_SELECTOR, Exit, GDT, GuestMemory, KvmArgs, RunArea, Trace};
+use isolab::vm::{
+    CODE_SELECTOR, DATA_SELECTOR, Exit, GDT, GuestMemory, KvmArgs, RunArea, Trace,
+};
 use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
 use nix::{ioctl_read, ioctl_write_ptr};
 use std::fs::File;
@@ -79,7 +81,9 @@ impl Mistake {
             Mistake::TrapFlag => regs.rflags |= 0x100,
             Mistake::CodeSegment => sregs.cs.present = 0,
             Mistake::NoPae => sregs.cr4 &= !CR4_PAE,
-            Mistake::Int3 => regs.rip = guest_address(&raw const GUEST_LONG_MODE_BREAKPOINT),
+            Mistake::Int3 => {
+                regs.rip = guest_address(&raw const GUEST_LONG_MODE_BREAKPOINT)
+            }
         }
     }
 }
@@ -101,7 +105,7 @@ const STACK_TOP: u64 = MEMORY_SIZE as u64;
 const DOUBLER: u64 = 0x1000_0000;
 /// Hypercalls: `out` to these ports with eax holding the argument.
 const HYPERCALL_PRINT: u16 = 0x500; // eax: guest address of a NUL-terminated string
-const HYPERCALL_EXIT: u16 = 0x501; // eax: the exit code (isa-debug-exit's port in QEMU)
+const HYPERCALL_EXIT: u16 = 0x501; // eax: the exit code (QEMU's isa-debug-exit)
 // ANCHOR_END: layout
 
 // ANCHOR: control_bits
@@ -109,12 +113,13 @@ const CR0_PE: u64 = 1 << 0; // protected mode
 const CR0_PG: u64 = 1 << 31; // paging
 const CR4_PAE: u64 = 1 << 5; // 64-bit page-table entries: long mode needs them
 const EFER_LME: u64 = 1 << 8; // long mode enable
-const EFER_LMA: u64 = 1 << 10; // long mode active (the CPU sets it; KVM wants it set)
+const EFER_LMA: u64 = 1 << 10; // long mode active (set by the CPU; KVM wants it)
 // ANCHOR_END: control_bits
 
 // ANCHOR: guest
-// The guest: 64-bit code. It runs at GUEST_ADDRESS with paging on, and since the page
-// tables map every address to itself, rip-relative addresses are guest-physical too.
+// The guest: 64-bit code. It runs at GUEST_ADDRESS with paging on, and since the
+// page tables map every address to itself, rip-relative addresses are
+// guest-physical too.
 core::arch::global_asm!(
     r#"
     .pushsection .rodata.guest_long_mode, "a"
@@ -126,7 +131,7 @@ GUEST_LONG_MODE_START:
     out dx, eax                     # hypercall: print(hello)
     mov dword ptr [{doubler}], 21   # no memory there: an MMIO write exit
     mov ebx, dword ptr [{doubler}]  # an MMIO read exit; the host answers
-    mov qword ptr [rip + GUEST_LONG_MODE_ANSWER], rbx  # keep it, for the host to find
+    mov qword ptr [rip + GUEST_LONG_MODE_ANSWER], rbx  # kept for the host to find
     cmp ebx, 42
     lea rax, [rip + right]
     lea rcx, [rip + wrong]
@@ -189,13 +194,16 @@ fn main() -> ExitCode {
         let kvm = isolab::vm::open(&args.kvm.device)?;
         let version = kvm_real_mode::api_version(&kvm, &args.kvm.device)?;
         println!("KVM API version {version}");
-        isolab::vm::print_capabilities(|cap| kvm_real_mode::check_extension(&kvm, cap))?;
+        isolab::vm::print_capabilities(|cap| {
+            kvm_real_mode::check_extension(&kvm, cap)
+        })?;
         isolab::vm::repeat(args.kvm.repeat, |report| run_guest(&kvm, &args, report))
     })
 }
 
 // ANCHOR: run_guest
-/// One VM, from nothing to the guest's exit hypercall. Returns the guest's exit code.
+/// One VM, from nothing to the guest's exit hypercall. Returns the guest's exit
+/// code.
 fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
     let mut memory = GuestMemory::new(MEMORY_SIZE)?;
     memory.write(GDT_ADDRESS, &isolab::vm::x86::gdt_bytes())?;
@@ -226,16 +234,18 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
         let exit = kvm_real_mode::decode(&run)?;
         trace.push(&exit);
         match exit {
-            Exit::IoOut { port, value, .. } => match hypercall(port, value, &memory)? {
-                Hypercall::Print(text) => {
-                    trace.note(format!("print {text:?}"));
-                    said += &text;
+            Exit::IoOut { port, value, .. } => {
+                match hypercall(port, value, &memory)? {
+                    Hypercall::Print(text) => {
+                        trace.note(format!("print {text:?}"));
+                        said += &text;
+                    }
+                    Hypercall::Exit(code) => {
+                        trace.note(format!("exit({code})"));
+                        break code;
+                    }
                 }
-                Hypercall::Exit(code) => {
-                    trace.note(format!("exit({code})"));
-                    break code;
-                }
-            },
+            }
             Exit::MmioWrite { .. } | Exit::MmioRead { .. } => {
                 let note = mmio(&mut doubler, &exit, &mut run)?;
                 trace.note(note);
@@ -272,14 +282,15 @@ fn set_long_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
     //         cr4 = CR4_PAE, efer = EFER_LME | EFER_LMA, cr0 = CR0_PE | CR0_PG;
     //       - the GDT: sregs.gdt is a kvm_dtable with base GDT_ADDRESS and limit
     //         size_of_val(&GDT) - 1;
-    //       - segments: the CPU uses the copies in kvm_segment, not the GDT, so they must
-    //         say what the descriptors say (isolab::vm::GDT): cs gets selector
-    //         CODE_SELECTOR, base 0, limit 0xffff_ffff, type_ 0xb, present 1, s 1, l 1
-    //         (64-bit code), db 0, g 1; ds, es, fs, gs and ss get selector DATA_SELECTOR,
-    //         type_ 0x3, db 1, l 0, and the rest as for cs;
+    //       - segments: the CPU uses the copies in kvm_segment, not the GDT, so
+    //         they must say what the descriptors say (isolab::vm::GDT): cs gets
+    //         selector CODE_SELECTOR, base 0, limit 0xffff_ffff, type_ 0xb, present
+    //         1, s 1, l 1 (64-bit code), db 0, g 1; ds, es, fs, gs and ss get
+    //         selector DATA_SELECTOR, type_ 0x3, db 1, l 0, and the rest as for cs;
     //       - regs: rip GUEST_ADDRESS, rsp STACK_TOP, rflags 0x2.
     todo!(
-        "step 08, `long_mode`: not written yet. Read the TODO above this line in chapters/08-kvm-long-mode.rs, or run `cargo run -- hint 8`"
+        "step 08, `long_mode`: not written yet. Read the TODO above this line in \
+         chapters/08-kvm-long-mode.rs, or run `cargo run -- hint 8`"
     );
     // ANCHOR_END: long_mode
 }
@@ -295,12 +306,14 @@ enum Hypercall {
 /// The guest wrote `value` to `port`: which hypercall is it?
 fn hypercall(port: u16, value: u32, memory: &GuestMemory) -> Result<Hypercall> {
     // ANCHOR: hypercall
-    // TODO: HYPERCALL_PRINT: `value` is the guest-physical address of a NUL-terminated
-    //       string; read it from guest memory (memory.read_c_string) and return
-    //       Hypercall::Print. HYPERCALL_EXIT: `value` is the exit code, Hypercall::Exit.
-    //       Any other port has no device behind it: an error that names the port.
+    // TODO: HYPERCALL_PRINT: `value` is the guest-physical address of a
+    //       NUL-terminated string; read it from guest memory (memory.read_c_string)
+    //       and return Hypercall::Print. HYPERCALL_EXIT: `value` is the exit code,
+    //       Hypercall::Exit. Any other port has no device behind it: an error that
+    //       names the port.
     todo!(
-        "step 08, `hypercall`: not written yet. Read the TODO above this line in chapters/08-kvm-long-mode.rs, or run `cargo run -- hint 8`"
+        "step 08, `hypercall`: not written yet. Read the TODO above this line in \
+         chapters/08-kvm-long-mode.rs, or run `cargo run -- hint 8`"
     );
     // ANCHOR_END: hypercall
 }
@@ -317,14 +330,16 @@ struct Doubler {
 /// Returns a note for the trace.
 fn mmio(doubler: &mut Doubler, exit: &Exit, run: &mut RunArea) -> Result<String> {
     // ANCHOR: mmio
-    // TODO: An MmioWrite to DOUBLER: remember the value. An MmioRead from DOUBLER: the
-    //       answer is twice the value. The guest's instruction is still waiting for it:
-    //       put its `len` low bytes (little-endian) into the `mmio.data` of the shared
-    //       run structure (`run.run_mut().__bindgen_anon_1.mmio`), and KVM hands them to
-    //       the guest on the next KVM_RUN. Return a note: "stored 21", "answered 42".
-    //       Any other address: an error, there is neither memory nor a device there.
+    // TODO: An MmioWrite to DOUBLER: remember the value. An MmioRead from DOUBLER:
+    //       the answer is twice the value. The guest's instruction is still waiting
+    //       for it: put its `len` low bytes (little-endian) into the `mmio.data` of
+    //       the shared run structure (`run.run_mut().__bindgen_anon_1.mmio`), and
+    //       KVM hands them to the guest on the next KVM_RUN. Return a note: "stored
+    //       21", "answered 42". Any other address: an error, there is neither
+    //       memory nor a device there.
     todo!(
-        "step 08, `mmio`: not written yet. Read the TODO above this line in chapters/08-kvm-long-mode.rs, or run `cargo run -- hint 8`"
+        "step 08, `mmio`: not written yet. Read the TODO above this line in \
+         chapters/08-kvm-long-mode.rs, or run `cargo run -- hint 8`"
     );
     // ANCHOR_END: mmio
 }
@@ -356,8 +371,10 @@ fn report_state(vcpu: &OwnedFd, memory: &GuestMemory) -> Result<()> {
 pub fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
     ioctl_read!(kvm_get_regs, KVMIO, 0x81, kvm_regs);
     let mut regs = kvm_regs::default();
-    // SAFETY: the kernel writes one kvm_regs into `regs`, which is exactly that big.
-    unsafe { kvm_get_regs(vcpu.as_raw_fd(), &mut regs) }.context("ioctl(KVM_GET_REGS)")?;
+    // SAFETY: the kernel writes one kvm_regs into `regs`, which is exactly that
+    // big.
+    unsafe { kvm_get_regs(vcpu.as_raw_fd(), &mut regs) }
+        .context("ioctl(KVM_GET_REGS)")?;
     Ok(regs)
 }
 
@@ -365,7 +382,8 @@ pub fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
 pub fn set_regs(vcpu: &OwnedFd, regs: &kvm_regs) -> Result<()> {
     ioctl_write_ptr!(kvm_set_regs, KVMIO, 0x82, kvm_regs);
     // SAFETY: the kernel only reads `regs`, a valid kvm_regs.
-    unsafe { kvm_set_regs(vcpu.as_raw_fd(), regs) }.context("ioctl(KVM_SET_REGS)")?;
+    unsafe { kvm_set_regs(vcpu.as_raw_fd(), regs) }
+        .context("ioctl(KVM_SET_REGS)")?;
     Ok(())
 }
 
@@ -373,8 +391,10 @@ pub fn set_regs(vcpu: &OwnedFd, regs: &kvm_regs) -> Result<()> {
 pub fn get_sregs(vcpu: &OwnedFd) -> Result<kvm_sregs> {
     ioctl_read!(kvm_get_sregs, KVMIO, 0x83, kvm_sregs);
     let mut sregs = kvm_sregs::default();
-    // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that big.
-    unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }.context("ioctl(KVM_GET_SREGS)")?;
+    // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that
+    // big.
+    unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }
+        .context("ioctl(KVM_GET_SREGS)")?;
     Ok(sregs)
 }
 
@@ -385,7 +405,8 @@ pub fn set_sregs(vcpu: &OwnedFd, sregs: &kvm_sregs) -> Result<()> {
     // SAFETY: the kernel only reads `sregs`, a valid kvm_sregs.
     unsafe { kvm_set_sregs(vcpu.as_raw_fd(), sregs) }.with_context(|| {
         format!(
-            "ioctl(KVM_SET_SREGS, cr0 {:#x} cr4 {:#x} efer {:#x}): KVM refuses what no CPU could be in",
+            "ioctl(KVM_SET_SREGS, cr0 {:#x} cr4 {:#x} efer {:#x}): KVM refuses \
+             what no CPU could be in",
             sregs.cr0, sregs.cr4, sregs.efer
         )
     })?;

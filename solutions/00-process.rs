@@ -78,7 +78,8 @@ fn run(command: &Command, mistakes: &[Mistake]) -> Result<i32> {
 /// Ask the kernel to SIGKILL us when the runtime dies, so that a runtime killed
 /// halfway never leaves the command running on its own.
 pub fn die_with(runtime: Pid) -> Result<()> {
-    prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG, SIGKILL)")?;
+    prctl::set_pdeathsig(Signal::SIGKILL)
+        .context("prctl(PR_SET_PDEATHSIG, SIGKILL)")?;
     // The runtime may have died before the prctl: then we have a new parent already.
     if getppid() != runtime {
         bail!("the runtime exited before the command started");
@@ -88,10 +89,10 @@ pub fn die_with(runtime: Pid) -> Result<()> {
 
 /// Become the command. execv only returns when it fails.
 pub fn exec(command: &Command) -> Result<Infallible> {
-    // ANCHOR: exec
     //> Replace this program with the command: execv(2) with command.path and
     //> command.argv. It returns only on failure: return that error, with a context
     //> that names the call and the path, e.g. "execv(/bin/probe)".
+    // ANCHOR: exec
     execv(&command.path, &command.argv)
         .with_context(|| format!("execv({})", command.path.to_string_lossy()))
     // ANCHOR_END: exec
@@ -99,10 +100,10 @@ pub fn exec(command: &Command) -> Result<Infallible> {
 
 /// Wait for the child and return its exit status as a shell reports it.
 pub fn wait_for(child: Pid) -> Result<i32> {
-    // ANCHOR: wait
     //> Call waitpid(2) on `child` until it has ended. WaitStatus::Exited(_, code)
     //> gives `code`; WaitStatus::Signaled(_, signal, _) gives 128 + the signal's
     //> number (`signal as i32`). Any other status means it is still alive: wait again.
+    // ANCHOR: wait
     loop {
         match waitpid(child, None).context("waitpid(child)")? {
             WaitStatus::Exited(_, code) => return Ok(code),

@@ -63,7 +63,8 @@ fn run(rootfs: &Path, command: &Command, mistakes: &[Mistake]) -> Result<i32> {
         ForkResult::Child => in_child(|| {
             process::die_with(runtime)?;
             if mistakes.contains(&Mistake::Chdir) {
-                chroot(rootfs).with_context(|| format!("chroot({})", rootfs.display()))?;
+                chroot(rootfs)
+                    .with_context(|| format!("chroot({})", rootfs.display()))?;
             } else {
                 enter_rootfs(rootfs)?;
             }
@@ -76,10 +77,10 @@ fn run(rootfs: &Path, command: &Command, mistakes: &[Mistake]) -> Result<i32> {
 
 /// Make `rootfs` this process's root directory, and move into it.
 pub fn enter_rootfs(rootfs: &Path) -> Result<()> {
-    // ANCHOR: enter_rootfs
     //> chroot(2) into `rootfs`, then chdir(2) to "/". chroot changes what "/" means
     //> but not the working directory, which would stay in the host's tree. Give each
     //> error a context naming the call, e.g. "chroot(/tmp/rootfs)".
+    // ANCHOR: enter_rootfs
     chroot(rootfs).with_context(|| format!("chroot({})", rootfs.display()))?;
     chdir("/").context("chdir(/)")?;
     Ok(())

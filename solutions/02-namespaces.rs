@@ -91,9 +91,15 @@ pub fn waited_signals() -> SigSet {
 }
 
 // ANCHOR: run
-fn run(rootfs: &Path, hostname: &str, command: &Command, mistakes: &[Mistake]) -> Result<i32> {
-    // Blocked signals wait in a queue until sigwait takes them; blocking them before
-    // the fork means none can slip through in between. The mask is inherited.
+fn run(
+    rootfs: &Path,
+    hostname: &str,
+    command: &Command,
+    mistakes: &[Mistake],
+) -> Result<i32> {
+    // Blocked signals wait in a queue until sigwait takes them; blocking them
+    // before the fork means none can slip through in between. The mask is
+    // inherited.
     let signals = waited_signals();
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     let lifeline = Lifeline::new()?;
@@ -114,9 +120,9 @@ fn run(rootfs: &Path, hostname: &str, command: &Command, mistakes: &[Mistake]) -
 /// A process cannot change its own PID, so CLONE_NEWPID does not move the caller:
 /// it puts the caller's *next child* into a new PID namespace, as its PID 1.
 fn new_pid_namespace() -> Result<()> {
-    // ANCHOR: new_pid_namespace
     //> unshare(2) with CloneFlags::CLONE_NEWPID. Our next child (the fork right after
     //> this) becomes PID 1 of the new namespace. Context: "unshare(CLONE_NEWPID)".
+    // ANCHOR: new_pid_namespace
     unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID)")
     // ANCHOR_END: new_pid_namespace
 }
@@ -131,7 +137,9 @@ fn init(
     mistakes: &[Mistake],
 ) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
-    let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
+    let namespaces = CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNS;
     enter_namespaces(namespaces, hostname)?;
     mount_host_proc(rootfs)?;
     chroot::enter_rootfs(rootfs)?;
@@ -165,11 +173,11 @@ fn init(
 /// New namespaces of the kinds in `namespaces` for this process (init), and our
 /// hostname. Here: UTS, IPC and mount; later steps add kinds.
 pub fn enter_namespaces(namespaces: CloneFlags, hostname: &str) -> Result<()> {
-    // ANCHOR: enter_namespaces
     //> unshare(2) with `namespaces` (a CloneFlags: here CLONE_NEWUTS | CLONE_NEWIPC |
     //> CLONE_NEWNS), then sethostname(2) to `hostname`: the new name is seen only
     //> inside the new UTS namespace. Name each call in its error context, e.g.
     //> format!("unshare({namespaces:?})").
+    // ANCHOR: enter_namespaces
     unshare(namespaces).with_context(|| format!("unshare({namespaces:?})"))?;
     sethostname(hostname).with_context(|| format!("sethostname({hostname})"))?;
     Ok(())
@@ -191,35 +199,43 @@ fn mount_host_proc(rootfs: &Path) -> Result<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         none,
     )
-    .with_context(|| format!("mount(/proc, {}, MS_BIND | MS_REC)", target.display()))
+    .with_context(|| {
+        format!("mount(/proc, {}, MS_BIND | MS_REC)", target.display())
+    })
 }
 
 /// Wait for `child`, passing forwarded signals on to it and reaping every child
 /// that ends here, orphans included. Returns `child`'s status as a shell reports it.
 /// The runtime uses it to supervise init; init uses it to supervise the command.
 pub fn supervise(child: Pid, signals: &SigSet) -> Result<i32> {
-    // ANCHOR: supervise
     //> Loop: take the next signal with signals.wait() (sigwait). For SIGTERM, SIGINT
     //> or SIGHUP, kill(child, signal) to pass it on (ignore ESRCH: the child may be
     //> gone). For SIGCHLD, reap with waitpid(None, Some(WaitPidFlag::WNOHANG)) until
     //> it says StillAlive or ECHILD: one SIGCHLD can stand for many children. When
     //> the one that ended is `child`, return its code, or 128 + signal if killed.
+    // ANCHOR: supervise
     loop {
         let signal = signals.wait().context("sigwait()")?;
         if signal != Signal::SIGCHLD {
             match kill(child, signal) {
                 Ok(()) | Err(Errno::ESRCH) => continue,
-                Err(e) => return Err(e).with_context(|| format!("kill({child}, {signal})")),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("kill({child}, {signal})"));
+                }
             }
         }
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == child => return Ok(code),
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => {
+                    return Ok(code);
+                }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
                     return Ok(128 + sig as i32);
                 }
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Ok(_) => continue, // an orphan (or another child): reaped, no zombie
+                // An orphan (or another child): reaped, no zombie left.
+                Ok(_) => continue,
                 Err(e) => return Err(e).context("waitpid(-1, WNOHANG)"),
             }
         }

@@ -113,13 +113,19 @@ fn run(spec: &BoxSpec, mistakes: &[Mistake]) -> Result<i32> {
 // ANCHOR: init
 /// PID 1 of the box: namespaces, a private mount table, the new root, /proc and
 /// /dev; then the command as its child, supervised until it ends.
-fn init(spec: &BoxSpec, signals: &SigSet, mistakes: &[Mistake]) -> Result<Infallible> {
+fn init(
+    spec: &BoxSpec,
+    signals: &SigSet,
+    mistakes: &[Mistake],
+) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     let wrong = |mistake| mistakes.contains(&mistake);
     if !wrong(Mistake::CloseFds) {
         close_inherited_fds()?;
     }
-    let namespaces = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS;
+    let namespaces = CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNS;
     namespaces::enter_namespaces(namespaces, spec.hostname)?;
     if !wrong(Mistake::Private) {
         make_mounts_private()?;
@@ -145,7 +151,9 @@ fn init(spec: &BoxSpec, signals: &SigSet, mistakes: &[Mistake]) -> Result<Infall
             }
             process::exec(spec.command)
         }),
-        ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),
+        ForkResult::Parent { child } => {
+            std::process::exit(namespaces::supervise(child, signals)?)
+        }
     }
 }
 // ANCHOR_END: init
@@ -155,8 +163,8 @@ fn init(spec: &BoxSpec, signals: &SigSet, mistakes: &[Mistake]) -> Result<Infall
 /// inherited must not reach the box, not even through /proc/1/fd. runc's
 /// CVE-2024-21626 was one such descriptor, a directory of the host's.
 pub fn close_inherited_fds() -> Result<()> {
-    // SAFETY: close_range takes two numbers and flags and touches no memory of ours;
-    // nothing in init still uses a descriptor above 2.
+    // SAFETY: close_range takes two numbers and flags and touches no memory of
+    // ours; nothing in init still uses a descriptor above 2.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, 3, u32::MAX, 0) };
     Errno::result(rc).context("close_range(3, ~0)")?;
     Ok(())
@@ -167,10 +175,10 @@ pub fn close_inherited_fds() -> Result<()> {
 /// makes "/" shared) its mounts are still *peers* of the host's: a mount made in
 /// one appears in the other. Cut that tie, for every mount, before mounting anything.
 pub fn make_mounts_private() -> Result<()> {
-    // ANCHOR: make_mounts_private
     //> mount(2) with no source, target "/", no type, and flags MS_REC | MS_PRIVATE:
     //> every mount in our new namespace stops propagating to and from the host.
     //> (Pass None::<&str> for the source, the type and the data.)
+    // ANCHOR: make_mounts_private
     let none = None::<&str>;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .context("mount(/, MS_REC | MS_PRIVATE)")
@@ -179,11 +187,11 @@ pub fn make_mounts_private() -> Result<()> {
 
 /// Make `rootfs` the root of our mount namespace and detach the host's tree.
 pub fn pivot_into(rootfs: &Path) -> Result<()> {
-    // ANCHOR: pivot_into
     //> pivot_root(2) needs the new root to be a mount: bind-mount `rootfs` onto itself
     //> (MS_BIND | MS_REC). Then chdir into it and pivot_root(".", "."): the old root
     //> is stacked under the new one at "/". umount2(".", MNT_DETACH) detaches it,
     //> and chdir("/") puts us at the top of the new root.
+    // ANCHOR: pivot_into
     let none = None::<&str>;
     mount(
         Some(rootfs),
@@ -192,7 +200,9 @@ pub fn pivot_into(rootfs: &Path) -> Result<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         none,
     )
-    .with_context(|| format!("mount({0}, {0}, MS_BIND | MS_REC)", rootfs.display()))?;
+    .with_context(|| {
+        format!("mount({0}, {0}, MS_BIND | MS_REC)", rootfs.display())
+    })?;
     chdir(rootfs).with_context(|| format!("chdir({})", rootfs.display()))?;
     pivot_root(".", ".").map_err(|e| pivot_error(e, rootfs))?;
     umount2(".", MntFlags::MNT_DETACH).context("umount2(old root, MNT_DETACH)")?;
@@ -210,15 +220,16 @@ pub fn pivot_error(errno: Errno, rootfs: &Path) -> anyhow::Error {
         }
         _ => "",
     };
-    anyhow::Error::new(errno).context(format!("pivot_root(., .) in {}{why}", rootfs.display()))
+    anyhow::Error::new(errno)
+        .context(format!("pivot_root(., .) in {}{why}", rootfs.display()))
 }
 
 /// A procfs shows the PID namespace of the process that mounts it: mounted by init,
 /// it shows the box's processes only.
 pub fn mount_proc() -> Result<()> {
-    // ANCHOR: mount_proc
     //> mount(2) a new procfs: source "proc", target "/proc", type "proc", flags
     //> MS_NOSUID | MS_NODEV | MS_NOEXEC. Mounted by init, it lists the box's PIDs.
+    // ANCHOR: mount_proc
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>)
         .context("mount(proc, /proc, proc)")

@@ -28,8 +28,9 @@
 use isolab::prelude::*;
 use isolab::vm::{Exit, GuestMemory, KvmArgs, RunArea, Trace};
 use kvm_bindings::{
-    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO, KVM_EXIT_IO_OUT,
-    KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
+    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO,
+    KVM_EXIT_IO_OUT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, kvm_regs, kvm_sregs,
+    kvm_userspace_memory_region,
 };
 use nix::{ioctl_read, ioctl_write_int_bad, ioctl_write_ptr, request_code_none};
 use std::fs::File;
@@ -116,16 +117,18 @@ fn main() -> ExitCode {
 // ANCHOR: api_version
 /// KVM_GET_API_VERSION: 12 since Linux 2.6.22, and KVM promises never to change it.
 pub fn api_version(kvm: &File, device: &Path) -> Result<i32> {
-    // _IO ioctls take no argument, but KVM refuses one that is not 0 (EINVAL), so we
-    // declare them as "write an int" and pass 0 ourselves.
+    // _IO ioctls take no argument, but KVM refuses one that is not 0 (EINVAL), so
+    // we declare them as "write an int" and pass 0 ourselves.
     ioctl_write_int_bad!(kvm_get_api_version, request_code_none!(KVMIO, 0x00));
-    // SAFETY: KVM_GET_API_VERSION reads nothing from us and writes nothing to our memory.
-    let version = unsafe { kvm_get_api_version(kvm.as_raw_fd(), 0) }.with_context(|| {
-        format!(
-            "ioctl({}, KVM_GET_API_VERSION, 0): not a KVM device?",
-            device.display()
-        )
-    })?;
+    // SAFETY: KVM_GET_API_VERSION reads nothing from us and writes nothing to our
+    // memory.
+    let version =
+        unsafe { kvm_get_api_version(kvm.as_raw_fd(), 0) }.with_context(|| {
+            format!(
+                "ioctl({}, KVM_GET_API_VERSION, 0): not a KVM device?",
+                device.display()
+            )
+        })?;
     if version != 12 {
         bail!("KVM API version {version}, but this program speaks version 12");
     }
@@ -135,7 +138,8 @@ pub fn api_version(kvm: &File, device: &Path) -> Result<i32> {
 /// KVM_CHECK_EXTENSION: 0 when the capability is missing, 1 (or a number) when not.
 pub fn check_extension(kvm: &File, capability: u32) -> Result<i32> {
     ioctl_write_int_bad!(kvm_check_extension, request_code_none!(KVMIO, 0x03));
-    // SAFETY: the argument is a plain integer, and the kernel writes nothing to our memory.
+    // SAFETY: the argument is a plain integer, and the kernel writes nothing to
+    // our memory.
     unsafe { kvm_check_extension(kvm.as_raw_fd(), capability as i32) }
         .with_context(|| format!("ioctl(KVM_CHECK_EXTENSION, {capability})"))
 }
@@ -186,7 +190,6 @@ fn run_guest(kvm: &File, report: bool) -> Result<i32> {
 
 /// A new VM whose guest-physical memory, from address 0, is `memory`.
 pub fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
-    // ANCHOR: create_vm
     //> Declare two ioctls with nix's macros, then call them:
     //> - KVM_CREATE_VM is _IO(KVMIO, 0x01) and takes the machine type, 0 on x86:
     //>   `ioctl_write_int_bad!(kvm_create_vm, request_code_none!(KVMIO, 0x01));`
@@ -196,6 +199,7 @@ pub fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
     //>   memory_size memory.size(), userspace_addr memory.host_address().
     //> Each call is unsafe: say why it is sound in a `// SAFETY:` comment, and give
     //> each error a context naming the ioctl, e.g. "ioctl(KVM_CREATE_VM, 0)".
+    // ANCHOR: create_vm
     ioctl_write_int_bad!(kvm_create_vm, request_code_none!(KVMIO, 0x01));
     ioctl_write_ptr!(
         kvm_set_user_memory_region,
@@ -204,7 +208,8 @@ pub fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
         kvm_userspace_memory_region
     );
     // SAFETY: the argument is the machine type, a plain integer (0: the default).
-    let fd = unsafe { kvm_create_vm(kvm.as_raw_fd(), 0) }.context("ioctl(KVM_CREATE_VM, 0)")?;
+    let fd = unsafe { kvm_create_vm(kvm.as_raw_fd(), 0) }
+        .context("ioctl(KVM_CREATE_VM, 0)")?;
     // SAFETY: KVM_CREATE_VM returned a new fd that nothing else owns.
     let vm = unsafe { OwnedFd::from_raw_fd(fd) };
     let region = kvm_userspace_memory_region {
@@ -215,30 +220,35 @@ pub fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
         userspace_addr: memory.host_address(),
     };
     // SAFETY: `region` is a valid struct that the kernel only reads. The memory it
-    // names stays mapped for as long as the VM runs: `run_guest` drops the VM first.
-    unsafe { kvm_set_user_memory_region(vm.as_raw_fd(), &region) }.with_context(|| {
-        format!(
-            "ioctl(KVM_SET_USER_MEMORY_REGION, slot 0, {:#x} bytes at guest address 0)",
-            memory.size()
-        )
-    })?;
+    // names stays mapped for as long as the VM runs: `run_guest` drops the VM
+    // first.
+    unsafe { kvm_set_user_memory_region(vm.as_raw_fd(), &region) }.with_context(
+        || {
+            format!(
+                "ioctl(KVM_SET_USER_MEMORY_REGION, slot 0, {:#x} bytes at guest \
+             address 0)",
+                memory.size()
+            )
+        },
+    )?;
     Ok(vm)
     // ANCHOR_END: create_vm
 }
 
 /// vCPU 0 of `vm`, and its shared `kvm_run`, mapped.
 pub fn create_vcpu(kvm: &File, vm: &OwnedFd) -> Result<(OwnedFd, RunArea)> {
-    // ANCHOR: create_vcpu
     //> Declare and call two more:
     //> - KVM_CREATE_VCPU is _IO(KVMIO, 0x41), on the VM's fd; its argument is the
     //>   vCPU's id, 0. It returns the vCPU's fd.
     //> - KVM_GET_VCPU_MMAP_SIZE is _IO(KVMIO, 0x04), on /dev/kvm's fd (`kvm`), with
     //>   the argument 0: KVM refuses any other. It returns how many bytes to map.
     //> Then map the vCPU's shared run structure: `RunArea::map(&vcpu, size)`.
+    // ANCHOR: create_vcpu
     ioctl_write_int_bad!(kvm_create_vcpu, request_code_none!(KVMIO, 0x41));
     ioctl_write_int_bad!(kvm_get_vcpu_mmap_size, request_code_none!(KVMIO, 0x04));
     // SAFETY: the argument is the vCPU id, a plain integer.
-    let fd = unsafe { kvm_create_vcpu(vm.as_raw_fd(), 0) }.context("ioctl(KVM_CREATE_VCPU, 0)")?;
+    let fd = unsafe { kvm_create_vcpu(vm.as_raw_fd(), 0) }
+        .context("ioctl(KVM_CREATE_VCPU, 0)")?;
     // SAFETY: KVM_CREATE_VCPU returned a new fd that nothing else owns.
     let vcpu = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: no pointer argument; the kernel writes nothing to our memory.
@@ -251,7 +261,6 @@ pub fn create_vcpu(kvm: &File, vm: &OwnedFd) -> Result<(OwnedFd, RunArea)> {
 
 /// Point the vCPU at the guest's code, in real mode.
 pub fn set_real_mode(vcpu: &OwnedFd) -> Result<()> {
-    // ANCHOR: set_real_mode
     //> Declare KVM_GET_SREGS (_IOR(KVMIO, 0x83, kvm_sregs): `ioctl_read!`),
     //> KVM_SET_SREGS (_IOW(KVMIO, 0x84, kvm_sregs)) and KVM_SET_REGS
     //> (_IOW(KVMIO, 0x82, kvm_regs)): `ioctl_write_ptr!`.
@@ -261,25 +270,30 @@ pub fn set_real_mode(vcpu: &OwnedFd) -> Result<()> {
     //> (in real mode, base = selector * 16), and write them back. Then set the
     //> general registers: rip 0 (the code starts at offset 0 of cs) and rflags 0x2
     //> (bit 1 is reserved and always 1).
+    // ANCHOR: set_real_mode
     ioctl_read!(kvm_get_sregs, KVMIO, 0x83, kvm_sregs);
     ioctl_write_ptr!(kvm_set_sregs, KVMIO, 0x84, kvm_sregs);
     ioctl_write_ptr!(kvm_set_regs, KVMIO, 0x82, kvm_regs);
     let mut sregs = kvm_sregs::default();
-    // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that big.
-    unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }.context("ioctl(KVM_GET_SREGS)")?;
+    // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that
+    // big.
+    unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }
+        .context("ioctl(KVM_GET_SREGS)")?;
     for segment in [&mut sregs.cs, &mut sregs.ds] {
         segment.selector = (GUEST_ADDRESS >> 4) as u16;
         segment.base = GUEST_ADDRESS;
     }
     // SAFETY: the kernel only reads `sregs`, a valid kvm_sregs.
-    unsafe { kvm_set_sregs(vcpu.as_raw_fd(), &sregs) }.context("ioctl(KVM_SET_SREGS)")?;
+    unsafe { kvm_set_sregs(vcpu.as_raw_fd(), &sregs) }
+        .context("ioctl(KVM_SET_SREGS)")?;
     let regs = kvm_regs {
         rip: 0,
         rflags: 0x2,
         ..Default::default()
     };
     // SAFETY: the kernel only reads `regs`, a valid kvm_regs.
-    unsafe { kvm_set_regs(vcpu.as_raw_fd(), &regs) }.context("ioctl(KVM_SET_REGS)")?;
+    unsafe { kvm_set_regs(vcpu.as_raw_fd(), &regs) }
+        .context("ioctl(KVM_SET_REGS)")?;
     Ok(())
     // ANCHOR_END: set_real_mode
 }
@@ -288,13 +302,13 @@ pub fn set_real_mode(vcpu: &OwnedFd) -> Result<()> {
 /// KVM_RUN: run the guest until it does something we must handle. The answer is in
 /// the shared run structure, not in the return value: KVM itself writes it into the
 /// run area during the call. We never touch `_run` here; taking it as `&mut` is how
-/// the compiler checks what the kernel needs, that no reference of ours into the run
-/// area is alive while KVM_RUN writes there.
+/// the compiler checks what the kernel needs, that no reference of ours into the
+/// run area is alive while KVM_RUN writes there.
 pub fn run_vcpu(vcpu: &OwnedFd, _run: &mut RunArea) -> Result<()> {
     ioctl_write_int_bad!(kvm_run, request_code_none!(KVMIO, 0x80));
     // SAFETY: no pointer argument. The kernel writes only to the vCPU's kvm_run
-    // mapping, of which we hold the one &mut for the whole call, and to guest memory,
-    // which GuestMemory never lends out (its reads are copies).
+    // mapping, of which we hold the one &mut for the whole call, and to guest
+    // memory, which GuestMemory never lends out (its reads are copies).
     unsafe { kvm_run(vcpu.as_raw_fd(), 0) }.map_err(isolab::vm::run_failed)?;
     Ok(())
 }
@@ -302,7 +316,6 @@ pub fn run_vcpu(vcpu: &OwnedFd, _run: &mut RunArea) -> Result<()> {
 
 /// Why the vCPU stopped, read from the shared run structure.
 pub fn decode(run: &RunArea) -> Result<Exit> {
-    // ANCHOR: decode
     //> Read `run.run().exit_reason` and turn it into an `Exit`. The details are in
     //> the union `run.run().__bindgen_anon_1`, in the member the reason names;
     //> reading a union member is unsafe (SAFETY: the exit reason says which one the
@@ -315,6 +328,7 @@ pub fn decode(run: &RunArea) -> Result<Exit> {
     //> - KVM_EXIT_HLT, KVM_EXIT_SHUTDOWN; KVM_EXIT_FAIL_ENTRY (member `fail_entry`,
     //>   hardware_entry_failure_reason); KVM_EXIT_INTERNAL_ERROR (member `internal`,
     //>   suberror). Anything else: Exit::Other with the reason.
+    // ANCHOR: decode
     let kvm_run = run.run();
     let exit = match kvm_run.exit_reason {
         KVM_EXIT_IO => {
@@ -337,7 +351,8 @@ pub fn decode(run: &RunArea) -> Result<Exit> {
             }
         }
         KVM_EXIT_MMIO => {
-            // SAFETY: the exit reason is KVM_EXIT_MMIO, so the kernel filled `mmio`.
+            // SAFETY: the exit reason is KVM_EXIT_MMIO, so the kernel filled
+            // `mmio`.
             let mmio = unsafe { kvm_run.__bindgen_anon_1.mmio };
             let len = (mmio.len as usize).min(8);
             if mmio.is_write != 0 {
@@ -358,11 +373,14 @@ pub fn decode(run: &RunArea) -> Result<Exit> {
         KVM_EXIT_HLT => Exit::Hlt,
         KVM_EXIT_SHUTDOWN => Exit::Shutdown,
         KVM_EXIT_FAIL_ENTRY => Exit::FailEntry {
-            // SAFETY: the exit reason is KVM_EXIT_FAIL_ENTRY, so the kernel filled `fail_entry`.
-            reason: unsafe { kvm_run.__bindgen_anon_1.fail_entry }.hardware_entry_failure_reason,
+            // SAFETY: the exit reason is KVM_EXIT_FAIL_ENTRY, so the kernel filled
+            // `fail_entry`.
+            reason: unsafe { kvm_run.__bindgen_anon_1.fail_entry }
+                .hardware_entry_failure_reason,
         },
         KVM_EXIT_INTERNAL_ERROR => Exit::InternalError {
-            // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so the kernel filled `internal`.
+            // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so the kernel
+            // filled `internal`.
             suberror: unsafe { kvm_run.__bindgen_anon_1.internal }.suberror,
         },
         reason => Exit::Other { reason },

@@ -28,7 +28,9 @@
 //! ```
 
 use isolab::prelude::*;
-use isolab::vm::{CODE_SELECTOR, DATA_SELECTOR, Exit, GDT, GuestMemory, KvmArgs, RunArea, Trace};
+use isolab::vm::{
+    CODE_SELECTOR, DATA_SELECTOR, Exit, GDT, GuestMemory, KvmArgs, RunArea, Trace,
+};
 use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
 use nix::{ioctl_read, ioctl_write_ptr};
 use std::fs::File;
@@ -75,7 +77,9 @@ impl Mistake {
             Mistake::TrapFlag => regs.rflags |= 0x100,
             Mistake::CodeSegment => sregs.cs.present = 0,
             Mistake::NoPae => sregs.cr4 &= !CR4_PAE,
-            Mistake::Int3 => regs.rip = guest_address(&raw const GUEST_LONG_MODE_BREAKPOINT),
+            Mistake::Int3 => {
+                regs.rip = guest_address(&raw const GUEST_LONG_MODE_BREAKPOINT)
+            }
         }
     }
 }
@@ -97,7 +101,7 @@ const STACK_TOP: u64 = MEMORY_SIZE as u64;
 const DOUBLER: u64 = 0x1000_0000;
 /// Hypercalls: `out` to these ports with eax holding the argument.
 const HYPERCALL_PRINT: u16 = 0x500; // eax: guest address of a NUL-terminated string
-const HYPERCALL_EXIT: u16 = 0x501; // eax: the exit code (isa-debug-exit's port in QEMU)
+const HYPERCALL_EXIT: u16 = 0x501; // eax: the exit code (QEMU's isa-debug-exit)
 // ANCHOR_END: layout
 
 // ANCHOR: control_bits
@@ -105,12 +109,13 @@ const CR0_PE: u64 = 1 << 0; // protected mode
 const CR0_PG: u64 = 1 << 31; // paging
 const CR4_PAE: u64 = 1 << 5; // 64-bit page-table entries: long mode needs them
 const EFER_LME: u64 = 1 << 8; // long mode enable
-const EFER_LMA: u64 = 1 << 10; // long mode active (the CPU sets it; KVM wants it set)
+const EFER_LMA: u64 = 1 << 10; // long mode active (set by the CPU; KVM wants it)
 // ANCHOR_END: control_bits
 
 // ANCHOR: guest
-// The guest: 64-bit code. It runs at GUEST_ADDRESS with paging on, and since the page
-// tables map every address to itself, rip-relative addresses are guest-physical too.
+// The guest: 64-bit code. It runs at GUEST_ADDRESS with paging on, and since the
+// page tables map every address to itself, rip-relative addresses are
+// guest-physical too.
 core::arch::global_asm!(
     r#"
     .pushsection .rodata.guest_long_mode, "a"
@@ -122,7 +127,7 @@ GUEST_LONG_MODE_START:
     out dx, eax                     # hypercall: print(hello)
     mov dword ptr [{doubler}], 21   # no memory there: an MMIO write exit
     mov ebx, dword ptr [{doubler}]  # an MMIO read exit; the host answers
-    mov qword ptr [rip + GUEST_LONG_MODE_ANSWER], rbx  # keep it, for the host to find
+    mov qword ptr [rip + GUEST_LONG_MODE_ANSWER], rbx  # kept for the host to find
     cmp ebx, 42
     lea rax, [rip + right]
     lea rcx, [rip + wrong]
@@ -185,13 +190,16 @@ fn main() -> ExitCode {
         let kvm = isolab::vm::open(&args.kvm.device)?;
         let version = kvm_real_mode::api_version(&kvm, &args.kvm.device)?;
         println!("KVM API version {version}");
-        isolab::vm::print_capabilities(|cap| kvm_real_mode::check_extension(&kvm, cap))?;
+        isolab::vm::print_capabilities(|cap| {
+            kvm_real_mode::check_extension(&kvm, cap)
+        })?;
         isolab::vm::repeat(args.kvm.repeat, |report| run_guest(&kvm, &args, report))
     })
 }
 
 // ANCHOR: run_guest
-/// One VM, from nothing to the guest's exit hypercall. Returns the guest's exit code.
+/// One VM, from nothing to the guest's exit hypercall. Returns the guest's exit
+/// code.
 fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
     let mut memory = GuestMemory::new(MEMORY_SIZE)?;
     memory.write(GDT_ADDRESS, &isolab::vm::x86::gdt_bytes())?;
@@ -222,16 +230,18 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
         let exit = kvm_real_mode::decode(&run)?;
         trace.push(&exit);
         match exit {
-            Exit::IoOut { port, value, .. } => match hypercall(port, value, &memory)? {
-                Hypercall::Print(text) => {
-                    trace.note(format!("print {text:?}"));
-                    said += &text;
+            Exit::IoOut { port, value, .. } => {
+                match hypercall(port, value, &memory)? {
+                    Hypercall::Print(text) => {
+                        trace.note(format!("print {text:?}"));
+                        said += &text;
+                    }
+                    Hypercall::Exit(code) => {
+                        trace.note(format!("exit({code})"));
+                        break code;
+                    }
                 }
-                Hypercall::Exit(code) => {
-                    trace.note(format!("exit({code})"));
-                    break code;
-                }
-            },
+            }
             Exit::MmioWrite { .. } | Exit::MmioRead { .. } => {
                 let note = mmio(&mut doubler, &exit, &mut run)?;
                 trace.note(note);
@@ -262,7 +272,6 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
 fn set_long_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
     // No interrupt table yet: an exception in the guest is fatal (a triple fault).
     sregs.idt = kvm_dtable::default();
-    // ANCHOR: long_mode
     //> Switch the vCPU to 64-bit mode, as if a boot loader had done it:
     //> - paging: cr3 = PML4_ADDRESS (the tables are in guest memory already),
     //>   cr4 = CR4_PAE, efer = EFER_LME | EFER_LMA, cr0 = CR0_PE | CR0_PG;
@@ -274,6 +283,7 @@ fn set_long_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
     //>   (64-bit code), db 0, g 1; ds, es, fs, gs and ss get selector DATA_SELECTOR,
     //>   type_ 0x3, db 1, l 0, and the rest as for cs;
     //> - regs: rip GUEST_ADDRESS, rsp STACK_TOP, rflags 0x2.
+    // ANCHOR: long_mode
     sregs.cr3 = PML4_ADDRESS;
     sregs.cr4 = CR4_PAE;
     sregs.efer = EFER_LME | EFER_LMA;
@@ -332,11 +342,11 @@ enum Hypercall {
 
 /// The guest wrote `value` to `port`: which hypercall is it?
 fn hypercall(port: u16, value: u32, memory: &GuestMemory) -> Result<Hypercall> {
-    // ANCHOR: hypercall
     //> HYPERCALL_PRINT: `value` is the guest-physical address of a NUL-terminated
     //> string; read it from guest memory (memory.read_c_string) and return
     //> Hypercall::Print. HYPERCALL_EXIT: `value` is the exit code, Hypercall::Exit.
     //> Any other port has no device behind it: an error that names the port.
+    // ANCHOR: hypercall
     match port {
         HYPERCALL_PRINT => Ok(Hypercall::Print(
             memory
@@ -344,7 +354,9 @@ fn hypercall(port: u16, value: u32, memory: &GuestMemory) -> Result<Hypercall> {
                 .context("the print hypercall")?,
         )),
         HYPERCALL_EXIT => Ok(Hypercall::Exit(value as i32)),
-        _ => bail!("the guest wrote {value:#x} to port {port:#x}, where there is no device"),
+        _ => bail!(
+            "the guest wrote {value:#x} to port {port:#x}, where there is no device"
+        ),
     }
     // ANCHOR_END: hypercall
 }
@@ -360,13 +372,13 @@ struct Doubler {
 /// The guest touched an address with no memory behind it: be the device there.
 /// Returns a note for the trace.
 fn mmio(doubler: &mut Doubler, exit: &Exit, run: &mut RunArea) -> Result<String> {
-    // ANCHOR: mmio
     //> An MmioWrite to DOUBLER: remember the value. An MmioRead from DOUBLER: the
     //> answer is twice the value. The guest's instruction is still waiting for it:
     //> put its `len` low bytes (little-endian) into the `mmio.data` of the shared
     //> run structure (`run.run_mut().__bindgen_anon_1.mmio`), and KVM hands them to
     //> the guest on the next KVM_RUN. Return a note: "stored 21", "answered 42".
     //> Any other address: an error, there is neither memory nor a device there.
+    // ANCHOR: mmio
     match *exit {
         Exit::MmioWrite {
             addr: DOUBLER,
@@ -378,14 +390,18 @@ fn mmio(doubler: &mut Doubler, exit: &Exit, run: &mut RunArea) -> Result<String>
         }
         Exit::MmioRead { addr: DOUBLER, len } => {
             let answer = doubler.value.wrapping_mul(2);
-            // SAFETY: the exit reason is KVM_EXIT_MMIO (decode said so), so `mmio` is
-            // the member in use; we write the data the guest's read will receive.
+            // SAFETY: the exit reason is KVM_EXIT_MMIO (decode said so), so `mmio`
+            // is the member in use; we write the data the guest's read will
+            // receive.
             let mmio = unsafe { &mut run.run_mut().__bindgen_anon_1.mmio };
             mmio.data[..len].copy_from_slice(&answer.to_le_bytes()[..len]);
             Ok(format!("answered {answer}"))
         }
         Exit::MmioWrite { addr, .. } | Exit::MmioRead { addr, .. } => {
-            bail!("the guest touched {addr:#x}, where there is neither memory nor a device")
+            bail!(
+                "the guest touched {addr:#x}, where there is neither memory nor \
+                 a device"
+            )
         }
         _ => bail!("not an MMIO exit: {exit}"),
     }
@@ -419,8 +435,10 @@ fn report_state(vcpu: &OwnedFd, memory: &GuestMemory) -> Result<()> {
 pub fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
     ioctl_read!(kvm_get_regs, KVMIO, 0x81, kvm_regs);
     let mut regs = kvm_regs::default();
-    // SAFETY: the kernel writes one kvm_regs into `regs`, which is exactly that big.
-    unsafe { kvm_get_regs(vcpu.as_raw_fd(), &mut regs) }.context("ioctl(KVM_GET_REGS)")?;
+    // SAFETY: the kernel writes one kvm_regs into `regs`, which is exactly that
+    // big.
+    unsafe { kvm_get_regs(vcpu.as_raw_fd(), &mut regs) }
+        .context("ioctl(KVM_GET_REGS)")?;
     Ok(regs)
 }
 
@@ -428,7 +446,8 @@ pub fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
 pub fn set_regs(vcpu: &OwnedFd, regs: &kvm_regs) -> Result<()> {
     ioctl_write_ptr!(kvm_set_regs, KVMIO, 0x82, kvm_regs);
     // SAFETY: the kernel only reads `regs`, a valid kvm_regs.
-    unsafe { kvm_set_regs(vcpu.as_raw_fd(), regs) }.context("ioctl(KVM_SET_REGS)")?;
+    unsafe { kvm_set_regs(vcpu.as_raw_fd(), regs) }
+        .context("ioctl(KVM_SET_REGS)")?;
     Ok(())
 }
 
@@ -436,8 +455,10 @@ pub fn set_regs(vcpu: &OwnedFd, regs: &kvm_regs) -> Result<()> {
 pub fn get_sregs(vcpu: &OwnedFd) -> Result<kvm_sregs> {
     ioctl_read!(kvm_get_sregs, KVMIO, 0x83, kvm_sregs);
     let mut sregs = kvm_sregs::default();
-    // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that big.
-    unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }.context("ioctl(KVM_GET_SREGS)")?;
+    // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that
+    // big.
+    unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }
+        .context("ioctl(KVM_GET_SREGS)")?;
     Ok(sregs)
 }
 
@@ -448,7 +469,8 @@ pub fn set_sregs(vcpu: &OwnedFd, sregs: &kvm_sregs) -> Result<()> {
     // SAFETY: the kernel only reads `sregs`, a valid kvm_sregs.
     unsafe { kvm_set_sregs(vcpu.as_raw_fd(), sregs) }.with_context(|| {
         format!(
-            "ioctl(KVM_SET_SREGS, cr0 {:#x} cr4 {:#x} efer {:#x}): KVM refuses what no CPU could be in",
+            "ioctl(KVM_SET_SREGS, cr0 {:#x} cr4 {:#x} efer {:#x}): KVM refuses \
+             what no CPU could be in",
             sregs.cr0, sregs.cr4, sregs.efer
         )
     })?;

@@ -74,7 +74,8 @@ struct Args {
 }
 
 /// The limits of the full container: the tour's, and docker's flags.
-const LIMITS: [&str; 6] = ["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"];
+const LIMITS: [&str; 6] =
+    ["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"];
 /// getppid() calls per syscall sample.
 const SYSCALLS: u32 = 200_000;
 /// Port writes per exit sample: to us, and to an ioeventfd (handled by KVM).
@@ -123,8 +124,10 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
     let syscalls = ["/bin/probe", "syscalls", "--count", &count];
     let ioctls = "open, create VM and vCPU, HLT, close; in-process";
     Ok(vec![
-        // Start to exit of a trivial command, in ms: a plain process, then each box ...
-        start("plain", "plain process", Host, lab.command("00-process-solution", &on_host)?),
+        // Start to exit of a trivial command, in ms: a plain process, then each
+        // box ...
+        start("plain", "plain process", Host,
+            lab.command("00-process-solution", &on_host)?),
         start("chroot", "chroot", Host, lab.step("01-chroot-solution", &[], &t)?),
         start("namespaces", "namespaces and an init", Container,
             lab.step("02-namespaces-solution", &[], &t)?),
@@ -132,47 +135,66 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
             lab.step("03-mount-namespace-solution", &[], &t)?),
         start("container", "full container, with limits", Container,
             lab.step("04-cgroups-solution", &LIMITS, &t)?),
-        // ... and of a VM: its ioctls alone (in this process), then step 07's process.
-        Measurement::ms("kvm-ioctls", "VM: its ioctls alone", Vm, ioctls, Box::new(|| {
-            Ok(Sample::Value(timed_vm::lifecycle(Path::new("/dev/kvm"))?.as_secs_f64() * 1e3))
-        })),
-        start("kvm", "VM: step 07's guest", Vm, lab.command::<&str>("07-kvm-real-mode-solution", &[])?)
+        // ... and of a VM: its ioctls alone (in this process), then step 07's
+        // process.
+        Measurement::ms("kvm-ioctls", "VM: its ioctls alone", Vm, ioctls,
+            Box::new(|| Ok(Sample::Value(
+                timed_vm::lifecycle(Path::new("/dev/kvm"))?.as_secs_f64() * 1e3,
+            )))),
+        start("kvm", "VM: step 07's guest", Vm,
+            lab.command::<&str>("07-kvm-real-mode-solution", &[])?)
             .how("07-kvm-real-mode: 22 port writes, then HLT"),
 
-        // One operation, in ns: a system call from the host and from inside the box ...
+        // One operation, in ns: a system call from the host and from inside the
+        // box ...
         Measurement::ns("syscall-host", "syscall on the host", Host,
             &format!("{SYSCALLS} getppid() in the probe, divided"),
             per_call(lab.command("probe", &syscalls[1..])?)),
         Measurement::ns("syscall-container", "syscall in the box", Container,
-            "the same, inside 04's box", per_call(lab.step("04-cgroups-solution", &LIMITS, &syscalls)?)),
+            "the same, inside 04's box",
+            per_call(lab.step("04-cgroups-solution", &LIMITS, &syscalls)?)),
         // ... against a guest's exit: to us, the VMM, or handled by KVM itself.
         Measurement::ns("exit-vmm", "guest exit to the VMM", Vm,
-            &format!("{EXITS} port writes, each a KVM_RUN return"), Box::new(move || {
-                Ok(Sample::Value(timed_vm::exits(kvm, EXITS, Handler::Vmm)?.ns_each()))
-            })),
+            &format!("{EXITS} port writes, each a KVM_RUN return"),
+            Box::new(move || Ok(Sample::Value(
+                timed_vm::exits(kvm, EXITS, Handler::Vmm)?.ns_each(),
+            )))),
         Measurement::ns("exit-kernel", "guest exit handled in KVM", Vm,
-            &format!("{KERNEL_EXITS} port writes to an ioeventfd"), Box::new(move || {
+            &format!("{KERNEL_EXITS} port writes to an ioeventfd"),
+            Box::new(move || {
                 if kvm_real_mode::check_extension(kvm, KVM_CAP_IOEVENTFD)? <= 0 {
-                    return Ok(Sample::NotAvailable("this KVM has no ioeventfd".into()));
+                    return Ok(Sample::NotAvailable(
+                        "this KVM has no ioeventfd".into(),
+                    ));
                 }
-                Ok(Sample::Value(timed_vm::exits(kvm, KERNEL_EXITS, Handler::Kernel)?.ns_each()))
+                Ok(Sample::Value(
+                    timed_vm::exits(kvm, KERNEL_EXITS, Handler::Kernel)?.ns_each(),
+                ))
             })),
 
         // Memory, in KiB: what the box costs, and what the VM costs.
         Measurement::kib("box-runtime", "box: the runtime, peak", Container,
-            "VmHWM of 04-cgroups as it exits", peak(lab.step("04-cgroups-solution", &LIMITS, &t)?)),
+            "VmHWM of 04-cgroups as it exits",
+            peak(lab.step("04-cgroups-solution", &LIMITS, &t)?)),
         Measurement::kib("box-cgroup", "box: its cgroup, peak", Container,
             "its memory cgroup's peak (--stats)", {
                 let step = lab.step("04-cgroups-solution", &with_stats, &t)?;
                 Box::new(move || {
-                    let stats = isolab::measure::run_with_peak_memory(&step)?.stderr;
-                    Ok(Sample::Value(isolab::measure::value_of(&stats, Stat::MemoryPeak)?))
+                    let stats =
+                        isolab::measure::run_with_peak_memory(&step)?.stderr;
+                    Ok(Sample::Value(
+                        isolab::measure::value_of(&stats, Stat::MemoryPeak)?,
+                    ))
                 })
             }),
-        Measurement::kib("vmm", "VM: the VMM, peak", Vm, "VmHWM of 07-kvm-real-mode as it exits",
+        Measurement::kib("vmm", "VM: the VMM, peak", Vm,
+            "VmHWM of 07-kvm-real-mode as it exits",
             peak(lab.command::<&str>("07-kvm-real-mode-solution", &[])?)),
-        Measurement::kib("guest-ram", "VM: guest RAM", Vm, "07's memory slot: given, backed where touched",
-            Box::new(|| Ok(Sample::Value((kvm_real_mode::MEMORY_SIZE >> 10) as f64)))),
+        Measurement::kib("guest-ram", "VM: guest RAM", Vm,
+            "07's memory slot: given, backed where touched",
+            Box::new(|| {
+                Ok(Sample::Value((kvm_real_mode::MEMORY_SIZE >> 10) as f64))
+            })),
     ])
 }
 // ANCHOR_END: measurements
@@ -190,7 +212,9 @@ fn start<'a>(
         name,
         world,
         &how,
-        Box::new(move || Ok(Sample::Value(time_run(&mut command)?.as_secs_f64() * 1e3))),
+        Box::new(move || {
+            Ok(Sample::Value(time_run(&mut command)?.as_secs_f64() * 1e3))
+        }),
     )
 }
 
@@ -216,16 +240,16 @@ fn peak<'a>(command: Command) -> Sampler<'a> {
 
 /// Start `command`, wait for it to end, and return how long that took.
 fn time_run(command: &mut Command) -> Result<Duration> {
-    // ANCHOR: time_run
     //> Take the time with Instant::now(), run the command to its end with
     //> command.status() (spawn and wait: the whole life of the process), and take
     //> the elapsed time. Only then look at the status: when it is not a success,
     //> bail! with the program's name (command.get_program()) and the status, because
     //> the time of a failed run measures something else. Return the elapsed time.
+    // ANCHOR: time_run
     let start = Instant::now();
-    let status = command
-        .status()
-        .with_context(|| format!("starting {}", command.get_program().to_string_lossy()))?;
+    let status = command.status().with_context(|| {
+        format!("starting {}", command.get_program().to_string_lossy())
+    })?;
     let took = start.elapsed();
     if !status.success() {
         bail!(
@@ -253,7 +277,9 @@ fn measure(mut measurements: Vec<Measurement>, runs: u32) -> Result<Vec<Row>> {
             match sample {
                 Ok(Sample::Value(_)) if round == 0 => {} // the warm-up
                 Ok(Sample::Value(value)) => samples.push(value),
-                Ok(Sample::NotAvailable(why)) => *result = Err(Outcome::NotAvailable(why)),
+                Ok(Sample::NotAvailable(why)) => {
+                    *result = Err(Outcome::NotAvailable(why))
+                }
                 Err(e) => *result = Err(Outcome::Failed(format!("{e:#}"))),
             }
         }
@@ -282,11 +308,11 @@ fn measure(mut measurements: Vec<Measurement>, runs: u32) -> Result<Vec<Row>> {
 
 /// The median of the samples, and the spread: the smallest and the largest.
 fn summarize(samples: &[f64]) -> Spread {
-    // ANCHOR: summarize
     //> Sort a copy of the samples (f64 is not Ord, because of NaN: sort_by with
     //> f64::total_cmp). The median is the middle sample, or the mean of the two in
     //> the middle when there is an even number of them. min and max are the two ends.
     //> There is always at least one sample.
+    // ANCHOR: summarize
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();

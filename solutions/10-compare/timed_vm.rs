@@ -117,10 +117,17 @@ impl Vm {
     /// Have KVM itself handle every 1-byte write to `port`: it signals the returned
     /// eventfd and resumes the guest, with no exit to us (KVM_IOEVENTFD).
     pub fn ioeventfd(&self, port: u16) -> Result<OwnedFd> {
-        ioctl_write_ptr!(kvm_set_ioeventfd, kvm_real_mode::KVMIO, 0x79, kvm_ioeventfd);
+        ioctl_write_ptr!(
+            kvm_set_ioeventfd,
+            kvm_real_mode::KVMIO,
+            0x79,
+            kvm_ioeventfd
+        );
         // SAFETY: eventfd takes two integers and returns a new fd or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        let fd = Errno::result(fd).context("eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)")?;
+        let fd =
+            unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        let fd =
+            Errno::result(fd).context("eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)")?;
         // SAFETY: eventfd returned a new fd that nothing else owns.
         let event = unsafe { OwnedFd::from_raw_fd(fd) };
         let request = kvm_ioeventfd {
@@ -130,10 +137,11 @@ impl Vm {
             flags: 1 << kvm_ioeventfd_flag_nr_pio,
             ..Default::default()
         };
-        // SAFETY: `request` is a valid kvm_ioeventfd that the kernel only reads; the
-        // eventfd stays open for as long as the VM that uses it (we return it).
-        unsafe { kvm_set_ioeventfd(self.vm.as_raw_fd(), &request) }
-            .with_context(|| format!("ioctl(KVM_IOEVENTFD, port {port:#x}, 1 byte)"))?;
+        // SAFETY: `request` is a valid kvm_ioeventfd that the kernel only reads;
+        // the eventfd stays open for as long as the VM that uses it (we return it).
+        unsafe { kvm_set_ioeventfd(self.vm.as_raw_fd(), &request) }.with_context(
+            || format!("ioctl(KVM_IOEVENTFD, port {port:#x}, 1 byte)"),
+        )?;
         Ok(event)
     }
     // ANCHOR_END: ioeventfd
@@ -193,7 +201,8 @@ impl ExitTiming {
 /// Run a fresh guest that writes to [`LOOP_PORT`] `count` times, handled by
 /// `handler`, and time the loop: from the guest's first exit (to START_PORT) to its
 /// `hlt`. With [`Handler::Vmm`] each write is one return from KVM_RUN; with
-/// [`Handler::Kernel`] none is, and the eventfd's counter proves the writes happened.
+/// [`Handler::Kernel`] none is, and the eventfd's counter proves the writes
+/// happened.
 pub fn exits(kvm: &File, count: u32, handler: Handler) -> Result<ExitTiming> {
     let regs = kvm_regs {
         rcx: u64::from(count),
@@ -210,7 +219,9 @@ pub fn exits(kvm: &File, count: u32, handler: Handler) -> Result<ExitTiming> {
         Exit::IoOut {
             port: START_PORT, ..
         } => {}
-        other => bail!("the guest's first exit was {other}, not its write to {START_PORT:#x}"),
+        other => bail!(
+            "the guest's first exit was {other}, not its write to {START_PORT:#x}"
+        ),
     }
     let start = Instant::now();
     let mut returns_to_us: u32 = 0;
@@ -228,7 +239,8 @@ pub fn exits(kvm: &File, count: u32, handler: Handler) -> Result<ExitTiming> {
     let elapsed = start.elapsed();
     if handler == Handler::Kernel && returns_to_us > 1 {
         bail!(
-            "KVM passed {} writes to the ioeventfd's port on to us instead of handling them",
+            "KVM passed {} writes to the ioeventfd's port on to us instead of \
+             handling them",
             returns_to_us - 1
         );
     }

@@ -18,10 +18,12 @@ pub struct Finished {
 /// /proc/PID/status, read at the moment it exits. To catch that moment we trace
 /// it: PTRACE_O_TRACEEXIT stops it on its way out, with its memory still there.
 /// (wait4's ru_maxrss would be simpler, but it also remembers the memory the
-/// process had before its execve(2): a copy of ours, its parent's, which is larger.)
+/// process had before its execve(2): a copy of ours, its parent's, which is
+/// larger.)
 /// A run that fails is an error, with the command's stderr.
 pub fn run_with_peak_memory(command: &Command) -> Result<Finished> {
     use nix::sys::ptrace::{self, Event, Options};
+    use nix::sys::signal::Signal;
     use nix::sys::wait::{WaitStatus, waitpid};
     use std::os::unix::process::CommandExt;
     let program = command.get_program().to_string_lossy().into_owned();
@@ -44,12 +46,14 @@ pub fn run_with_peak_memory(command: &Command) -> Result<Finished> {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let mut peak_kib = None;
     let mut options_set = false;
+    let exit_event = Event::PTRACE_EVENT_EXIT as i32;
     let code = loop {
         // The child is ours, and nothing else waits for it (std's Child never does
         // unless asked).
-        match waitpid(pid, None).with_context(|| format!("waitpid({pid}) for {program}"))? {
+        let status = waitpid(pid, None);
+        match status.with_context(|| format!("waitpid({pid}) for {program}"))? {
             // The stop at its execve: from here on, stop it again when it exits.
-            WaitStatus::Stopped(_, nix::sys::signal::Signal::SIGTRAP) if !options_set => {
+            WaitStatus::Stopped(_, Signal::SIGTRAP) if !options_set => {
                 ptrace::setoptions(
                     pid,
                     Options::PTRACE_O_TRACEEXIT | Options::PTRACE_O_EXITKILL,
@@ -58,13 +62,13 @@ pub fn run_with_peak_memory(command: &Command) -> Result<Finished> {
                 options_set = true;
                 ptrace::cont(pid, None).context("ptrace(PTRACE_CONT)")?;
             }
-            WaitStatus::PtraceEvent(_, _, event) if event == Event::PTRACE_EVENT_EXIT as i32 => {
+            WaitStatus::PtraceEvent(_, _, event) if event == exit_event => {
                 peak_kib = Some(vm_hwm_kib(pid)?);
                 ptrace::cont(pid, None).context("ptrace(PTRACE_CONT)")?;
             }
             // Any other stop is a signal on its way to the process: pass it on.
             WaitStatus::Stopped(_, signal) => {
-                ptrace::cont(pid, Some(signal)).context("ptrace(PTRACE_CONT, signal)")?;
+                ptrace::cont(pid, signal).context("ptrace(PTRACE_CONT, signal)")?;
             }
             WaitStatus::Exited(_, code) => break Some(code),
             WaitStatus::Signaled(..) => break None,
@@ -79,7 +83,9 @@ pub fn run_with_peak_memory(command: &Command) -> Result<Finished> {
             stderr.trim()
         );
     }
-    let peak_kib = peak_kib.with_context(|| format!("{program} exited without its exit stop"))?;
+    let Some(peak_kib) = peak_kib else {
+        bail!("{program} exited without its exit stop");
+    };
     Ok(Finished {
         stdout,
         stderr,

@@ -24,9 +24,10 @@ pub fn identity_page_tables(base: u64) -> Vec<u8> {
     let mut entries = vec![0u64; 3 * 512];
     entries[0] = pdpt | pte::PRESENT | pte::WRITABLE; // PML4[0]: the first 512 GiB
     entries[512] = pd | pte::PRESENT | pte::WRITABLE; // PDPT[0]: the first GiB
+    let huge_page = pte::PRESENT | pte::WRITABLE | pte::HUGE;
     for i in 0..512 {
         // PD[i]: the 2 MiB page at i * 2 MiB
-        entries[1024 + i] = (i as u64 * MIB2) | pte::PRESENT | pte::WRITABLE | pte::HUGE;
+        entries[1024 + i] = (i as u64 * MIB2) | huge_page;
     }
     entries.iter().flat_map(|e| e.to_le_bytes()).collect()
 }
@@ -101,7 +102,8 @@ pub const DATA_SELECTOR: u16 = 0x10;
 /// mode base and limit are ignored; what matters are the flag bits.
 pub const GDT: [u64; 3] = [
     0,
-    // code: type 0xb (execute/read, accessed), S=1, DPL=0, P=1, L=1 (64-bit), D=0, G=1
+    // code: type 0xb (execute/read, accessed), S=1, DPL=0, P=1, L=1 (64-bit),
+    // D=0, G=1
     0x00af_9b00_0000_ffff,
     // data: type 0x3 (read/write, accessed), S=1, DPL=0, P=1, D/B=1, G=1
     0x00cf_9300_0000_ffff,

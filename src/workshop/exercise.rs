@@ -1,12 +1,12 @@
 //! The exercise generator: one source of truth for reference and skeleton.
 //!
-//! In `solutions/NN-slug.rs`, an exercise is an mdBook anchor region whose first
-//! lines are `//>` hints:
+//! In `solutions/NN-slug.rs`, an exercise is an mdBook anchor region right below
+//! its `//>` hint lines:
 //!
 //! ```text
 //! fn enter_rootfs(rootfs: &Path) -> Result<()> {
-//!     // ANCHOR: enter_rootfs
 //!     //> chroot(2) into `rootfs`, then chdir("/")
+//!     // ANCHOR: enter_rootfs
 //!     chroot(rootfs).context("chroot")?;
 //!     ...
 //!     // ANCHOR_END: enter_rootfs
@@ -14,11 +14,32 @@
 //! ```
 //!
 //! The skeleton keeps the anchor lines (the book includes the same region from both
-//! files), turns the hints into a `// TODO:` comment and the code into a `todo!()`
-//! that names the step and says what to do. Anchor regions without hints are left
-//! as they are: the book shows them, the learner does not write them.
+//! files), turns the hints into a `// TODO:` comment inside the region and the code
+//! into a `todo!()` that names the step and says what to do. Anchor regions without
+//! hints are left as they are: the book shows them, the learner does not write them.
+//!
+//! Why the hints stand *above* the anchor: the book's "Solution" folds include the
+//! reference's region, and mdBook shows every line between the anchor lines (it can
+//! drop none but other anchor lines). Outside the region, the hints stay where a
+//! maintainer edits the code they describe, and no page shows them. A region nested
+//! in a larger one (`deny_list` in step 05's `filter`) has its hints inside that
+//! one: a page shows the larger region from the skeleton, where the TODO stands in
+//! their place, and `check-book` fails on any `//>` line a page would show.
+//!
+//! The skeleton is shown in the book's code box, so the generator rewraps the hints
+//! to [`BOOK_COLUMNS`] (the `// TODO: ` prefix is wider than `//> `) and splits the
+//! `todo!()` message with a string continuation, which rustfmt leaves as it is.
 
 use anyhow::{Result, bail};
+
+/// The widest line the book's code box shows without scrolling, in columns. mdBook
+/// 0.5's default theme gives a code block 730 px of text (a 750 px column less 10 px
+/// of padding each side) in Source Code Pro at 14 px, 8.4 px a character: 86
+/// columns, measured in headless Chromium at 1280 and 1920 px wide (an 87-column
+/// line scrolls). 84 keeps two spare, for fonts that fall back to a wider face.
+/// `check-book` holds every code line the book shows to it, and rustfmt holds the
+/// code in solutions/ and chapters/ to it (their rustfmt.toml).
+pub const BOOK_COLUMNS: usize = 84;
 
 /// One exercise: the anchor's name and its hint lines.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,32 +56,161 @@ fn anchor_end(line: &str) -> Option<&str> {
     line.trim().strip_prefix("// ANCHOR_END: ").map(str::trim)
 }
 
-fn hint_line(line: &str) -> Option<&str> {
+/// The text of a `//>` hint line, without the marker and the one space after it.
+pub fn hint_line(line: &str) -> Option<&str> {
     let t = line.trim_start();
     t.strip_prefix("//>")
         .map(|h| h.strip_prefix(' ').unwrap_or(h))
+}
+
+/// The run of hint lines that starts at `lines[i]`, and the anchor it stands above.
+fn hints_at<'a>(lines: &[&'a str], i: usize) -> Option<(Vec<&'a str>, &'a str)> {
+    let hints: Vec<&str> = lines[i..].iter().map_while(|l| hint_line(l)).collect();
+    if hints.is_empty() {
+        return None;
+    }
+    let name = lines.get(i + hints.len()).and_then(|l| anchor_start(l))?;
+    Some((hints, name))
 }
 
 /// The exercises of a solution, in order.
 pub fn exercises(solution: &str) -> Vec<Exercise> {
     let lines: Vec<&str> = solution.lines().collect();
     let mut found = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        if let Some(name) = anchor_start(line) {
-            let hint: Vec<String> = lines[i + 1..]
-                .iter()
-                .map_while(|l| hint_line(l))
-                .map(String::from)
-                .collect();
-            if !hint.is_empty() {
+    let mut i = 0;
+    while i < lines.len() {
+        match hints_at(&lines, i) {
+            Some((hints, name)) => {
                 found.push(Exercise {
                     name: name.to_string(),
-                    hint,
+                    hint: hints.iter().map(|h| h.to_string()).collect(),
                 });
+                i += hints.len();
             }
+            None => i += 1,
         }
     }
     found
+}
+
+/// The hints as a `// TODO:` comment at `indent`, rewrapped to [`BOOK_COLUMNS`].
+///
+/// Consecutive hint lines are one paragraph; a line that starts with `- ` starts a
+/// list item, and lines indented by two spaces continue it; an empty hint line is a
+/// paragraph break. Words are never split, nor is a `code span` in backticks unless
+/// it is wider than a line.
+pub fn todo_comment(indent: &str, hints: &[&str]) -> Vec<String> {
+    // Each block: its first line's lead ("" or "- ") and its words.
+    let mut blocks: Vec<(&str, Vec<String>)> = Vec::new();
+    let mut in_item = false;
+    for hint in hints {
+        if hint.trim().is_empty() {
+            blocks.push(("", Vec::new()));
+            in_item = false;
+        } else if let Some(item) = hint.strip_prefix("- ") {
+            blocks.push(("- ", words(item)));
+            in_item = true;
+        } else if in_item && hint.starts_with("  ") {
+            if let Some((_, item)) = blocks.last_mut() {
+                item.extend(words(hint));
+            }
+        } else if let Some((_, paragraph)) = blocks.last_mut()
+            && !in_item
+            && !paragraph.is_empty()
+        {
+            paragraph.extend(words(hint));
+        } else {
+            blocks.push(("", words(hint)));
+            in_item = false;
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (lead, words) in blocks {
+        if words.is_empty() {
+            out.push(format!("{indent}//"));
+            continue;
+        }
+        let hang = " ".repeat(lead.len());
+        // A code span wider than a whole line is split at its spaces after all.
+        let room = BOOK_COLUMNS.saturating_sub(indent.len() + "// TODO: ".len() + hang.len());
+        let words = words.into_iter().flat_map(|word| {
+            if word.chars().count() > room {
+                word.split(' ').map(String::from).collect()
+            } else {
+                vec![word]
+            }
+        });
+        let mut line = String::new();
+        for word in words {
+            if line.is_empty() {
+                let prefix = if out.is_empty() {
+                    "// TODO: "
+                } else {
+                    "//       "
+                };
+                line = format!("{indent}{prefix}{lead}{word}");
+            } else if line.chars().count() + 1 + word.chars().count() > BOOK_COLUMNS {
+                out.push(std::mem::replace(
+                    &mut line,
+                    format!("{indent}//       {hang}{word}"),
+                ));
+            } else {
+                line.push(' ');
+                line.push_str(&word);
+            }
+        }
+        out.push(line);
+    }
+    out
+}
+
+/// The words of a hint line; a span in backticks stays one word.
+fn words(text: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    let mut in_code = false;
+    for piece in text.split(' ').filter(|p| !p.is_empty()) {
+        match words.last_mut() {
+            Some(last) if in_code => {
+                last.push(' ');
+                last.push_str(piece);
+            }
+            _ => words.push(piece.to_string()),
+        }
+        if piece.matches('`').count() % 2 == 1 {
+            in_code = !in_code;
+        }
+    }
+    words
+}
+
+/// The `todo!()` that stands for the learner's code: a statement, so that it may
+/// stand in the middle of a function too, laid out as rustfmt lays out a call whose
+/// argument does not fit on one line. The message is split with `\` continuations
+/// (the string is the same, without the line breaks) to fit [`BOOK_COLUMNS`].
+fn todo_call(indent: &str, number: u8, name: &str, file: &str) -> Vec<String> {
+    let message = format!(
+        "step {number:02}, `{name}`: not written yet. Read the TODO above this line in \
+         chapters/{file}, or run `cargo run -- hint {number}`"
+    );
+    let mut out = vec![format!("{indent}todo!(")];
+    let mut line = format!("{indent}    \"");
+    let mut first = true;
+    for word in message.split(' ') {
+        // Room for the word, a space, and the ` \` or `"` that ends the line.
+        if !first && line.chars().count() + 1 + word.chars().count() + 2 > BOOK_COLUMNS {
+            out.push(format!("{line} \\"));
+            line = format!("{indent}     ");
+            first = true;
+        }
+        if !first {
+            line.push(' ');
+        }
+        line.push_str(word);
+        first = false;
+    }
+    out.push(format!("{line}\""));
+    out.push(format!("{indent});"));
+    out
 }
 
 /// The learner's skeleton for step `number`, whose chapter file is `file`.
@@ -75,42 +225,39 @@ pub fn skeleton(number: u8, file: &str, solution: &str) -> Result<String> {
             header_done = true;
             out.push(format!(
                 "\n// Your copy of step {number:02}. Replace each todo!() with your code, then run\n\
-                 // `cargo run -- check {number}`. (Generated from solutions/{file}: `cargo run -- reset {number}`\n\
-                 // brings this version back.)"
+                 // `cargo run -- check {number}`. (Generated from solutions/{file}:\n\
+                 // `cargo run -- reset {number}` brings this version back.)"
             ));
             if !line.is_empty() {
                 out.push(String::new());
             }
         }
-        let Some(name) = anchor_start(line) else {
-            out.push(line.to_string());
-            i += 1;
-            continue;
-        };
-        let hints: Vec<&str> = lines[i + 1..].iter().map_while(|l| hint_line(l)).collect();
-        if hints.is_empty() {
+        if hint_line(line).is_none() {
             out.push(line.to_string());
             i += 1;
             continue;
         }
-        let indent: String = line.chars().take_while(|c| c.is_whitespace()).collect();
-        let Some(end) = lines[i..].iter().position(|l| anchor_end(l) == Some(name)) else {
+        let Some((hints, name)) = hints_at(&lines, i) else {
+            bail!(
+                "solutions/{file}:{}: `//>` hint lines must stand right above the \
+                 `// ANCHOR:` of their exercise",
+                i + 1
+            );
+        };
+        let start = i + hints.len();
+        let Some(end) = lines[start..]
+            .iter()
+            .position(|l| anchor_end(l) == Some(name))
+        else {
             bail!("solutions/{file}: anchor `{name}` has no `// ANCHOR_END: {name}`");
         };
-        out.push(line.to_string());
-        for (k, hint) in hints.iter().enumerate() {
-            let lead = if k == 0 { "// TODO: " } else { "//       " };
-            out.push(format!("{indent}{lead}{hint}").trim_end().to_string());
-        }
-        // Laid out as rustfmt lays out a call whose argument does not fit on one line;
-        // a statement, so that it may stand in the middle of a function too.
-        out.push(format!("{indent}todo!("));
-        out.push(format!(
-            "{indent}    \"step {number:02}, `{name}`: not written yet. Read the TODO above this line in chapters/{file}, or run `cargo run -- hint {number}`\""
-        ));
-        out.push(format!("{indent});"));
-        out.push(lines[i + end].to_string());
-        i += end + 1;
+        let anchor = lines[start];
+        let indent: String = anchor.chars().take_while(|c| c.is_whitespace()).collect();
+        out.push(anchor.to_string());
+        out.extend(todo_comment(&indent, &hints));
+        out.extend(todo_call(&indent, number, name, file));
+        out.push(lines[start + end].to_string());
+        i = start + end + 1;
     }
     let mut text = out.join("\n");
     text.push('\n');
@@ -121,7 +268,7 @@ pub fn skeleton(number: u8, file: &str, solution: &str) -> Result<String> {
 mod tests {
     use super::*;
 
-    const SOLUTION: &str = "//! Step 09: a test.\n\nfn f() -> u8 {\n    // ANCHOR: body\n    //> return 7,\n    //> the answer\n    7\n    // ANCHOR_END: body\n}\n\n// ANCHOR: shown\nfn g() {}\n// ANCHOR_END: shown\n";
+    const SOLUTION: &str = "//! Step 09: a test.\n\nfn f() -> u8 {\n    //> return 7,\n    //> the answer\n    // ANCHOR: body\n    7\n    // ANCHOR_END: body\n}\n\n// ANCHOR: shown\nfn g() {}\n// ANCHOR_END: shown\n";
 
     #[test]
     fn finds_only_regions_with_hints() {
@@ -141,8 +288,63 @@ mod tests {
     }
 
     #[test]
+    fn rewraps_the_hints_to_the_book_and_keeps_items_and_paragraphs() {
+        let hints = [
+            "Declare two ioctls with nix's macros, then call them, each with a context that",
+            "names the ioctl:",
+            "- KVM_CREATE_VM is _IO(KVMIO, 0x01) and takes the machine type, 0 on x86:",
+            "  `ioctl_write_int_bad!(kvm_create_vm, request_code_none!(KVMIO, 0x01));`",
+            "",
+            "Each call is unsafe.",
+        ];
+        let comment = todo_comment("    ", &hints);
+        for line in &comment {
+            assert!(line.chars().count() <= BOOK_COLUMNS, "too wide: {line}");
+        }
+        assert_eq!(
+            comment,
+            [
+                "    // TODO: Declare two ioctls with nix's macros, then call them, each with a",
+                "    //       context that names the ioctl:",
+                "    //       - KVM_CREATE_VM is _IO(KVMIO, 0x01) and takes the machine type, 0 on",
+                "    //         x86: `ioctl_write_int_bad!(kvm_create_vm, request_code_none!(KVMIO,",
+                "    //         0x01));`",
+                "    //",
+                "    //       Each call is unsafe.",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_todo_message_fits_the_book_and_reads_as_one_line() {
+        let call = todo_call("        ", 5, "drop_capabilities", "05-hardening.rs");
+        for line in &call {
+            assert!(line.chars().count() <= BOOK_COLUMNS, "too wide: {line}");
+        }
+        let literal: String = call[1..call.len() - 1]
+            .iter()
+            .map(|l| l.trim_start().trim_end_matches('\\'))
+            .collect();
+        assert_eq!(
+            literal,
+            "\"step 05, `drop_capabilities`: not written yet. Read the TODO above this line \
+             in chapters/05-hardening.rs, or run `cargo run -- hint 5`\""
+        );
+    }
+
+    #[test]
+    fn hints_away_from_an_anchor_are_an_error() {
+        let err = skeleton(9, "09-test.rs", "fn f() {\n    //> hint\n    f();\n}\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "solutions/09-test.rs:2: `//>` hint lines must stand right above the \
+             `// ANCHOR:` of their exercise"
+        );
+    }
+
+    #[test]
     fn an_unclosed_region_is_an_error() {
-        let err = skeleton(9, "09-test.rs", "// ANCHOR: x\n//> hint\ncode\n").unwrap_err();
+        let err = skeleton(9, "09-test.rs", "//> hint\n// ANCHOR: x\ncode\n").unwrap_err();
         assert_eq!(
             err.to_string(),
             "solutions/09-test.rs: anchor `x` has no `// ANCHOR_END: x`"

@@ -115,7 +115,9 @@ enum Dev {
         check: bool,
     },
     /// Check that every {{#include}} in the book names a file and anchor that
-    /// exist, and that every link between pages and to images resolves
+    /// exist, that every link between pages and to images resolves, that every
+    /// diagram has its own background, and that no code line is wider than the
+    /// code box
     CheckBook,
     /// Check that no function body is written twice outside chapters/
     CheckDuplicates,

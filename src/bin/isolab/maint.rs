@@ -86,15 +86,18 @@ pub fn check_book() -> Result<ExitCode> {
     problems.append(&mut broken);
     let (images, mut broken) = check_svgs(&src.join("images"))?;
     problems.append(&mut broken);
+    let (code_lines, mut too_wide) = isolab::workshop::codebox::check(&src)?;
+    problems.append(&mut too_wide);
     if !problems.is_empty() {
         bail!(
-            "{} broken include(s) or link(s):\n{}",
+            "{} problem(s) in the book:\n{}",
             problems.len(),
             problems.join("\n")
         );
     }
     println!(
-        "all {count} includes and {links} links in book/src resolve, and its {images} SVG diagrams are well formed"
+        "all {count} includes and {links} links in book/src resolve, its {images} SVG diagrams are well formed, \
+         and its {code_lines} code lines fit the code box"
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -199,7 +202,10 @@ fn check_links(src: &std::path::Path) -> Result<(usize, Vec<String>)> {
 }
 
 /// Every SVG diagram must be well formed, or browsers show nothing: each tag closed
-/// in order, and a `<title>` for screen readers.
+/// in order, and a `<title>` for screen readers. And it must paint its own opaque
+/// background first: a page shows it as an image, on whatever the reader's theme
+/// puts behind it, and black lines on a transparent ground vanish on coal, navy or
+/// ayu.
 fn check_svgs(dir: &std::path::Path) -> Result<(usize, Vec<String>)> {
     let mut problems = Vec::new();
     let mut count = 0;
@@ -215,7 +221,7 @@ fn check_svgs(dir: &std::path::Path) -> Result<(usize, Vec<String>)> {
             .to_string_lossy()
             .into_owned();
         let text = std::fs::read_to_string(&path)?;
-        if let Err(why) = svg_well_formed(&text) {
+        if let Err(why) = svg_well_formed(&text).and_then(|()| svg_has_panel(&text)) {
             problems.push(format!("images/{name}: {why}"));
         }
     }
@@ -260,4 +266,70 @@ fn svg_well_formed(text: &str) -> std::result::Result<(), String> {
         return Err("not an <svg> with a <title>".into());
     }
     Ok(())
+}
+
+/// The first shape an SVG draws is a rectangle over all of it, filled: the panel
+/// its own colours stand on, in every theme.
+fn svg_has_panel(text: &str) -> std::result::Result<(), String> {
+    const WANTED: &str = "its first shape must be a panel over the whole picture, such as \
+                          <rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>";
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        Some(tag[at..].split('"').next()?.to_string())
+    };
+    let mut rest = text;
+    let mut hidden = 0; // inside <defs>, <style>, <title>, ...: not drawn where it stands
+    let mut view_box = None;
+    while let Some(start) = rest.find('<') {
+        rest = &rest[start..];
+        if let Some(after) = rest.strip_prefix("<!--") {
+            rest = after.split_once("-->").map_or("", |(_, r)| r);
+            continue;
+        }
+        let end = rest.find('>').ok_or("a tag is never closed")?;
+        let tag = &rest[1..end];
+        rest = &rest[end + 1..];
+        let name = tag
+            .trim_start_matches('/')
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or("");
+        let not_drawn = matches!(name, "defs" | "style" | "title" | "desc" | "metadata");
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        } else if tag.starts_with('/') {
+            hidden -= i32::from(not_drawn);
+            continue;
+        } else if name == "svg" {
+            view_box = attr(tag, "viewBox");
+            continue;
+        } else if not_drawn || hidden > 0 {
+            hidden += i32::from(not_drawn && !tag.ends_with('/'));
+            continue;
+        }
+        // The first shape drawn.
+        let size: Vec<String> = view_box
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let covers = |name: &str, index: usize| {
+            attr(tag, name).is_some_and(|v| v == "100%" || size.get(index) == Some(&v))
+        };
+        let at_origin = |name: &str| attr(tag, name).is_none_or(|v| v == "0");
+        let filled = attr(tag, "fill").is_some_and(|f| f != "none" && f != "transparent");
+        return if name == "rect"
+            && at_origin("x")
+            && at_origin("y")
+            && covers("width", 2)
+            && covers("height", 3)
+            && filled
+        {
+            Ok(())
+        } else {
+            Err(WANTED.into())
+        };
+    }
+    Err(WANTED.into())
 }
