@@ -457,15 +457,16 @@ fn our_qemus(parent: u32) -> Vec<u32> {
     found
 }
 
-/// What the temp dir holds now that could be ours (its name says isolab or
-/// qemu): other programs on the machine may use it meanwhile.
+/// What the temp dir holds that a guest run could have left. The run itself writes
+/// no file (its initramfs is a memfd), so this is for QEMU's own: other tests and
+/// programs make isolab-* entries there meanwhile, and do not count.
 fn temp_entries() -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .flatten()
         .filter(|e| {
             let name = e.file_name().to_string_lossy().to_lowercase();
-            name.contains("isolab") || name.contains("qemu")
+            name.contains("qemu") || name.starts_with("isolab-guest")
         })
         .map(|e| e.path())
         .collect();

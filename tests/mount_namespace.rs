@@ -251,25 +251,32 @@ fn break_chroot_opens_the_chroot_escape_again() {
 }
 
 /// Chapter 03's "break it": descriptors closed in the command only. The command
-/// holds no fd 3, but init does, and the box reaches it through /proc/1/fd/3.
+/// holds no fd 3, but init does, and the box opens it again through /proc/1/fd/3.
 #[test]
 fn break_close_fds_leaves_the_descriptor_in_init() {
     needs!(root);
     let lab = Lab::new();
-    let through_init = |flags: &[&str]| {
+    let canary = lab.canary_arg();
+    let route = |flags: &[&str]| {
         let cmd = command(
             &step(STEP),
-            &box_args(&lab, flags, &["/bin/probe", "open", "/proc/1/fd/3"]),
+            &box_args(&lab, flags, &["/bin/probe", "--canary", &canary]),
             Some(lab.canary.dir()),
         );
-        run_with(cmd).stdout.trim().to_string()
+        let run = run_with(cmd);
+        assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+        let report = Report::parse(&run.stdout);
+        assert_eq!(&report[Key::OpenFds], "0 1 2", "{}", run.stdout);
+        report[Key::CanaryViaInheritedFd].to_string()
     };
-    // A directory opened for writing says EISDIR: it is there.
     assert_eq!(
-        through_init(&["--break", "close-fds"]),
-        "not opened: refused (EISDIR)"
+        route(&["--break", "close-fds"]),
+        "READABLE (init holds a directory: open /proc/1/fd/3, climb ..)"
     );
-    assert_eq!(through_init(&[]), "not opened: refused (ENOENT)");
+    assert_eq!(
+        route(&[]),
+        "no route (no directory descriptor was inherited)"
+    );
 }
 
 /// Chapter 03's "break it": without MS_PRIVATE, where "/" is shared (systemd makes it

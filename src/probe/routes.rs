@@ -99,24 +99,17 @@ pub fn proc_root(canary: Option<&Path>) -> String {
 
 /// A directory descriptor inherited from outside the box points at the host's tree
 /// whatever our root is: fchdir(2) to it, climb `..`, and open the canary from there
-/// (runc's CVE-2024-21626 was a leaked descriptor like this one).
+/// (runc's CVE-2024-21626 was a leaked descriptor like this one). The box's other
+/// processes count too: a descriptor held by our parent (init, say) opens again
+/// through /proc/PID/fd/N, as in runc's CVE-2016-9962, where the box reached the
+/// descriptors of `runc init` that way.
 pub fn inherited_fd(canary: Option<&Path>, fds: &[RawFd]) -> String {
     let Some(canary) = canary else {
         return not_checked();
     };
-    let dirs: Vec<RawFd> = fds
-        .iter()
-        .copied()
-        .filter(|&fd| fd > 2 && crate::view::fd_kind(fd) == "a directory")
-        .collect();
-    if dirs.is_empty() {
-        return "no route (no directory descriptor was inherited)".into();
-    }
     let relative = canary.strip_prefix("/").unwrap_or(canary).to_path_buf();
-    for fd in dirs {
-        let code = in_fork(|| {
-            // SAFETY: the descriptor is open (we listed it) and outlives this borrow.
-            let dir = unsafe { BorrowedFd::borrow_raw(fd) };
+    let climb_from = |dir: BorrowedFd| {
+        in_fork(|| {
             if fchdir(dir).is_err() {
                 return REFUSED;
             }
@@ -124,12 +117,75 @@ pub fn inherited_fd(canary: Option<&Path>, fds: &[RawFd]) -> String {
                 let _ = chdir("..");
             }
             read_canary(&relative)
-        });
-        if code == Some(READ) {
+        }) == Some(READ)
+    };
+    let mine: Vec<RawFd> = fds
+        .iter()
+        .copied()
+        .filter(|&fd| fd > 2 && crate::view::fd_kind(fd) == "a directory")
+        .collect();
+    for &fd in &mine {
+        // SAFETY: the descriptor is open (we listed it) and outlives this borrow.
+        if climb_from(unsafe { BorrowedFd::borrow_raw(fd) }) {
             return format!("READABLE (fchdir to fd {fd}, climb ..)");
         }
     }
+    let mut theirs = 0;
+    for (pid, path) in ancestors_directory_fds() {
+        theirs += 1;
+        if let Ok(dir) = std::fs::File::open(&path) {
+            if climb_from(std::os::fd::AsFd::as_fd(&dir)) {
+                let whose = if pid == 1 {
+                    "init".to_string()
+                } else {
+                    format!("pid {pid}")
+                };
+                return format!(
+                    "READABLE ({whose} holds a directory: open {}, climb ..)",
+                    path.display()
+                );
+            }
+        }
+    }
+    if mine.is_empty() && theirs == 0 {
+        return "no route (no directory descriptor was inherited)".into();
+    }
     "blocked (the inherited directories lead nowhere)".into()
+}
+
+/// The directory descriptors our parent and its ancestors hold, as paths under
+/// /proc/PID/fd that open them again. Empty where /proc is not mounted.
+fn ancestors_directory_fds() -> Vec<(u32, std::path::PathBuf)> {
+    let parent_of = |pid: &str| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid ...": the name may hold spaces, so split after ')'.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let mut found = Vec::new();
+    let mut pid = parent_of("self");
+    while let Some(p) = pid.filter(|&p| p != 0) {
+        let dir = std::path::PathBuf::from(format!("/proc/{p}/fd"));
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let is_dir = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir());
+                let fd: Option<u32> = entry.file_name().to_str().and_then(|n| n.parse().ok());
+                if is_dir && fd.is_some_and(|fd| fd > 2) {
+                    found.push((p, entry.path()));
+                }
+            }
+        }
+        pid = if p == 1 {
+            None
+        } else {
+            parent_of(&p.to_string())
+        };
+    }
+    found
 }
 
 /// A runtime that passes its own environment on hands the box whatever secrets the

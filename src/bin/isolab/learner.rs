@@ -353,30 +353,29 @@ pub fn run(number: u8, reference: bool, parsed: &[OsString]) -> Result<ExitCode>
         let work = tempfile::Builder::new().prefix("isolab-run-").tempdir()?;
         let rootfs = work.path().join("rootfs");
         isolab::container::rootfs::build(&rootfs, &target.join("probe"))?;
-        // The learner's flags, and their command after `--`; without one, the probe
-        // with a canary made for this run.
+        // The learner's flags, and their command after `--`; without one, the probe.
         let split = args.iter().position(|a| a == "--");
         let (flags, command) = match split {
             Some(i) => (&args[..i], args[i + 1..].to_vec()),
             None => (args, Vec::new()),
         };
-        let canary = if split.is_none() {
-            let canary = isolab::container::canary::Canary::create()?;
-            cmd.env(
-                isolab::container::canary::ENV,
-                isolab::container::canary::ENV_VALUE,
-            );
-            Some(canary)
-        } else {
-            None
-        };
-        let command = match &canary {
-            Some(canary) => vec![
+        // The runtime starts as the tests start it: from a careless caller, with a
+        // secret in its environment and a host directory open on fd 3, and with a
+        // canary made for this run that the probe looks for.
+        let canary = isolab::container::canary::Canary::create()?;
+        cmd.env(
+            isolab::container::canary::ENV,
+            isolab::container::canary::ENV_VALUE,
+        );
+        isolab::run::std_fds_only(&mut cmd, Some(canary.dir()))?;
+        let command = if command.is_empty() {
+            vec![
                 step.probe(&target.join("probe")).into_os_string(),
                 "--canary".into(),
                 canary.path().into_os_string(),
-            ],
-            None => command,
+            ]
+        } else {
+            command
         };
         cmd.args(step.args(&rootfs, flags, &command));
         _lab = Some((work, canary));
