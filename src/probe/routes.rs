@@ -133,18 +133,19 @@ pub fn inherited_fd(canary: Option<&Path>, fds: &[RawFd]) -> String {
     let mut theirs = 0;
     for (pid, path) in ancestors_directory_fds() {
         theirs += 1;
-        if let Ok(dir) = std::fs::File::open(&path) {
-            if climb_from(std::os::fd::AsFd::as_fd(&dir)) {
-                let whose = if pid == 1 {
-                    "init".to_string()
-                } else {
-                    format!("pid {pid}")
-                };
-                return format!(
-                    "READABLE ({whose} holds a directory: open {}, climb ..)",
-                    path.display()
-                );
-            }
+        let Ok(dir) = std::fs::File::open(&path) else {
+            continue;
+        };
+        if climb_from(std::os::fd::AsFd::as_fd(&dir)) {
+            let whose = if pid == 1 {
+                "init".to_string()
+            } else {
+                format!("pid {pid}")
+            };
+            return format!(
+                "READABLE ({whose} holds a directory: open {}, climb ..)",
+                path.display()
+            );
         }
     }
     if mine.is_empty() && theirs == 0 {
