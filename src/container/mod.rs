@@ -4,7 +4,8 @@
 //! - [`canary`]: the host's canary, a file (and a variable) the box must not reach;
 //! - [`cgroup`]: how this host lays out its cgroups, and a box's use of them;
 //! - [`caps`] and [`seccomp`]: thin wrappers over capget/capset/prctl and BPF;
-//! - [`tty`]: a pseudo-terminal of the box's own, relayed by the runtime.
+//! - [`tty`]: a pseudo-terminal of the box's own, relayed by the runtime;
+//! - [`subid`]: the ranges of IDs `/etc/subuid` and `/etc/subgid` hand a user.
 //!
 //! The lessons themselves (namespaces, pivot_root, the cgroup files, the filter)
 //! are in `solutions/`.
@@ -14,4 +15,5 @@ pub mod caps;
 pub mod cgroup;
 pub mod rootfs;
 pub mod seccomp;
+pub mod subid;
 pub mod tty;

@@ -10,6 +10,7 @@ crate::keys! {
         Pid = "pid",
         Ppid = "ppid",
         Uid = "uid",
+        UidOnTheHost = "uid on the host",
         Hostname = "hostname",
         Kernel = "kernel",
         Root = "root",
@@ -27,6 +28,7 @@ crate::keys! {
         PidsLimit = "pids limit",
         CpuLimit = "cpu limit",
         Capabilities = "capabilities",
+        CapabilitiesCountIn = "capabilities count in",
         CapabilitiesAfterExec = "capabilities after exec",
         NoNewPrivs = "no_new_privs",
         Seccomp = "seccomp",
@@ -56,7 +58,10 @@ crate::keys! {
 pub const SECTIONS: &[(&str, &[Key])] = {
     use Key::*;
     &[
-        ("who am I", &[Pid, Ppid, Uid, Hostname, Kernel]),
+        (
+            "who am I",
+            &[Pid, Ppid, Uid, UidOnTheHost, Hostname, Kernel],
+        ),
         (
             "what I can see",
             &[
@@ -83,6 +88,7 @@ pub const SECTIONS: &[(&str, &[Key])] = {
             "what I may ask the kernel",
             &[
                 Capabilities,
+                CapabilitiesCountIn,
                 CapabilitiesAfterExec,
                 NoNewPrivs,
                 Seccomp,
