@@ -131,11 +131,11 @@ fn main() -> ExitCode {
         let args: Args = isolab::cli::parse();
         need_a_normal_user()?;
         need_user_namespaces()?;
+        let map = the_map(args.map_range)?;
         let rootfs = readable_rootfs(&args.rootfs)?;
         isolab::container::rootfs::need_root_mount()?;
         isolab::container::rootfs::need_mount_points(&rootfs, &["proc", "dev", "sys"])?;
         let command = args.command.in_rootfs(&rootfs)?;
-        let map = the_map(args.map_range)?;
         let spec = BoxSpec {
             rootfs: &rootfs,
             hostname: &args.hostname.hostname,

@@ -489,7 +489,7 @@ fn user_namespaces_refused_are_one_line() {
         (libc::EINVAL, "this kernel has no user namespaces"),
     ] {
         use isolab::container::seccomp::*;
-        let program = vec![
+        let program = [
             load(NR),
             jump_if_equal(libc::SYS_unshare as u32, 0, 1),
             ret(errno_value(refusal)),

@@ -198,7 +198,7 @@ pub const STEPS: &[Step] = &[
                has been detached, the kernel refuses a user namespace a fresh one. Compare your \
                report with the reference: `uid on the host` says whom the host sees.",
         built: "a box a normal user runs without sudo, whose root the host treats as that user: host settings, device nodes and root's files refused, planted setuid files harmless",
-        tour_args: &[],
+        tour_args: &["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"],
     },
     Step {
         number: 7,

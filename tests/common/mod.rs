@@ -256,7 +256,11 @@ impl UserLab {
     /// The step's binary as the user runs it: a copy of theirs in the lab when the
     /// user is someone else (the build's own may sit where they cannot reach).
     pub fn step(&self, name: &str) -> PathBuf {
-        let built = step(name);
+        self.runnable(step(name))
+    }
+
+    /// `built` as the user runs it (see [`UserLab::step`]).
+    pub fn runnable(&self, built: PathBuf) -> PathBuf {
         if !self.user.other {
             return built;
         }
