@@ -476,7 +476,13 @@ fn why_no_cgroup(layout: &Layout, hierarchies: &[Hierarchy]) -> String {
         Kind::V2 => {
             let own = hierarchies
                 .first()
-                .map(|h| h.own_dir.display().to_string())
+                .map(|h| {
+                    h.own_dir
+                        .components()
+                        .collect::<PathBuf>()
+                        .display()
+                        .to_string()
+                })
                 .unwrap_or_default();
             format!(
                 "this process's cgroup {own} was not delegated to uid {uid}: `{scope} {again}` runs it in one that is"
