@@ -191,12 +191,13 @@ fn what_the_user_namespace_opens_and_harden_closes() {
         assert_eq!(&hardened[key], "refused (EPERM)", "{key:?} with --harden");
     }
     assert_eq!(&hardened[Key::Seccomp], "filter");
-    assert_eq!(
-        &hardened[Key::Capabilities],
-        "9 of 41: chown dac_override fowner fsetid kill setgid setuid setpcap net_bind_service"
+    assert!(
+        !hardened[Key::Capabilities].starts_with("all"),
+        "{}",
+        &hardened[Key::Capabilities]
     );
     assert_eq!(&hardened[Key::PlantASetuidFile], "refused (EPERM)");
-    // The same routes in step 05's root box: closed there.
+    // The same routes in step 05's root box: closed there, by the same walls.
     if missing("root").is_none() {
         let rootful = run(
             &target_dir().join("05-hardening-solution"),
@@ -206,6 +207,7 @@ fn what_the_user_namespace_opens_and_harden_closes() {
         for key in opened {
             assert_eq!(&closed[key], "refused (EPERM)", "{key:?} in step 05");
         }
+        assert_eq!(&hardened[Key::Capabilities], &closed[Key::Capabilities]);
     }
 }
 
