@@ -249,6 +249,15 @@ impl BoxCgroups {
         Ok(cgroups)
     }
 
+    /// No cgroups at all: a box without limits (step 06, where none was delegated
+    /// to its user).
+    pub fn none() -> BoxCgroups {
+        BoxCgroups {
+            dirs: Vec::new(),
+            delegation: None,
+        }
+    }
+
     pub fn paths(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|d| d.path.clone()).collect()
     }

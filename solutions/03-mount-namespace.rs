@@ -227,16 +227,32 @@ pub fn pivot_error(errno: Errno, rootfs: &Path) -> anyhow::Error {
 /// A procfs shows the PID namespace of the process that mounts it: mounted by init,
 /// it shows the box's processes only.
 pub fn mount_proc() -> Result<()> {
-    //> mount(2) a new procfs: source "proc", target "/proc", type "proc", flags
-    //> MS_NOSUID | MS_NODEV | MS_NOEXEC. Mounted by init, it lists the box's PIDs.
+    mount_proc_at(Path::new("/proc"))
+}
+
+/// A new procfs at `target` (step 06 mounts it inside the rootfs, before the pivot).
+pub fn mount_proc_at(target: &Path) -> Result<()> {
+    //> mount(2) a new procfs: source "proc", target `target` ("/proc" here), type
+    //> "proc", flags MS_NOSUID | MS_NODEV | MS_NOEXEC. Mounted by init, it lists the
+    //> box's PIDs.
     // ANCHOR: mount_proc
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>)
-        .context("mount(proc, /proc, proc)")
+    mount(Some("proc"), target, Some("proc"), flags, None::<&str>)
+        .with_context(|| format!("mount(proc, {}, proc)", target.display()))
     // ANCHOR_END: mount_proc
 }
 
 // ANCHOR: mount_dev
+/// The device nodes every program expects, with their major and minor numbers.
+pub const DEV_NODES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
 /// A minimal /dev on a tmpfs: the device nodes every program expects, and no
 /// others (no disks, no /dev/mem, no /dev/kvm).
 pub fn mount_dev() -> Result<()> {
@@ -249,15 +265,7 @@ pub fn mount_dev() -> Result<()> {
         Some("mode=755,size=64k"),
     )
     .context("mount(tmpfs, /dev, tmpfs)")?;
-    let nodes = [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ];
-    for (name, major, minor) in nodes {
+    for (name, major, minor) in DEV_NODES {
         let path = format!("/dev/{name}");
         let mode = Mode::from_bits_truncate(0o666);
         mknod(path.as_str(), SFlag::S_IFCHR, mode, makedev(major, minor))
@@ -271,14 +279,21 @@ pub fn mount_dev() -> Result<()> {
         )
         .with_context(|| format!("chmod({path}, 666)"))?;
     }
+    link_std_fds(Path::new("/dev"))
+}
+
+/// /dev/fd, /dev/stdin, /dev/stdout and /dev/stderr in `dev`, links into
+/// /proc/self/fd.
+pub fn link_std_fds(dev: &Path) -> Result<()> {
     for (link, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        std::os::unix::fs::symlink(target, format!("/dev/{link}"))
-            .with_context(|| format!("symlink({target}, /dev/{link})"))?;
+        let link = dev.join(link);
+        std::os::unix::fs::symlink(target, &link)
+            .with_context(|| format!("symlink({target}, {})", link.display()))?;
     }
     Ok(())
 }

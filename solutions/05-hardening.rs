@@ -290,7 +290,7 @@ const PROC_MASKED: [&str; 13] = [
 /// own tables: a bind mount of a path onto itself can be made read-only on its own,
 /// and a file is hidden by mounting /dev/null over it (a directory, by an empty
 /// read-only tmpfs). The box cannot undo this: it may not mount or unmount.
-fn mask_proc() -> Result<()> {
+pub fn mask_proc() -> Result<()> {
     //> For each path of PROC_READ_ONLY that exists: mount(2) it onto itself with
     //> MsFlags::MS_BIND | MS_REC, then make that mount read-only with
     //> mount_namespace::remount_read_only(path). For each path of PROC_MASKED that
@@ -399,7 +399,7 @@ fn box_stdio(spec: &BoxSpec) -> Result<Option<Relay>> {
 /// and signals from the keyboard reach the box only through init. With `--tty`, the
 /// box's own pseudo-terminal (already on fds 0-2) becomes its controlling terminal,
 /// so a shell there has job control.
-fn new_session(tty: bool) -> Result<()> {
+pub fn new_session(tty: bool) -> Result<()> {
     nix::unistd::setsid().context("setsid()")?;
     if tty {
         // SAFETY: TIOCSCTTY takes an integer (0: do not steal it from another
@@ -423,17 +423,25 @@ fn environment(spec: &BoxSpec) -> Option<Vec<String>> {
     if !spec.keeps(Restriction::Environment) {
         return None; // the caller's, all of it, as steps 00-04 pass it
     }
+    Some(clean_environment(spec.env))
+}
+
+/// PATH, HOME and the caller's TERM, then `extra` (NAME=VALUE each), nothing else.
+pub fn clean_environment(extra: &[String]) -> Vec<String> {
     let mut env = vec![format!("PATH={BOX_PATH}"), "HOME=/".to_string()];
     if let Ok(term) = std::env::var("TERM") {
         env.push(format!("TERM={term}"));
     }
-    env.extend(spec.env.iter().cloned());
-    Some(env)
+    env.extend(extra.iter().cloned());
+    env
 }
 // ANCHOR_END: environment
 
 /// Become the command, with `env` as its whole environment (None: ours).
-fn exec_with(command: &Command, env: &Option<Vec<String>>) -> Result<Infallible> {
+pub fn exec_with(
+    command: &Command,
+    env: &Option<Vec<String>>,
+) -> Result<Infallible> {
     let Some(env) = env else {
         return process::exec(command);
     };
@@ -488,7 +496,7 @@ const KEEP: [&str; 8] = [
 // ANCHOR_END: keep
 
 /// Reduce this process's capabilities to KEEP, in every set that matters.
-fn drop_capabilities() -> Result<()> {
+pub fn drop_capabilities() -> Result<()> {
     //> caps::set_of(&KEEP) is a caps::CapSet, a u64 with bit N set for capability N.
     //> The bounding set limits what any exec can ever grant: for every number n from
     //> 0 to caps::last_cap() whose bit is not in the kept set, call
@@ -621,7 +629,7 @@ const PERSONALITIES: [u32; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 
 // ANCHOR: filter
 /// The filter, as the kernel will run it, one instruction per line.
-fn filter() -> Vec<seccomp::Instruction> {
+pub fn filter() -> Vec<seccomp::Instruction> {
     use seccomp::*;
     let mut program = vec![
         // Only x86-64 calls: the numbers below mean something else for i386.
@@ -734,7 +742,7 @@ fn refuse_unless_one_of(
 
 /// A new network namespace has a loopback interface, and it starts down. Bring it
 /// up as `ip link set lo up` does: read its flags, add IFF_UP, write them back.
-fn bring_up_loopback() -> Result<()> {
+pub fn bring_up_loopback() -> Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     // SAFETY: socket(2) takes integers; the descriptor it returns is ours, and
     // OwnedFd closes it however this function returns.

@@ -70,10 +70,39 @@ const PARTS: &[(&str, &str)] = &[
     ("killed runtime", KILLED_RUNTIME),
     ("alone in its cgroup", ALONE),
     ("sharing its cgroup", SHARING),
+    (
+        "rootless, delegated",
+        "delegated STEP06 --rootfs /rootfs --memory 32m --pids-limit 16 --cpus 0.5 -- /bin/probe",
+    ),
+    (
+        "rootless memory hog",
+        "delegated STEP06 --rootfs /rootfs --memory 32m --stats -- /bin/probe memory-hog --max 512m",
+    ),
+    (
+        "rootless, not delegated",
+        "as_tester STEP06 --rootfs /rootfs --memory 32m -- /bin/probe",
+    ),
 ];
+
+/// Step 06, rootless: run by `tester` (uid 1000), in a cgroup of its own.
+const STEP06: &str = "06-user-namespace";
 
 /// Shell helpers every part can use.
 const HELPERS: &str = r#"
+# A normal user, tester (uid 1000), for step 06; `as_tester CMD` runs CMD as it.
+grep -q '^tester:' /etc/passwd || echo 'tester:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd
+grep -q '^tester:' /etc/group || echo 'tester:x:1000:' >> /etc/group
+as_tester() { su -p -s /bin/sh tester -c "$*"; }
+# `delegated CMD`: CMD as tester, in a cgroup handed to it as systemd's
+# Delegate=yes hands one: the directory, and the files that move processes and
+# hand controllers down, are the user's.
+delegated() {
+    d=/sys/fs/cgroup/user-1000
+    if [ ! -d $d ]; then
+        mkdir $d && chown 1000:1000 $d $d/cgroup.procs $d/cgroup.subtree_control $d/cgroup.threads
+    fi
+    sh -c "echo \$\$ > $d/cgroup.procs && exec su -p -s /bin/sh tester -c '$*'"
+}
 # Every isolab-* cgroup, by path under /sys/fs/cgroup, on one line.
 cgroups() { cd /sys/fs/cgroup && find . -name 'isolab-*' -type d | sort | tr '\n' ' '; cd /; }
 # Wait (at most 30 s) until FILE has a line "ready", while process PID lives;
@@ -198,12 +227,16 @@ fn guest() -> &'static GuestRun {
     let boot = BOOT.get_or_init(|| {
         let bin = step(STEP);
         let name = bin.file_name().unwrap().to_string_lossy().into_owned();
+        let rootless = step(STEP06);
+        let rootless_name = rootless.file_name().unwrap().to_string_lossy().into_owned();
         let mut guest = Guest::new(probe());
         guest.binaries.push(bin.clone());
+        guest.binaries.push(rootless.clone());
         for (_, script) in PARTS {
-            guest
-                .commands
-                .push(format!("{HELPERS}{}", script.replace("STEP", &name)));
+            let script = script
+                .replace("STEP06", &rootless_name)
+                .replace("STEP", &name);
+            guest.commands.push(format!("{HELPERS}{script}"));
             guest.commands.push(LEFT.into());
         }
         let ran = isolab::vm::linux::run(&guest).map_err(|e| format!("{e:#}"));
@@ -433,6 +466,53 @@ fn a_runtime_sharing_its_cgroup_refuses_with_the_remedy() {
     let r = part.report();
     assert_eq!(&r[Script::SubtreeControlAfter], "");
     assert_eq!(r[Script::TreeAfter].trim(), "");
+}
+
+/// Step 06 on a real delegated tree: run by a normal user in a v2 cgroup handed to
+/// it, the rootless box gets step 04's limits, made by the user alone.
+#[test]
+fn a_rootless_box_gets_limits_in_a_delegated_cgroup() {
+    needs!(guest);
+    let ran = guest();
+    let hog = part(ran, "rootless memory hog");
+    let part = part(ran, "rootless, delegated");
+    part.assert_code(0);
+    let report = part.report();
+    assert_eq!(&report[Key::Uid], "0 (root)", "{}", part.run.stdout);
+    assert_eq!(&report[Key::UidOnTheHost], "1000 (my uid_map: 0 1000 1)");
+    assert_eq!(&report[Key::MemoryLimit], "32 MiB", "{}", part.run.stdout);
+    assert_eq!(&report[Key::PidsLimit], "16");
+    assert!(
+        report[Key::CpuLimit].starts_with("0.5 CPU"),
+        "{}",
+        part.run.stdout
+    );
+    assert_eq!(part.run.stderr, "", "the limits were given: nothing to say");
+    hog.assert_code(137);
+    assert_eq!(&hog.stats()[Stat::OomKills], "1", "{}", hog.run.stderr);
+}
+
+/// Not delegated (the user's runtime sits in the root cgroup, which is root's):
+/// no limits, one line that says so and how to get them, and the box runs.
+#[test]
+fn a_rootless_box_without_a_delegated_cgroup_runs_without_limits() {
+    needs!(guest);
+    let ran = guest();
+    let part = part(ran, "rootless, not delegated");
+    part.assert_code(0);
+    let lines: Vec<&str> = part.run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{:?}", part.run.stderr);
+    for says in [
+        ": no limits: this process's cgroup /sys/fs/cgroup was not delegated to uid 1000",
+        "systemd-run --user --scope -p Delegate=yes --",
+    ] {
+        assert!(
+            lines[0].contains(says),
+            "{:?} does not say {says:?}",
+            lines[0]
+        );
+    }
+    assert_ne!(&part.report()[Key::MemoryLimit], "32 MiB");
 }
 
 /// Every QEMU this test process started, by PID (its children named qemu-system-*).

@@ -36,12 +36,25 @@ fn untouched_skeletons_stop_at_their_first_todo() {
             skip(&format!("step {:02}: it {why}", step.number));
             continue;
         }
+        // The rootless step runs as a normal user: ourselves, or the tests' user.
+        let user = if step.needs == Needs::NormalUser {
+            match normal_user() {
+                Ok(user) => Some(UserLab::new(&user)),
+                Err(why) => {
+                    skip(&format!("step {:02}: it {why}", step.number));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
         build_chapter(&step.name());
         // A container step runs a command in a rootfs; the others take none.
-        let container = matches!(step.needs, Needs::Nothing | Needs::Root);
+        let container = matches!(step.needs, Needs::Nothing | Needs::Root | Needs::NormalUser);
         let mut args: Vec<String> = Vec::new();
         if step.number > 0 && container {
-            args.extend(["--rootfs".into(), lab.rootfs().display().to_string()]);
+            let rootfs = user.as_ref().map_or(lab.rootfs(), |u| u.rootfs());
+            args.extend(["--rootfs".into(), rootfs.display().to_string()]);
         }
         args.extend(step.tour_args.iter().map(|s| s.to_string()));
         if container {
@@ -52,10 +65,18 @@ fn untouched_skeletons_stop_at_their_first_todo() {
                 "/bin/probe".into()
             });
         }
-        let out = std::process::Command::new(target_dir().join(step.name()))
-            .args(&args)
-            .output()
-            .unwrap();
+        let out = match &user {
+            Some(user) => {
+                let bin = user.runnable(target_dir().join(step.name()));
+                let mut cmd = user.command(&bin, &args, None);
+                cmd.env("PATH", "/usr/bin:/bin");
+                cmd.output().unwrap()
+            }
+            None => std::process::Command::new(target_dir().join(step.name()))
+                .args(&args)
+                .output()
+                .unwrap(),
+        };
         let stderr = String::from_utf8_lossy(&out.stderr);
         let first = isolab::workshop::exercise::exercises(step.solution);
         let names: Vec<String> = first

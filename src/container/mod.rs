@@ -5,7 +5,8 @@
 //! - [`cgroup`]: how this host lays out its cgroups, and a box's use of them;
 //! - [`caps`] and [`seccomp`]: thin wrappers over capget/capset/prctl and BPF;
 //! - [`relay`]: the caller's terminal kept out of the box: pipes, or a
-//!   pseudo-terminal of the box's own, relayed by the runtime.
+//!   pseudo-terminal of the box's own, relayed by the runtime;
+//! - [`subid`]: the ranges of IDs `/etc/subuid` and `/etc/subgid` hand a user.
 //!
 //! The lessons themselves (namespaces, pivot_root, the cgroup files, the filter)
 //! are in `solutions/`.
@@ -16,3 +17,4 @@ pub mod cgroup;
 pub mod relay;
 pub mod rootfs;
 pub mod seccomp;
+pub mod subid;

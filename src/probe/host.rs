@@ -47,6 +47,10 @@ pub fn kernel_settings() -> String {
             "WRITABLE: {} (settings of the whole host)",
             writable.join(" ")
         ),
+        (true, Some(Errno::EACCES)) if nix::unistd::geteuid().is_root() => {
+            "refused (EACCES: they are the host root's, and I am root only in my own user namespace)"
+                .into()
+        }
         (true, Some(e)) => format!("refused ({})", errno_says(e)),
         (true, None) => "none of them here".into(),
     }
@@ -156,9 +160,15 @@ pub fn plant_setuid_file() -> String {
         Ok(_) => match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o6755)) {
             Err(e) => refused_io(&e),
             Ok(()) => match std::fs::metadata(&path) {
-                Ok(m) if m.mode() & 0o4000 != 0 && m.uid() == 0 => "PLANTED (a setuid-root file, \
-                     which any host user who reaches the rootfs runs as root)"
-                    .into(),
+                Ok(m) if m.mode() & 0o4000 != 0 && m.uid() == 0 => match crate::view::host_uid(0) {
+                    Some(0) | None => "PLANTED (a setuid-root file, which any host user who \
+                             reaches the rootfs runs as root)"
+                        .into(),
+                    Some(caller) => format!(
+                        "planted, but my root is uid {caller} on the host: it runs as that user, \
+                             never as root"
+                    ),
+                },
                 Ok(m) if m.mode() & 0o4000 != 0 => {
                     format!("planted, but owned by uid {} (not root: harmless)", m.uid())
                 }

@@ -16,6 +16,10 @@ pub fn capabilities() -> String {
     let Some(eff) = effective_caps() else {
         return "unknown (capget failed)".into();
     };
+    let full = eff.count_ones() == caps::last_cap() + 1;
+    if full && crate::view::in_own_user_namespace() == Some(true) {
+        return format!("all {} in my own user namespace", eff.count_ones());
+    }
     if eff == caps::bounding() && eff.count_ones() > 30 {
         // Whatever the host grants root, untouched: all 41 on a laptop; a sandbox
         // may hold a few back.
@@ -31,6 +35,18 @@ pub fn capabilities() -> String {
         caps::last_cap() + 1,
         names.join(" ")
     )
+}
+
+/// Capabilities count in the user namespace that holds them. In the host's, they
+/// act on the whole machine; in one of its own, only on what that namespace owns
+/// (its mounts, its network, its hostname), and the kernel checks what belongs to
+/// the machine (modules, the clock, devices, host files) against the host's.
+pub fn capabilities_count_in() -> String {
+    match crate::view::in_own_user_namespace() {
+        Some(false) => "the host's user namespace (they act on the whole machine)".into(),
+        Some(true) => "my own user namespace (only over what it owns, never the host)".into(),
+        None => "unknown (no /proc/self/uid_map)".into(),
+    }
 }
 
 pub fn no_new_privs() -> String {
@@ -285,10 +301,20 @@ pub fn try_setuid_binary() -> String {
             Some(errno) => format!("not tried (could not make a setuid copy: {errno:?})"),
             None => format!("not tried (could not make a setuid copy: {e})"),
         },
+        Ok(())
+            if crate::view::in_own_user_namespace() == Some(true)
+                && crate::view::host_uid(65534).is_none() =>
+        {
+            "not tried (only my own uid is mapped: there is no other user to run it as)".into()
+        }
         Ok(()) => {
             let nobody = nix::unistd::Uid::from_raw(65534);
             let euid = run_self(&copy, "euid", || nix::unistd::setuid(nobody).is_ok());
             match euid.as_deref() {
+                Some("0") if crate::view::in_own_user_namespace() == Some(true) => format!(
+                    "grants my namespace's root (euid 0 here, uid {} on the host)",
+                    crate::view::host_uid(0).map_or("?".into(), |u| u.to_string())
+                ),
                 Some("0") => "grants root (euid 0)".into(),
                 Some(other) => format!("refused (euid stays {other})"),
                 None => "refused (could not run it)".into(),

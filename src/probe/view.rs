@@ -25,6 +25,78 @@ pub fn uid() -> String {
     }
 }
 
+/// One line of /proc/self/uid_map: `count` IDs from `inside` are `outside` and on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    pub inside: u32,
+    pub outside: u32,
+    pub count: u32,
+}
+
+/// The user namespace's uid_map as this process sees it: which IDs of the parent
+/// namespace its IDs are. `None` without /proc.
+pub fn uid_map() -> Option<Vec<Mapping>> {
+    let text = fs::read_to_string("/proc/self/uid_map").ok()?;
+    text.lines()
+        .map(|l| {
+            let n: Vec<u32> = l
+                .split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            match n[..] {
+                [inside, outside, count] => Some(Mapping {
+                    inside,
+                    outside,
+                    count,
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The initial user namespace, the host's, maps every ID to itself.
+const HOST_MAP: Mapping = Mapping {
+    inside: 0,
+    outside: 0,
+    count: u32::MAX,
+};
+
+/// Is this process in a user namespace of its own (not the host's)?
+pub fn in_own_user_namespace() -> Option<bool> {
+    uid_map().map(|map| map != [HOST_MAP])
+}
+
+/// What `uid` (an ID in this namespace) is in the parent namespace, if it is mapped.
+pub fn host_uid(uid: u32) -> Option<u32> {
+    uid_map()?
+        .iter()
+        .find(|m| uid >= m.inside && uid - m.inside < m.count)
+        .map(|m| m.outside + (uid - m.inside))
+}
+
+/// Who the host's kernel sees when it looks at this process's uid.
+pub fn uid_on_the_host() -> String {
+    let Some(map) = uid_map() else {
+        return "unknown (no /proc/self/uid_map)".into();
+    };
+    if map == [HOST_MAP] {
+        return "the same (my user namespace is the host's)".into();
+    }
+    let lines: Vec<String> = map
+        .iter()
+        .map(|m| format!("{} {} {}", m.inside, m.outside, m.count))
+        .collect();
+    let uid = nix::unistd::getuid().as_raw();
+    match host_uid(uid) {
+        Some(outside) => format!("{outside} (my uid_map: {})", lines.join(", ")),
+        None => format!(
+            "none: uid {uid} is not mapped (my uid_map: {})",
+            lines.join(", ")
+        ),
+    }
+}
+
 pub fn hostname() -> String {
     match nix::unistd::gethostname() {
         Ok(name) => name.to_string_lossy().into_owned(),
@@ -122,13 +194,16 @@ pub fn mounts() -> String {
     // mounted under /sys/fs/cgroup is one entry: how many hierarchies it holds is
     // the host's layout (v1, v2 or hybrid), not the box's. The mounts that mask parts
     // of /proc (step 05) are one entry too, `/proc/*`: which of them exist depends
-    // on the host's kernel.
+    // on the host's kernel; and so are the device nodes bound under /dev (step 06).
     let mut points: Vec<&str> = Vec::new();
     for point in table.lines().filter_map(|l| l.split(' ').nth(4)) {
         let point = if point.starts_with("/sys/fs/cgroup/") {
             "/sys/fs/cgroup"
         } else if point.starts_with("/proc/") {
             "/proc/*"
+        } else if point.starts_with("/dev/") {
+            // Step 06's device nodes, each the host's own, bind-mounted.
+            "/dev/*"
         } else {
             point
         };

@@ -13,6 +13,12 @@ pub const NO_SKIP: &str = "ISOLAB_NO_SKIP";
 /// build, or target/ would get files owned by root; `isolab check` builds first).
 pub const PREBUILT: &str = "ISOLAB_PREBUILT";
 
+/// The name of a normal user (not root) that tests running as root run step 06 as.
+/// A rootless step must be run by a real unprivileged user: `.ci/run` creates
+/// `isolab-test`, with a range in /etc/subuid, and sets this. Tests run by a normal
+/// user run the step as themselves and need no variable.
+pub const TEST_USER: &str = "ISOLAB_TEST_USER";
+
 /// The canary variable: see [`crate::container::canary::ENV`].
 pub const CANARY: &str = crate::container::canary::ENV;
 

@@ -10,6 +10,7 @@ crate::keys! {
         Pid = "pid",
         Ppid = "ppid",
         Uid = "uid",
+        UidOnTheHost = "uid on the host",
         Hostname = "hostname",
         Kernel = "kernel",
         Root = "root",
@@ -27,6 +28,7 @@ crate::keys! {
         PidsLimit = "pids limit",
         CpuLimit = "cpu limit",
         Capabilities = "capabilities",
+        CapabilitiesCountIn = "capabilities count in",
         NoNewPrivs = "no_new_privs",
         Seccomp = "seccomp",
         MountAFilesystem = "mount a filesystem",
@@ -55,7 +57,10 @@ crate::keys! {
 pub const SECTIONS: &[(&str, &[Key])] = {
     use Key::*;
     &[
-        ("who am I", &[Pid, Ppid, Uid, Hostname, Kernel]),
+        (
+            "who am I",
+            &[Pid, Ppid, Uid, UidOnTheHost, Hostname, Kernel],
+        ),
         (
             "what I can see",
             &[
@@ -82,6 +87,7 @@ pub const SECTIONS: &[(&str, &[Key])] = {
             "what I may ask the kernel",
             &[
                 Capabilities,
+                CapabilitiesCountIn,
                 NoNewPrivs,
                 Seccomp,
                 MountAFilesystem,

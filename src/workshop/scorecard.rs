@@ -146,6 +146,15 @@ pub const WALLS: &[Wall] = &[
         keys: &[Key::Capabilities],
         cell: |v| yes_if(!v[0].starts_with("all")),
     },
+    // Root in the box mapped to someone else on the host: a user namespace (step 06).
+    Wall {
+        name: "box root not host root",
+        keys: &[Key::UidOnTheHost],
+        cell: |v| match v[0] {
+            v if v.starts_with("unknown") => "no /proc",
+            v => yes_if(!v.starts_with("the same")),
+        },
+    },
     Wall {
         name: "no_new_privs",
         keys: &[Key::NoNewPrivs],

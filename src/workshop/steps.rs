@@ -10,6 +10,9 @@ pub enum Needs {
     Nothing,
     /// Root, for chroot, namespaces, mounts and cgroups.
     Root,
+    /// A normal user, not root: the step makes a user namespace of its own, and
+    /// refuses to run as root (step 06).
+    NormalUser,
     /// Read-write access to /dev/kvm.
     Kvm,
     /// Both: root for the container steps it runs, and /dev/kvm for its VMs (step 10).
@@ -182,6 +185,22 @@ pub const STEPS: &[Step] = &[
                after mount_dev), and a read-only bind takes two mounts: the bind, then the \
                remount.",
         built: "a box that may not mount, reboot, load modules, set the clock, trace, make namespaces or reach the network, nor reach the host through /proc, its terminal, planted files or its environment",
+        tour_args: &["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"],
+    },
+    Step {
+        number: 6,
+        slug: "user-namespace",
+        title: "user namespace: a rootless box, run by a normal user",
+        needs: Needs::NormalUser,
+        rootfs: true,
+        solution: include_str!("../../solutions/06-user-namespace.rs"),
+        hint: "Before the unshare, remember who you are: after unshare(CLONE_NEWUSER) you are \
+               uid 65534 (\"nobody\") until the maps are written. Write \"deny\" to \
+               /proc/self/setgroups before gid_map, or the kernel refuses the gid_map (EPERM). \
+               Mount the new /proc inside the rootfs before pivot_into: once the host's /proc \
+               has been detached, the kernel refuses a user namespace a fresh one. Compare your \
+               report with the reference: `uid on the host` says whom the host sees.",
+        built: "a box a normal user runs without sudo, whose root the host treats as that user: host settings, device nodes and root's files refused, planted setuid files harmless",
         tour_args: &["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"],
     },
     Step {

@@ -103,7 +103,208 @@ pub fn missing(requirement: &str) -> Option<String> {
                     "needs the Linux guest's busybox: apt-get install busybox-static".into()
                 })
             }),
+        // A normal user for the rootless step: ourselves, or the one CI names.
+        "user" => normal_user().err(),
+        // The kernel lets a normal user make a user namespace.
+        "userns" => userns_refused(),
+        // --map-range: newuidmap and a range in /etc/subuid for the user.
+        "subuid" => normal_user().ok().and_then(|user| {
+            let tools = ["/usr/bin/newuidmap", "/usr/bin/newgidmap"];
+            if !tools.iter().all(|t| Path::new(t).exists()) {
+                return Some("needs newuidmap and newgidmap: apt-get install uidmap".into());
+            }
+            let name = user.name.clone();
+            let range = |file: &str| {
+                isolab::container::subid::range_for(Path::new(file), &name, user.uid, 65535)
+            };
+            range("/etc/subuid")
+                .and_then(|_| range("/etc/subgid"))
+                .err()
+                .map(|e| format!("needs a range of IDs for {name}: {e}"))
+        }),
         _ => None,
+    }
+}
+
+/// A normal user (not root) that runs the rootless step.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Is it someone else, whom this (root) process must become to run the step?
+    pub other: bool,
+}
+
+/// Ourselves when we are not root; as root, the user ISOLAB_TEST_USER names.
+pub fn normal_user() -> Result<User, String> {
+    let me = nix::unistd::geteuid();
+    let var = isolab::workshop::env::TEST_USER;
+    let (user, other) = if me.is_root() {
+        let Ok(name) = std::env::var(var) else {
+            return Err(format!(
+                "needs a normal user to run as: run the tests as one, or as root set {var} to one's name (.ci/run makes isolab-test with `useradd`)"
+            ));
+        };
+        match nix::unistd::User::from_name(&name) {
+            Ok(Some(u)) if !u.uid.is_root() => (u, true),
+            _ => {
+                return Err(format!(
+                    "{var}={name}: no such normal user: `useradd -m {name}`"
+                ));
+            }
+        }
+    } else {
+        match nix::unistd::User::from_uid(me) {
+            Ok(Some(u)) => (u, false),
+            _ => return Err(format!("uid {me} has no entry in /etc/passwd")),
+        }
+    };
+    Ok(User {
+        name: user.name,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        other,
+    })
+}
+
+/// Why a normal user may not make a user namespace here, if they may not.
+fn userns_refused() -> Option<String> {
+    let setting = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    if !Path::new("/proc/self/ns/user").exists() {
+        return Some("needs a kernel with user namespaces (CONFIG_USER_NS)".into());
+    }
+    if setting("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        return Some("needs user namespaces: sysctl -w user.max_user_namespaces=15000".into());
+    }
+    if setting("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        return Some(
+            "needs unprivileged user namespaces: sysctl -w kernel.unprivileged_userns_clone=1"
+                .into(),
+        );
+    }
+    None
+}
+
+/// A rootfs and a copy of a step's binary that `user` owns, in a directory every
+/// user may enter (under target/ if each directory above it lets others in, else
+/// /var/tmp), and a host canary that stays root's. Removed when dropped.
+pub struct UserLab {
+    dir: tempfile::TempDir,
+    pub user: User,
+    pub canary: Canary,
+}
+
+impl UserLab {
+    pub fn new(user: &User) -> UserLab {
+        use std::os::unix::fs::PermissionsExt;
+        let here = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let open_to_all = here
+            .ancestors()
+            .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+        let parent = if open_to_all || !user.other {
+            here
+        } else {
+            Path::new("/var/tmp")
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("isolab-user-test-")
+            .tempdir_in(parent)
+            .expect("temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod 755 the lab");
+        isolab::container::rootfs::build(&dir.path().join("rootfs"), &probe())
+            .expect("building the rootfs");
+        let lab = UserLab {
+            dir,
+            user: user.clone(),
+            canary: Canary::create().expect("creating the canary"),
+        };
+        if user.other {
+            lab.give_to_user(lab.dir.path());
+        }
+        lab
+    }
+
+    /// Make everything under `path` the user's, as if they had made it.
+    pub fn give_to_user(&self, path: &Path) {
+        let (uid, gid) = (Some(self.user.uid), Some(self.user.gid));
+        let mut pending = vec![path.to_path_buf()];
+        while let Some(p) = pending.pop() {
+            std::os::unix::fs::lchown(&p, uid, gid)
+                .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
+            if p.is_dir() && !p.is_symlink() {
+                for entry in std::fs::read_dir(&p).expect("read_dir").flatten() {
+                    pending.push(entry.path());
+                }
+            }
+        }
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    pub fn canary_arg(&self) -> String {
+        self.canary.path().display().to_string()
+    }
+
+    /// The step's binary as the user runs it: a copy of theirs in the lab when the
+    /// user is someone else (the build's own may sit where they cannot reach).
+    pub fn step(&self, name: &str) -> PathBuf {
+        self.runnable(step(name))
+    }
+
+    /// `built` as the user runs it (see [`UserLab::step`]).
+    pub fn runnable(&self, built: PathBuf) -> PathBuf {
+        if !self.user.other {
+            return built;
+        }
+        let copy = self
+            .dir
+            .path()
+            .join(built.file_name().expect("a file name"));
+        if !copy.exists() {
+            // By cp, not std::fs::copy: a descriptor open for writing here would be
+            // inherited by whatever another test thread forks meanwhile, and the
+            // kernel refuses to run a file open for writing anywhere (ETXTBSY).
+            let status = Command::new("cp")
+                .arg("--")
+                .args([&built, &copy])
+                .status()
+                .expect("running cp");
+            assert!(
+                status.success(),
+                "cp {} {}",
+                built.display(),
+                copy.display()
+            );
+            self.give_to_user(&copy);
+        }
+        copy
+    }
+
+    /// `command` for `bin`, run as the user.
+    pub fn command<S: AsRef<OsStr>>(&self, bin: &Path, args: &[S], leak: Option<&Path>) -> Command {
+        let mut cmd = command(bin, args, leak);
+        if self.user.other {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(self.user.uid).gid(self.user.gid);
+        }
+        cmd
+    }
+
+    /// The step's arguments: `--rootfs` this lab's rootfs, `flags`, `--`, `command`.
+    pub fn args(&self, flags: &[&str], command: &[&str]) -> Vec<String> {
+        let mut args = vec!["--rootfs".to_string(), self.rootfs().display().to_string()];
+        args.extend(flags.iter().map(|s| s.to_string()));
+        args.push("--".into());
+        args.extend(command.iter().map(|s| s.to_string()));
+        args
     }
 }
 
@@ -544,6 +745,62 @@ pub fn processes_from(rootfs: &Path) -> Vec<String> {
         }
     }
     found
+}
+
+/// The children of process `pid`, from the host's /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "PID (COMM) STATE PPID ...": COMM may hold spaces, so split after its ')'.
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid)
+            && let Ok(child) = entry.file_name().to_string_lossy().parse()
+        {
+            found.push(child);
+        }
+    }
+    found
+}
+
+/// The PID namespace of the box a runtime started (its init's), as the host names
+/// it (`pid:[INODE]`). After a pivot_root the box's executables no longer show
+/// their host paths in /proc/PID/exe, so this is how the host finds the box.
+pub fn box_pid_namespace(runtime: u32) -> String {
+    let init = children_of(runtime);
+    assert_eq!(init.len(), 1, "the runtime {runtime} has one child, init");
+    std::fs::read_link(format!("/proc/{}/ns/pid", init[0]))
+        .expect("readlink /proc/INIT/ns/pid")
+        .display()
+        .to_string()
+}
+
+/// Wait up to 2 s for every process in PID namespace `ns` to be gone.
+pub fn assert_no_process_in(ns: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path().join("ns/pid"))
+                    .is_ok_and(|l| l.display().to_string() == ns)
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes of the box outlived it: {left:?} in {ns}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Wait up to 2 s for every process from `rootfs` to be gone.

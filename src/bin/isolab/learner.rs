@@ -411,7 +411,9 @@ fn describe(cmd: &Command) -> String {
 }
 
 pub fn rootfs(dir: &Path) -> Result<ExitCode> {
-    build_references()?;
+    if !prebuilt() {
+        build_references()?;
+    }
     let probe = target_dir()?.join("probe");
     let built = isolab::container::rootfs::build(dir, &probe)?;
     println!("built a rootfs in {}", dir.display());

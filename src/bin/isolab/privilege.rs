@@ -22,7 +22,7 @@ pub fn kvm_usable() -> bool {
 /// Does running something that needs `needs` take sudo, for this user?
 pub fn needs_sudo(needs: Needs) -> bool {
     match needs {
-        Needs::Nothing => false,
+        Needs::Nothing | Needs::NormalUser => false,
         Needs::Root => !is_root(),
         Needs::Kvm => !is_root() && !kvm_usable(),
         Needs::RootAndKvm => !is_root(),

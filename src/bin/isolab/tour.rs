@@ -31,15 +31,15 @@ pub fn tour() -> Result<ExitCode> {
     println!("an open directory on the host, as a careless caller might, and a terminal");
     println!("of its own as stdin, as a shell would.\n");
     let mut columns = Vec::new();
-    for step in STEPS
-        .iter()
-        .filter(|s| matches!(s.needs, Needs::Nothing | Needs::Root))
-    {
+    for step in STEPS.iter().filter(|s| container(s)) {
         let probe = step.probe(&target.join("probe")).into_os_string();
         let command = [probe, "--canary".into(), canary.path().into_os_string()];
         let flags: Vec<OsString> = step.tour_args.iter().map(OsString::from).collect();
         let mut cmd = Command::new(target.join(step.solution_bin()));
         cmd.args(step.args(&rootfs, &flags, &command));
+        if step.needs == Needs::NormalUser {
+            cmd = as_normal_user(step, work.path(), &target, &flags, &command)?;
+        }
         cmd.env(
             isolab::container::canary::ENV,
             isolab::container::canary::ENV_VALUE,
@@ -67,7 +67,7 @@ pub fn tour() -> Result<ExitCode> {
     );
     let names: Vec<String> = STEPS
         .iter()
-        .filter(|s| matches!(s.needs, Needs::Nothing | Needs::Root))
+        .filter(|s| container(s))
         .map(|s| format!("{:02} {}", s.number, s.slug))
         .collect();
     println!("columns: {}", names.join(", "));
@@ -86,6 +86,53 @@ pub fn tour() -> Result<ExitCode> {
     }
     println!("Each chapter of the book explains one column: start with `mdbook serve book`.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The steps of the container table: those that run the probe in a box.
+fn container(step: &Step) -> bool {
+    matches!(step.needs, Needs::Nothing | Needs::Root | Needs::NormalUser)
+}
+
+/// The tour runs as root (through sudo), and a rootless step refuses root: run it
+/// as the user who called sudo (or, for a tour started as root, as nobody), on a
+/// rootfs and a copy of the binary of that user's own.
+fn as_normal_user(
+    step: &Step,
+    work: &Path,
+    target: &Path,
+    flags: &[OsString],
+    command: &[OsString],
+) -> Result<Command> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let id = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u32>().ok());
+    let (uid, gid) = match (id("SUDO_UID"), id("SUDO_GID")) {
+        (Some(uid), Some(gid)) if uid != 0 => (uid, gid),
+        _ => (65534, 65534),
+    };
+    std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o711))?;
+    let own = work.join("user");
+    let rootfs = own.join("rootfs");
+    isolab::container::rootfs::build(&rootfs, &target.join("probe"))?;
+    let bin = own.join(step.solution_bin());
+    std::fs::copy(target.join(step.solution_bin()), &bin)?;
+    let mut pending = vec![own.clone()];
+    while let Some(path) = pending.pop() {
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+            .with_context(|| format!("chown {}", path.display()))?;
+        if path.is_dir() && !path.is_symlink() {
+            pending.extend(std::fs::read_dir(&path)?.flatten().map(|e| e.path()));
+        }
+    }
+    println!(
+        "Step {:02} runs as uid {uid}, not root: its box's root is that user on the host.",
+        step.number
+    );
+    let mut cmd = Command::new(&bin);
+    cmd.args(step.args(&rootfs, flags, command))
+        .uid(uid)
+        .gid(gid);
+    Ok(cmd)
 }
 
 /// The other side: run each KVM reference step and show what its guest had of its

@@ -1,0 +1,589 @@
+//! Step 06, user-namespace: a rootless box, run by a real unprivileged user (the
+//! tests' own user, or as root the one ISOLAB_TEST_USER names: CI makes
+//! `isolab-test`). Root in the box is that user on the host: the tests check it from
+//! both sides, inside (the probe's report, the maps) and outside (who the host says
+//! the box's processes are, who owns what it leaves behind), and compare with the
+//! root boxes of steps 04 and 05: what the user namespace closes, and what it opens.
+
+mod common;
+use common::*;
+use isolab::workshop::report::Report;
+use std::path::Path;
+
+const STEP: &str = "06-user-namespace";
+
+/// Run the step as the lab's user, to the end; check it left nothing behind.
+fn run_as_user(lab: &UserLab, flags: &[&str], command: &[&str]) -> Run {
+    let cmd = lab.command(&lab.step(STEP), &lab.args(flags, command), None);
+    let run = run_with(cmd);
+    assert_no_process_from(&lab.rootfs());
+    run
+}
+
+fn report_as_user(lab: &UserLab, flags: &[&str]) -> Report {
+    let run = run_as_user(lab, flags, &["/bin/probe"]);
+    assert_eq!(run.code, Some(0), "{flags:?}: {}", run.stderr);
+    Report::parse(&run.stdout)
+}
+
+/// The user's uid and the subordinate range's start are the host's: filtered.
+fn user_filters(user: &User) -> Vec<(String, String)> {
+    let uid = user.uid;
+    vec![
+        (format!(r"\b{uid}\b"), "[uid]".into()),
+        (
+            r"(?m)^(uid on the host: .*, 1) \d+ ".into(),
+            "$1 [subuid] ".into(),
+        ),
+    ]
+}
+
+/// The whole report, run by a normal user with the tests' canary and fd 3 leaked.
+#[test]
+fn report() {
+    needs!(user, userns);
+    let user = normal_user().unwrap();
+    let lab = UserLab::new(&user);
+    let canary = lab.canary_arg();
+    let cmd = lab.command(
+        &lab.step(STEP),
+        &lab.args(&[], &["/bin/probe", "--canary", &canary]),
+        Some(lab.canary.dir()),
+    );
+    let run = run_with(cmd);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_eq!(
+        run.stderr, "",
+        "nothing asked for limits, so nothing to say"
+    );
+    assert_no_process_from(&lab.rootfs());
+    // Whether the box sees limit files depends on whether the host delegated a
+    // cgroup to the user (see the test of that below): the host's.
+    let mut filters = user_filters(&user);
+    filters.extend(host_filters(&["memory limit", "pids limit", "cpu limit"]));
+    snapshot("report", &run.stdout, filters);
+}
+
+/// Root inside is the caller outside: the maps say so inside, and the host's own
+/// view of the box's processes says so outside.
+#[test]
+fn root_inside_is_the_caller_outside() {
+    needs!(user, userns);
+    let user = normal_user().unwrap();
+    let lab = UserLab::new(&user);
+    let r = report_as_user(&lab, &[]);
+    assert_eq!(&r[Key::Uid], "0 (root)");
+    assert_eq!(
+        &r[Key::UidOnTheHost],
+        format!("{} (my uid_map: 0 {} 1)", user.uid, user.uid)
+    );
+    assert_eq!(
+        &r[Key::Capabilities],
+        format!(
+            "all {} in my own user namespace",
+            isolab::container::caps::last_cap() + 1
+        )
+    );
+    // From the host: every process of the box has the caller's uid and gid.
+    let mut running = Running::start(lab.command(
+        &lab.step(STEP),
+        &lab.args(&[], &["/bin/probe", "wait-signal"]),
+        None,
+    ));
+    running.wait_for_line("ready");
+    let init = children_of(running.child.id());
+    assert_eq!(init.len(), 1, "the runtime's child, init");
+    let probe = children_of(init[0]);
+    assert_eq!(probe.len(), 1, "init's child, the probe");
+    let pid = probe[0];
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ids = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap()
+            .split_whitespace()
+            .map(|n| n.parse::<u32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids("Uid:"), [user.uid; 4], "{status}");
+    assert_eq!(ids("Gid:"), [user.gid; 4], "{status}");
+    running.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(running.finish().0, 143);
+    assert_no_process_from(&lab.rootfs());
+}
+
+/// The walls the user namespace puts up by itself, with every capability held in
+/// the box: the host's settings, the clock, a higher priority and device nodes are
+/// refused, and a setuid file it plants belongs to the caller.
+#[test]
+fn the_host_does_not_trust_the_boxs_root() {
+    needs!(user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    let r = report_as_user(&lab, &[]);
+    assert_eq!(
+        &r[Key::ChangeAKernelSetting],
+        "refused (EACCES: they are the host root's, and I am root only in my own user namespace)"
+    );
+    assert_eq!(&r[Key::SetTheClock], "refused (EPERM)");
+    assert_eq!(&r[Key::RaiseMyPriority], "refused (EACCES)");
+    assert_eq!(&r[Key::PlantADeviceNode], "refused (EPERM)");
+    assert!(
+        r[Key::PlantASetuidFile].starts_with("planted, but my root is uid "),
+        "{}",
+        &r[Key::PlantASetuidFile]
+    );
+    assert_eq!(&r[Key::Seccomp], "off", "none of this is a filter's doing");
+}
+
+/// Both sides: step 04's box is root with every capability and no filter, as step
+/// 06's box is in its own namespace; the difference is the user namespace alone.
+#[test]
+fn what_root_could_do_in_step_04_the_user_namespace_refuses() {
+    needs!(root, user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    let rootful = run(
+        &target_dir().join("04-cgroups-solution"),
+        &lab.args(&[], &["/bin/probe"]),
+    );
+    assert_eq!(rootful.code, Some(0), "{}", rootful.stderr);
+    let open = Report::parse(&rootful.stdout);
+    let closed = report_as_user(&lab, &[]);
+    for (key, was) in [
+        (Key::ChangeAKernelSetting, "WRITABLE"),
+        (Key::SetTheClock, "allowed"),
+        (Key::RaiseMyPriority, "allowed"),
+        (Key::PlantADeviceNode, "PLANTED"),
+        (Key::PlantASetuidFile, "PLANTED"),
+        (Key::UidOnTheHost, "the same"),
+    ] {
+        assert!(
+            open[key].starts_with(was),
+            "{key:?} in step 04: {}",
+            &open[key]
+        );
+        assert!(
+            !closed[key].starts_with(was),
+            "{key:?} in step 06: {}",
+            &closed[key]
+        );
+    }
+}
+
+/// What step 06 opens that step 05 closed: root in its own namespace may mount, make
+/// namespaces, trace, switch ASLR off and use io_uring, all kernel code a normal user
+/// reaches through it (the chapter's CVE history). `--harden` closes them again.
+#[test]
+fn what_the_user_namespace_opens_and_harden_closes() {
+    needs!(user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    let opened = [
+        Key::MountAFilesystem,
+        Key::NewUserNamespace,
+        Key::PtraceMyParent,
+        Key::TurnOffAslr,
+        Key::IoUring,
+    ];
+    let open = report_as_user(&lab, &[]);
+    let hardened = report_as_user(&lab, &["--harden"]);
+    for key in opened {
+        assert_eq!(&open[key], "allowed", "{key:?} in step 06");
+        assert_eq!(&hardened[key], "refused (EPERM)", "{key:?} with --harden");
+    }
+    assert_eq!(&hardened[Key::Seccomp], "filter");
+    assert!(
+        !hardened[Key::Capabilities].starts_with("all"),
+        "{}",
+        &hardened[Key::Capabilities]
+    );
+    assert_eq!(&hardened[Key::PlantASetuidFile], "refused (EPERM)");
+    // The same routes in step 05's root box: closed there, by the same walls.
+    if missing("root").is_none() {
+        let rootful = run(
+            &target_dir().join("05-hardening-solution"),
+            &lab.args(&[], &["/bin/probe"]),
+        );
+        let closed = Report::parse(&rootful.stdout);
+        for key in opened {
+            assert_eq!(&closed[key], "refused (EPERM)", "{key:?} in step 05");
+        }
+        assert_eq!(&hardened[Key::Capabilities], &closed[Key::Capabilities]);
+    }
+}
+
+/// `--map-range` gives the box 65536 IDs, as podman does: root is the caller, and
+/// 1-65535 the caller's range from /etc/subuid. newgidmap may leave setgroups on.
+#[test]
+fn map_range_maps_65536_ids_from_the_callers_range() {
+    needs!(user, userns, subuid);
+    let user = normal_user().unwrap();
+    let lab = UserLab::new(&user);
+    let range =
+        isolab::container::subid::range_for(Path::new("/etc/subuid"), &user.name, user.uid, 65535)
+            .unwrap();
+    let r = report_as_user(&lab, &["--map-range"]);
+    assert_eq!(
+        &r[Key::UidOnTheHost],
+        format!(
+            "{} (my uid_map: 0 {} 1, 1 {} 65535)",
+            user.uid, user.uid, range.start
+        )
+    );
+    assert_eq!(
+        &r[Key::SetuidRootBinary],
+        format!(
+            "grants my namespace's root (euid 0 here, uid {} on the host)",
+            user.uid
+        )
+    );
+    if has_busybox_in(&lab.rootfs()) {
+        let script = "cat /proc/self/setgroups; cat /proc/self/gid_map | wc -l";
+        let ranged = run_as_user(&lab, &["--map-range"], &["/bin/sh", "-c", script]);
+        assert_eq!(ranged.stdout, "allow\n2\n", "{}", ranged.stderr);
+        let own = run_as_user(&lab, &[], &["/bin/sh", "-c", script]);
+        assert_eq!(own.stdout, "deny\n1\n", "{}", own.stderr);
+    }
+}
+
+fn has_busybox_in(rootfs: &Path) -> bool {
+    let found = rootfs.join("bin/busybox").exists();
+    if !found {
+        skip("needs a static busybox on the host: apt-get install busybox-static");
+    }
+    found
+}
+
+/// A setuid file the box plants is the caller's on the host: a host user who runs
+/// it becomes the caller, never root. (Step 04's made root: tests/hardening.rs.)
+#[test]
+fn a_setuid_file_planted_in_the_box_belongs_to_the_caller() {
+    needs!(user, userns);
+    let user = normal_user().unwrap();
+    let lab = UserLab::new(&user);
+    let run = run_as_user(&lab, &[], &["/bin/probe", "plant-setuid", "/tmp/planted"]);
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    let planted = lab.rootfs().join("tmp/planted");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&planted).unwrap();
+    assert_eq!(meta.uid(), user.uid, "owned by the caller on the host");
+    assert_ne!(meta.mode() & 0o4000, 0, "the setuid bit is there");
+    if missing("root").is_none() {
+        let nosuid = nix::sys::statvfs::statvfs(&planted)
+            .unwrap()
+            .flags()
+            .contains(nix::sys::statvfs::FsFlags::ST_NOSUID);
+        let want = if nosuid { 65534 } else { user.uid };
+        assert_eq!(run_as_nobody(&planted), want.to_string());
+    }
+}
+
+/// Run `file euid` as user 65534 and return what it printed (see tests/hardening.rs).
+fn run_as_nobody(file: &Path) -> String {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(file)
+        .arg("euid")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("running the planted file as user 65534");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A file of the host's root, in the box's reach: step 04's root reads it, step
+/// 06's root may not. Root in the box has CAP_DAC_OVERRIDE in its namespace, but
+/// the kernel honours it only for files whose owner is mapped there.
+#[test]
+fn a_file_of_the_hosts_root_is_refused_to_the_boxs_root() {
+    needs!(root, user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    let secret = lab.rootfs().join("etc/host-secret");
+    std::fs::copy(lab.canary.path(), &secret).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let probe = ["/bin/probe", "--canary", "/etc/host-secret"];
+    let rootful = run(
+        &target_dir().join("04-cgroups-solution"),
+        &lab.args(&[], &probe),
+    );
+    assert_eq!(
+        &Report::parse(&rootful.stdout)[Key::CanaryByPath],
+        "READABLE"
+    );
+    let rootless = run_as_user(&lab, &[], &probe);
+    assert_eq!(
+        &Report::parse(&rootless.stdout)[Key::CanaryByPath],
+        "refused (permission denied)"
+    );
+}
+
+/// The chapter's "break it": mknod and setgroups refused, a tmpfs and a hostname
+/// allowed, in a shell in the box.
+#[test]
+fn a_shell_in_the_box_may_mount_but_not_mknod() {
+    needs!(user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    if !has_busybox_in(&lab.rootfs()) {
+        return;
+    }
+    let script = "mknod /tmp/null c 1 3 2>&1; mount -t tmpfs none /tmp && echo mounted; \
+                  hostname box2 && hostname; echo done";
+    let run = run_as_user(&lab, &[], &["/bin/sh", "-c", script]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", run.stdout);
+    assert!(lines[0].contains("Operation not permitted"), "{}", lines[0]);
+    assert_eq!(&lines[1..], ["mounted", "box2", "done"]);
+}
+
+/// --break setgroups: the kernel refuses the gid_map; --break map: it refuses a
+/// map to anyone but the caller. One line each, naming the file and the rule.
+#[test]
+fn the_maps_broken_are_refused_in_one_line() {
+    needs!(user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    let run = run_as_user(&lab, &["--break", "setgroups"], &["/bin/probe"]);
+    assert_one_line_error(
+        &run,
+        125,
+        "/proc/self/gid_map): an unprivileged process may write gid_map only after writing \"deny\" to /proc/self/setgroups",
+    );
+    let run = run_as_user(&lab, &["--break", "map"], &["/bin/probe"]);
+    assert_one_line_error(
+        &run,
+        125,
+        "write(\"0 0 1\", /proc/self/uid_map): an unprivileged process may map only its own uid",
+    );
+}
+
+/// Bad input, one line each: run as root; a rootfs the user cannot read; no range
+/// for --map-range; user namespaces switched off, or refused by a seccomp filter.
+#[test]
+fn root_is_refused_in_one_line() {
+    needs!(root);
+    let lab = Lab::new();
+    let run = run(&step(STEP), &box_args(&lab, &[], &["/bin/probe"]));
+    assert_one_line_error(&run, 125, "this step is for a normal user, without sudo");
+}
+
+#[test]
+fn a_rootfs_the_user_cannot_read_is_one_line() {
+    needs!(user, userns);
+    let user = normal_user().unwrap();
+    if !user.other {
+        // Our own lab is ours: make one nobody may enter.
+        let lab = UserLab::new(&user);
+        let closed = lab.rootfs().join("tmp/closed");
+        std::fs::create_dir(&closed).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let run = run_with(lab.command(
+            &lab.step(STEP),
+            &[
+                "--rootfs",
+                &closed.display().to_string(),
+                "--",
+                "/bin/probe",
+            ],
+            None,
+        ));
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_one_line_error(&run, 125, "is not readable by uid");
+        return;
+    }
+    // A lab of root's, in a directory closed to others, run by the test user.
+    let users = UserLab::new(&user);
+    let roots = Lab::new();
+    let closed = roots.rootfs().parent().unwrap().to_path_buf();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let run = run_with(users.command(
+        &users.step(STEP),
+        &box_args(&roots, &[], &["/bin/probe"]),
+        None,
+    ));
+    assert_one_line_error(&run, 125, &format!("is not readable by uid {}", user.uid));
+}
+
+#[test]
+fn no_subuid_range_is_one_line() {
+    needs!(user, userns);
+    let user = normal_user().unwrap();
+    let lab = UserLab::new(&user);
+    // Someone without a range: nobody, as root; else ourselves, if we have none.
+    let mut cmd = if user.other {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = command(
+            &lab.step(STEP),
+            &lab.args(&["--map-range"], &["/bin/probe"]),
+            None,
+        );
+        cmd.uid(65534).gid(65534);
+        cmd
+    } else if missing("subuid").is_some() {
+        lab.command(
+            &lab.step(STEP),
+            &lab.args(&["--map-range"], &["/bin/probe"]),
+            None,
+        )
+    } else {
+        skip("needs a user without a range in /etc/subuid: run it as root, or as such a user");
+        return;
+    };
+    cmd.env("PATH", "/usr/bin:/bin");
+    let run = run_with(cmd);
+    if Path::new("/usr/bin/newuidmap").exists() {
+        assert_one_line_error(&run, 125, "no range of IDs to map");
+        assert_one_line_error(&run, 125, "usermod --add-subuids");
+    } else {
+        assert_one_line_error(&run, 125, "sudo apt-get install uidmap");
+    }
+}
+
+/// user.max_user_namespaces is a limit of each user namespace: the test sets it to
+/// 0 in a namespace of its own (mapping the user to themselves, so the step still
+/// runs as a normal user), and runs the step there.
+#[test]
+fn user_namespaces_switched_off_are_one_line() {
+    needs!(user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    let mut cmd = lab.command(&lab.step(STEP), &lab.args(&[], &["/bin/probe"]), None);
+    let (uid, gid) = (lab.user.uid, lab.user.gid);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure makes system calls and writes files
+    // of /proc with buffers made before the fork; it allocates nothing.
+    unsafe {
+        let maps = [
+            ("/proc/self/setgroups\0", "deny".to_string()),
+            ("/proc/self/uid_map\0", format!("{uid} {uid} 1")),
+            ("/proc/self/gid_map\0", format!("{gid} {gid} 1")),
+            ("/proc/sys/user/max_user_namespaces\0", "0".to_string()),
+        ];
+        cmd.pre_exec(move || {
+            // The uid changed from root: let this process write its own /proc files.
+            if libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) != 0
+                || libc::unshare(libc::CLONE_NEWUSER) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            for (path, text) in &maps {
+                let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY);
+                if fd < 0 || libc::write(fd, text.as_ptr().cast(), text.len()) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    let run = run_with(cmd);
+    assert_one_line_error(&run, 125, "user.max_user_namespaces is 0");
+}
+
+/// A seccomp filter that refuses unshare(CLONE_NEWUSER), as a container's does:
+/// EPERM, and the step says a filter is the cause. One that answers EINVAL stands
+/// for a kernel without user namespaces.
+#[test]
+fn user_namespaces_refused_are_one_line() {
+    needs!(user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    for (refusal, says) in [
+        (libc::EPERM, "a seccomp filter refuses it (Seccomp: 2"),
+        (libc::EINVAL, "this kernel has no user namespaces"),
+    ] {
+        use isolab::container::seccomp::*;
+        let program = [
+            load(NR),
+            jump_if_equal(libc::SYS_unshare as u32, 0, 1),
+            ret(errno_value(refusal)),
+            ret(ALLOW),
+        ];
+        let mut cmd = lab.command(&lab.step(STEP), &lab.args(&[], &["/bin/probe"]), None);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure only calls prctl and seccomp
+        // with a program made before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let prog = libc::sock_fprog {
+                    len: program.len() as u16,
+                    filter: program.as_ptr() as *mut _,
+                };
+                if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let run = run_with(cmd);
+        assert_one_line_error(&run, 125, says);
+    }
+}
+
+fn errno_value(errno: i32) -> u32 {
+    isolab::container::seccomp::errno(nix::errno::Errno::from_raw(errno))
+}
+
+/// On a host that gives this user no cgroup (v1, hybrid, or v2 not delegated), the
+/// box runs without limits and says so in one line, with the command that would
+/// give them. Where a cgroup is delegated, tests/linux_guest.rs checks the limits.
+#[test]
+fn without_a_delegated_cgroup_the_box_runs_without_limits_and_says_so() {
+    needs!(user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    let run = run_as_user(&lab, &["--memory", "64m"], &["/bin/probe", "exit", "3"]);
+    if run.stderr.is_empty() {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: a cgroup is delegated to this user here: the limits ran (see tests/linux_guest.rs)"
+        );
+        return;
+    }
+    assert_eq!(run.code, Some(3), "the box ran: {}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", run.stderr);
+    assert!(lines[0].contains(": no limits: "), "{}", lines[0]);
+    assert!(
+        lines[0].contains("systemd-run --user --scope -p Delegate=yes --"),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn a_killed_runtime_leaves_nothing() {
+    needs!(user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    let mut box_ = Running::start(lab.command(
+        &lab.step(STEP),
+        &lab.args(&[], &["/bin/probe", "wait-signal"]),
+        None,
+    ));
+    box_.wait_for_line("ready");
+    let ns = box_pid_namespace(box_.child.id());
+    box_.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_eq!(box_.finish().0, 137);
+    assert_no_process_in(&ns);
+    assert_no_process_from(&lab.rootfs());
+}
+
+#[test]
+fn the_rootless_box_runs_ordinary_work() {
+    needs!(user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    for (command, code) in [
+        (&["/bin/probe", "exit", "3"][..], 3),
+        (&["/bin/probe", "kill-self", "TERM"], 143),
+    ] {
+        let run = run_as_user(&lab, &[], command);
+        assert_eq!(run.code, Some(code), "{command:?}: {}", run.stderr);
+    }
+    let orphan = run_as_user(&lab, &[], &["/bin/probe", "orphan"]);
+    assert!(
+        orphan.stdout.contains("orphan reaped: yes"),
+        "{}",
+        orphan.stdout
+    );
+}
