@@ -214,6 +214,11 @@ pub fn pivot_into(rootfs: &Path) -> Result<()> {
 /// pivot_root says only EINVAL for most of what can go wrong; say what it means.
 pub fn pivot_error(errno: Errno, rootfs: &Path) -> anyhow::Error {
     let why = match errno {
+        Errno::EINVAL if root_is_shared() => {
+            ": \"/\" is a shared mount, and pivot_root refuses to move mounts that \
+             propagate to another mount namespace: make them private first \
+             (MS_PRIVATE | MS_REC on /)"
+        }
         Errno::EINVAL => {
             ": the rootfs must be on a filesystem that can be mounted elsewhere (not the \
              initial ramfs), and the runtime must not itself run inside a chroot"
@@ -222,6 +227,21 @@ pub fn pivot_error(errno: Errno, rootfs: &Path) -> anyhow::Error {
     };
     anyhow::Error::new(errno)
         .context(format!("pivot_root(., .) in {}{why}", rootfs.display()))
+}
+
+/// Is our "/" a shared mount? The optional fields of its line in mountinfo say
+/// `shared:N` if so.
+fn root_is_shared() -> bool {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    table.lines().any(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        fields.get(4) == Some(&"/")
+            && fields
+                .iter()
+                .skip(6)
+                .take_while(|f| **f != "-")
+                .any(|f| f.starts_with("shared:"))
+    })
 }
 
 /// A procfs shows the PID namespace of the process that mounts it: mounted by init,

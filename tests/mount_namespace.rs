@@ -280,9 +280,10 @@ fn break_close_fds_leaves_the_descriptor_in_init() {
 }
 
 /// Chapter 03's "break it": without MS_PRIVATE, where "/" is shared (systemd makes it
-/// so), the box's mounts appear outside the box and stay after it has gone. Run in a
-/// mount namespace of the test's own, made private first (so nothing reaches the
-/// host) and then shared, as a systemd host's is.
+/// so), the box's first mount (its rootfs bound onto itself) appears outside the box
+/// and stays there, and pivot_root refuses to run at all. Run in a mount namespace
+/// of the test's own, made private first (so nothing reaches the host) and then
+/// shared, as a systemd host's is: the book's command.
 #[test]
 fn break_private_lets_the_boxs_mounts_out() {
     needs!(root);
@@ -304,12 +305,13 @@ fn break_private_lets_the_boxs_mounts_out() {
         ];
         args.extend(box_args(&lab, flags, &["/bin/probe", "exit", "0"]));
         let run = run(std::path::Path::new("/usr/bin/unshare"), &args);
-        run.stdout.trim().to_string()
+        (run.stdout.trim().to_string(), run.stderr)
     };
-    assert_ne!(
-        left_outside(&["--break", "private"]),
-        "0",
-        "the box's mounts got out"
+    let (broken, said) = left_outside(&["--break", "private"]);
+    assert_ne!(broken, "0", "the box's mounts should have got out");
+    assert!(
+        said.contains("\"/\" is a shared mount, and pivot_root refuses"),
+        "{said}"
     );
-    assert_eq!(left_outside(&[]), "0");
+    assert_eq!(left_outside(&[]).0, "0");
 }
