@@ -14,7 +14,7 @@
 //! ioctls, each declared here with nix's macros and kvm-bindings' structs:
 //! KVM_GET_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_SET_USER_MEMORY_REGION,
 //! KVM_CREATE_VCPU, KVM_GET_VCPU_MMAP_SIZE, KVM_GET_SREGS, KVM_SET_SREGS,
-//! KVM_SET_REGS, KVM_RUN.
+//! KVM_GET_REGS, KVM_SET_REGS, KVM_RUN.
 //!
 //! ```text
 //! $ target/debug/07-kvm-real-mode
@@ -46,7 +46,40 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 struct Args {
     #[command(flatten)]
     kvm: KvmArgs,
+    /// Get one thing wrong on purpose, to see what it is for (repeatable)
+    #[arg(long = "break", value_name = "MISTAKE", value_enum)]
+    mistakes: Vec<Mistake>,
 }
+
+// ANCHOR: mistakes
+/// The chapter's "break it" experiments, for `--break`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mistake {
+    /// leave the segment registers as the vCPU starts: cs base 0xffff0000
+    Segments,
+    /// a cs base that disagrees with its selector: selector 0x100, base 0xffff0000
+    Base,
+    /// rflags 0, without bit 1, which is reserved and always 1
+    Rflags,
+    /// a guest that jumps to itself forever and never exits
+    Loop,
+}
+
+impl Mistake {
+    /// Undo part of what `set_real_mode` did; `reset` is the vCPU's first state.
+    fn apply(self, reset: &kvm_sregs, sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
+        match self {
+            Mistake::Segments => *sregs = *reset,
+            Mistake::Base => sregs.cs.base = 0xffff_0000,
+            Mistake::Rflags => regs.rflags = 0,
+            Mistake::Loop => {} // the guest's code, in run_guest
+        }
+    }
+}
+// ANCHOR_END: mistakes
+
+/// `jmp $`: two bytes of machine code that jump to themselves.
+const JUMP_TO_SELF: [u8; 2] = [0xeb, 0xfe];
 
 // ANCHOR: guest
 // The guest: 16-bit real-mode code. The host loads it at GUEST_ADDRESS and points
@@ -114,7 +147,9 @@ fn main() -> ExitCode {
         let version = api_version(&kvm, &args.kvm.device)?;
         println!("KVM API version {version}");
         isolab::vm::print_capabilities(|cap| check_extension(&kvm, cap))?;
-        isolab::vm::repeat(args.kvm.repeat, |report| run_guest(&kvm, report))
+        isolab::vm::repeat(args.kvm.repeat, |report| {
+            run_guest(&kvm, &args.mistakes, report)
+        })
     })
 }
 
@@ -152,12 +187,25 @@ pub fn check_extension(kvm: &File, capability: u32) -> Result<i32> {
 // ANCHOR: run_guest
 /// One VM, from nothing to the guest's last exit. Everything it creates (the fds,
 /// both mappings) is dropped when it returns, however it returns.
-fn run_guest(kvm: &File, report: bool) -> Result<i32> {
+fn run_guest(kvm: &File, mistakes: &[Mistake], report: bool) -> Result<i32> {
     let mut memory = GuestMemory::new(MEMORY_SIZE)?;
-    memory.write(GUEST_ADDRESS, guest_code())?;
+    let code = if mistakes.contains(&Mistake::Loop) {
+        &JUMP_TO_SELF[..]
+    } else {
+        guest_code()
+    };
+    memory.write(GUEST_ADDRESS, code)?;
     let vm = create_vm(kvm, &memory)?;
     let (vcpu, mut run) = create_vcpu(kvm, &vm)?;
-    set_real_mode(&vcpu)?;
+
+    let reset = get_sregs(&vcpu)?;
+    let (mut sregs, mut regs) = (reset, kvm_regs::default());
+    set_real_mode(&mut sregs, &mut regs);
+    for mistake in mistakes {
+        mistake.apply(&reset, &mut sregs, &mut regs);
+    }
+    set_sregs(&vcpu, &sregs)?;
+    set_regs(&vcpu, &regs)?;
 
     let _watchdog = isolab::vm::Watchdog::start()?;
     let mut trace = Trace::default();
@@ -231,24 +279,73 @@ pub fn create_vcpu(kvm: &File, vm: &OwnedFd) -> Result<(OwnedFd, RunArea)> {
     // ANCHOR_END: create_vcpu
 }
 
-/// Point the vCPU at the guest's code, in real mode.
-pub fn set_real_mode(vcpu: &OwnedFd) -> Result<()> {
+/// Point the vCPU at the guest's code, in real mode. `sregs` starts as the vCPU's
+/// reset state, read with [`get_sregs`]; `regs` starts all zero.
+pub fn set_real_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
     // ANCHOR: set_real_mode
-    // TODO: Declare KVM_GET_SREGS (_IOR(KVMIO, 0x83, kvm_sregs): `ioctl_read!`),
-    //       KVM_SET_SREGS (_IOW(KVMIO, 0x84, kvm_sregs)) and KVM_SET_REGS
-    //       (_IOW(KVMIO, 0x82, kvm_regs)): `ioctl_write_ptr!`. A new vCPU is in
-    //       real mode already, at the reset vector (cs base 0xffff0000, rip
-    //       0xfff0), where this VM has no memory. Read its segment registers, set
-    //       cs and ds to the guest's code: selector GUEST_ADDRESS >> 4 and base
-    //       GUEST_ADDRESS (in real mode, base = selector * 16), and write them
-    //       back. Then set the general registers: rip 0 (the code starts at offset
-    //       0 of cs) and rflags 0x2 (bit 1 is reserved and always 1).
+    // TODO: A new vCPU is in real mode already, at the reset vector (cs base
+    //       0xffff0000, rip 0xfff0), where this VM has no memory. Point cs and ds
+    //       (kvm_segment fields `selector` and `base`) at the guest's code:
+    //       selector GUEST_ADDRESS >> 4 and base GUEST_ADDRESS (in real mode, base
+    //       = selector * 16). Then regs.rip = 0 (the code starts at offset 0 of cs)
+    //       and regs.rflags = 0x2 (bit 1 is reserved and always 1).
     todo!(
         "step 07, `set_real_mode`: not written yet. Read the TODO above this line \
          in chapters/07-kvm-real-mode.rs, or run `cargo run -- hint 7`"
     );
     // ANCHOR_END: set_real_mode
 }
+
+/// KVM_GET_SREGS: segments, control registers, EFER, GDT and IDT.
+pub fn get_sregs(vcpu: &OwnedFd) -> Result<kvm_sregs> {
+    // ANCHOR: get_sregs
+    // TODO: KVM_GET_SREGS is _IOR(KVMIO, 0x83, kvm_sregs): declare it with
+    //       `ioctl_read!`, which makes an unsafe fn taking the fd and a
+    //       `*mut kvm_sregs` for the kernel to fill. Call it on the vCPU's fd with
+    //       a `kvm_sregs::default()` and return that.
+    todo!(
+        "step 07, `get_sregs`: not written yet. Read the TODO above this line in \
+         chapters/07-kvm-real-mode.rs, or run `cargo run -- hint 7`"
+    );
+    // ANCHOR_END: get_sregs
+}
+
+/// KVM_SET_SREGS. KVM checks the combination first, and refuses (EINVAL) what no
+/// CPU could be in, such as paging in long mode without PAE.
+pub fn set_sregs(vcpu: &OwnedFd, sregs: &kvm_sregs) -> Result<()> {
+    // ANCHOR: set_sregs
+    // TODO: KVM_SET_SREGS is _IOW(KVMIO, 0x84, kvm_sregs): `ioctl_write_ptr!`,
+    //       which makes an unsafe fn taking the fd and a `*const kvm_sregs` the
+    //       kernel reads. Name cr0, cr4 and efer in the error's context: step 08
+    //       gets them wrong on purpose, and KVM's EINVAL says nothing more.
+    todo!(
+        "step 07, `set_sregs`: not written yet. Read the TODO above this line in \
+         chapters/07-kvm-real-mode.rs, or run `cargo run -- hint 7`"
+    );
+    // ANCHOR_END: set_sregs
+}
+
+// ANCHOR: regs
+/// KVM_GET_REGS: the general registers (rax ... r15, rip, rflags).
+pub fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
+    ioctl_read!(kvm_get_regs, KVMIO, 0x81, kvm_regs);
+    let mut regs = kvm_regs::default();
+    // SAFETY: the kernel writes one kvm_regs into `regs`, which is exactly that
+    // big.
+    unsafe { kvm_get_regs(vcpu.as_raw_fd(), &mut regs) }
+        .context("ioctl(KVM_GET_REGS)")?;
+    Ok(regs)
+}
+
+/// KVM_SET_REGS.
+pub fn set_regs(vcpu: &OwnedFd, regs: &kvm_regs) -> Result<()> {
+    ioctl_write_ptr!(kvm_set_regs, KVMIO, 0x82, kvm_regs);
+    // SAFETY: the kernel only reads `regs`, a valid kvm_regs.
+    unsafe { kvm_set_regs(vcpu.as_raw_fd(), regs) }
+        .context("ioctl(KVM_SET_REGS)")?;
+    Ok(())
+}
+// ANCHOR_END: regs
 
 // ANCHOR: run_vcpu
 /// KVM_RUN: run the guest until it does something we must handle. The answer is in
@@ -276,7 +373,10 @@ pub fn decode(run: &RunArea) -> Result<Exit> {
     //       - KVM_EXIT_IO: member `io` (direction, size, port, count, data_offset).
     //         The data is in the run area itself, `size` bytes at `io.data_offset`:
     //         `run.bytes(io.data_offset, size)`, little-endian. KVM_EXIT_IO_OUT
-    //         gives Exit::IoOut with the value; otherwise Exit::IoIn.
+    //         gives Exit::IoOut { port, size, value }; otherwise Exit::IoIn { port,
+    //         size }. (`count` is above 1 only for string instructions like
+    //         `rep outsb`, which our guests never use, so Exit has no field for
+    //         it.)
     //       - KVM_EXIT_MMIO: member `mmio` (phys_addr, data, len, is_write).
     //       - KVM_EXIT_HLT, KVM_EXIT_SHUTDOWN; KVM_EXIT_FAIL_ENTRY (member
     //         `fail_entry`, hardware_entry_failure_reason); KVM_EXIT_INTERNAL_ERROR

@@ -36,16 +36,16 @@ use isolab::vm::{
     CODE_SELECTOR, DATA_SELECTOR, Exit, GDT, GuestMemory, KvmArgs, RunArea, Trace,
 };
 use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
-use nix::{ioctl_read, ioctl_write_ptr};
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 // The finished step this one builds on: step 07's own file, as a module. Its
-// ioctls (create_vm, create_vcpu, run_vcpu, decode, ...) are the ones you wrote.
+// ioctls (create_vm, create_vcpu, run_vcpu, decode, the registers) are the ones
+// you wrote.
 #[path = "../solutions/07-kvm-real-mode.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
 pub mod kvm_real_mode;
-use kvm_real_mode::KVMIO;
+pub use kvm_real_mode::{get_regs, get_sregs, set_regs, set_sregs};
 
 /// Step 08: run a 64-bit guest on KVM, with hypercalls, an MMIO device and an exit code.
 #[derive(Parser)]
@@ -365,51 +365,3 @@ fn report_state(vcpu: &OwnedFd, memory: &GuestMemory) -> Result<()> {
     Ok(())
 }
 // ANCHOR_END: report_state
-
-// ANCHOR: registers
-/// KVM_GET_REGS: the general registers (rax ... r15, rip, rflags).
-pub fn get_regs(vcpu: &OwnedFd) -> Result<kvm_regs> {
-    ioctl_read!(kvm_get_regs, KVMIO, 0x81, kvm_regs);
-    let mut regs = kvm_regs::default();
-    // SAFETY: the kernel writes one kvm_regs into `regs`, which is exactly that
-    // big.
-    unsafe { kvm_get_regs(vcpu.as_raw_fd(), &mut regs) }
-        .context("ioctl(KVM_GET_REGS)")?;
-    Ok(regs)
-}
-
-/// KVM_SET_REGS.
-pub fn set_regs(vcpu: &OwnedFd, regs: &kvm_regs) -> Result<()> {
-    ioctl_write_ptr!(kvm_set_regs, KVMIO, 0x82, kvm_regs);
-    // SAFETY: the kernel only reads `regs`, a valid kvm_regs.
-    unsafe { kvm_set_regs(vcpu.as_raw_fd(), regs) }
-        .context("ioctl(KVM_SET_REGS)")?;
-    Ok(())
-}
-
-/// KVM_GET_SREGS: segments, control registers, EFER, GDT and IDT.
-pub fn get_sregs(vcpu: &OwnedFd) -> Result<kvm_sregs> {
-    ioctl_read!(kvm_get_sregs, KVMIO, 0x83, kvm_sregs);
-    let mut sregs = kvm_sregs::default();
-    // SAFETY: the kernel writes one kvm_sregs into `sregs`, which is exactly that
-    // big.
-    unsafe { kvm_get_sregs(vcpu.as_raw_fd(), &mut sregs) }
-        .context("ioctl(KVM_GET_SREGS)")?;
-    Ok(sregs)
-}
-
-/// KVM_SET_SREGS. KVM checks the combination first, and refuses (EINVAL) what no
-/// CPU could be in, such as paging in long mode without PAE.
-pub fn set_sregs(vcpu: &OwnedFd, sregs: &kvm_sregs) -> Result<()> {
-    ioctl_write_ptr!(kvm_set_sregs, KVMIO, 0x84, kvm_sregs);
-    // SAFETY: the kernel only reads `sregs`, a valid kvm_sregs.
-    unsafe { kvm_set_sregs(vcpu.as_raw_fd(), sregs) }.with_context(|| {
-        format!(
-            "ioctl(KVM_SET_SREGS, cr0 {:#x} cr4 {:#x} efer {:#x}): KVM refuses \
-             what no CPU could be in",
-            sregs.cr0, sregs.cr4, sregs.efer
-        )
-    })?;
-    Ok(())
-}
-// ANCHOR_END: registers

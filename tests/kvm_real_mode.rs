@@ -28,6 +28,52 @@ fn every_byte_is_one_exit() {
     assert_eq!(summary.exits as usize, summary.said.len() + 1 + 1);
 }
 
+/// Chapter 07's "break it": with the segments as the vCPU starts, cs's base is
+/// 0xffff0000, and with rip 0 the first fetch is from an address with no memory.
+/// A cs base that disagrees with its selector does the same: the CPU uses the base.
+#[test]
+fn break_segments_and_base_fetch_from_nowhere() {
+    needs!(kvm);
+    for mistake in ["segments", "base"] {
+        let run = run(&step(STEP), &["--break", mistake]);
+        assert_one_line_error(
+            &run,
+            125,
+            "the guest stopped with INTERNAL_ERROR, suberror 1 (emulation failed)",
+        );
+        assert!(
+            run.stdout.contains("exits: 1 x INTERNAL_ERROR"),
+            "{}",
+            run.stdout
+        );
+        assert!(run.stdout.contains("\nwhy: "), "{}", run.stdout);
+    }
+}
+
+/// Chapter 07's "break it": rflags without its reserved bit 1 changes nothing, since
+/// KVM sets the bit itself.
+#[test]
+fn break_rflags_changes_nothing() {
+    needs!(kvm);
+    let run = run(&step(STEP), &["--break", "rflags"]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let summary = GuestSummary::parse(&run.stdout).expect("a `guest said:` and an `exits:` line");
+    assert_eq!(summary.said, "Hello from real mode!");
+}
+
+/// Chapter 07's "break it": a guest that never exits keeps KVM_RUN from returning,
+/// until the watchdog's SIGALRM interrupts it (after 5 s).
+#[test]
+fn break_loop_is_stopped_by_the_watchdog() {
+    needs!(kvm);
+    let run = run(&step(STEP), &["--break", "loop"]);
+    assert_one_line_error(
+        &run,
+        125,
+        "the guest ran for 5 s without an exit, so the watchdog stopped it",
+    );
+}
+
 /// Many VMs, one after another, in one process: every fd is closed and every
 /// mapping unmapped, so the process does not grow.
 #[test]

@@ -13,7 +13,7 @@
 //!
 //! Every ioctl but KVM_IOEVENTFD is step 07's or 08's own function.
 
-use super::{kvm_long_mode, kvm_real_mode};
+use super::kvm_real_mode;
 use anyhow::{Context, Result, bail};
 use isolab::vm::{Exit, GuestMemory, RunArea};
 use kvm_bindings::{kvm_ioeventfd, kvm_ioeventfd_flag_nr_pio, kvm_regs};
@@ -89,9 +89,11 @@ impl Vm {
         memory.write(kvm_real_mode::GUEST_ADDRESS, code)?;
         let vm = kvm_real_mode::create_vm(kvm, &memory)?;
         let (vcpu, run) = kvm_real_mode::create_vcpu(kvm, &vm)?;
-        kvm_real_mode::set_real_mode(&vcpu)?;
-        let start = kvm_long_mode::get_regs(&vcpu)?;
-        kvm_long_mode::set_regs(
+        let mut sregs = kvm_real_mode::get_sregs(&vcpu)?;
+        let mut start = kvm_regs::default();
+        kvm_real_mode::set_real_mode(&mut sregs, &mut start);
+        kvm_real_mode::set_sregs(&vcpu, &sregs)?;
+        kvm_real_mode::set_regs(
             &vcpu,
             &kvm_regs {
                 rip: start.rip,
