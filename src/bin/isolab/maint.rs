@@ -76,6 +76,23 @@ pub fn check_book() -> Result<ExitCode> {
                         if !content.lines().any(|l| l.trim_end().ends_with(&start)) {
                             problems.push(format!("{where_}: no anchor `{anchor}` in {file}"));
                         }
+                        // An exercise shows only its TODO: the page must give the
+                        // function's signature before it, or the learner cannot
+                        // tell what goes in and what comes out.
+                        if let Some(name) = exercise_function(&content, anchor) {
+                            let at = text.find(&format!("{{{{#{body}}}}}")).unwrap_or(0);
+                            let before = &text[..at];
+                            let window = &before[before.len().saturating_sub(1500)..];
+                            if !window.contains(&format!("`{name}("))
+                                && !window.contains(&format!(" {name}("))
+                                && !window.contains(&format!("::{name}("))
+                            {
+                                problems.push(format!(
+                                    "{where_}: an exercise in `{name}`: give its signature \
+                                     (`{name}(...) -> ...`) in the text before it"
+                                ));
+                            }
+                        }
                     }
                 }
             }
@@ -100,6 +117,25 @@ pub fn check_book() -> Result<ExitCode> {
          and its {code_lines} code lines fit the code box"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The function an exercise `anchor` of a skeleton sits in, if it is an exercise (a
+/// TODO follows the anchor line): the nearest `fn NAME` above it.
+fn exercise_function(content: &str, anchor: &str) -> Option<String> {
+    let lines: Vec<&str> = content.lines().collect();
+    let start = format!("// ANCHOR: {anchor}");
+    let at = lines.iter().position(|l| l.trim() == start)?;
+    if !lines.get(at + 1)?.trim_start().starts_with("// TODO") {
+        return None;
+    }
+    lines[..at].iter().rev().find_map(|l| {
+        let rest = l.split_once("fn ")?.1;
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        (!name.is_empty() && !l.trim_start().starts_with("//")).then_some(name)
+    })
 }
 
 /// Anchors in the code that no page includes: a region marked for the book that the
