@@ -77,6 +77,10 @@ fn run(rootfs: &Path, command: &Command, mistakes: &[Mistake]) -> Result<i32> {
 
 /// Make `rootfs` this process's root directory, and move into it.
 pub fn enter_rootfs(rootfs: &Path) -> Result<()> {
+    //>1 Make `rootfs` this process's "/", and keep nothing of the host's tree as
+    //>1 its working directory. The report's `root:` lists the rootfs, `canary by
+    //>1 path:` says hidden, and `working directory:` says /.
+    //>2 chroot(2), then chdir(2).
     //> chroot(2) into `rootfs`, then chdir(2) to "/". chroot changes what "/" means
     //> but not the working directory, which would stay in the host's tree. Give each
     //> error a context naming the call, e.g. "chroot(/tmp/rootfs)".

@@ -120,6 +120,9 @@ fn run(
 /// A process cannot change its own PID, so CLONE_NEWPID does not move the caller:
 /// it puts the caller's *next child* into a new PID namespace, as its PID 1.
 fn new_pid_namespace() -> Result<()> {
+    //>1 Make the next process this one forks PID 1 of a new PID namespace. The
+    //>1 report then says `pid: 2` and `ppid: 1`.
+    //>2 unshare(2), with the flag for a new PID namespace.
     //> unshare(2) with CloneFlags::CLONE_NEWPID. Our next child (the fork right after
     //> this) becomes PID 1 of the new namespace. Context: "unshare(CLONE_NEWPID)".
     // ANCHOR: new_pid_namespace
@@ -173,6 +176,10 @@ fn init(
 /// New namespaces of the kinds in `namespaces` for this process (init), and our
 /// hostname. Here: UTS, IPC and mount; later steps add kinds.
 pub fn enter_namespaces(namespaces: CloneFlags, hostname: &str) -> Result<()> {
+    //>1 Give init the new namespaces in `namespaces` (UTS, IPC, mount), and the box
+    //>1 its own hostname. The report's `hostname:` says the box's name; the host
+    //>1 keeps its own.
+    //>2 unshare(2) with `namespaces`, then sethostname(2).
     //> unshare(2) with `namespaces` (a CloneFlags: here CLONE_NEWUTS | CLONE_NEWIPC |
     //> CLONE_NEWNS), then sethostname(2) to `hostname`: the new name is seen only
     //> inside the new UTS namespace. Name each call in its error context, e.g.
@@ -208,6 +215,12 @@ fn mount_host_proc(rootfs: &Path) -> Result<()> {
 /// that ends here, orphans included. Returns `child`'s status as a shell reports it.
 /// The runtime uses it to supervise init; init uses it to supervise the command.
 pub fn supervise(child: Pid, signals: &SigSet) -> Result<i32> {
+    //>1 Be a good init: pass SIGTERM, SIGINT and SIGHUP on to `child`, reap every
+    //>1 child that ends (orphans too), and return `child`'s exit code once it ends.
+    //>1 `probe orphan` must say `orphan reaped: yes`, and SIGTERM to the runtime
+    //>1 must end the box with 143.
+    //>2 sigwait(3) in a loop (`signals.wait()`); kill(2) to pass a signal on;
+    //>2 waitpid(2) with WNOHANG for any child, until none is left to reap.
     //> Loop: take the next signal with signals.wait() (sigwait). For SIGTERM, SIGINT
     //> or SIGHUP, kill(child, signal) to pass it on (ignore ESRCH: the child may be
     //> gone). For SIGCHLD, reap with waitpid(None, Some(WaitPidFlag::WNOHANG)) until

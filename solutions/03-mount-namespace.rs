@@ -175,6 +175,9 @@ pub fn close_inherited_fds() -> Result<()> {
 /// makes "/" shared) its mounts are still *peers* of the host's: a mount made in
 /// one appears in the other. Cut that tie, for every mount, before mounting anything.
 pub fn make_mounts_private() -> Result<()> {
+    //>1 Stop the mounts of the box's new mount namespace from propagating to the
+    //>1 host and back: nothing the box mounts may show in the host's mount table.
+    //>2 mount(2) on "/", recursively, changing only the propagation type.
     //> mount(2) with no source, target "/", no type, and flags MS_REC | MS_PRIVATE:
     //> every mount in our new namespace stops propagating to and from the host.
     //> (Pass None::<&str> for the source, the type and the data.)
@@ -187,6 +190,11 @@ pub fn make_mounts_private() -> Result<()> {
 
 /// Make `rootfs` the root of our mount namespace and detach the host's tree.
 pub fn pivot_into(rootfs: &Path) -> Result<()> {
+    //>1 Make `rootfs` the root of the box's whole mount table, with the host's old
+    //>1 root gone from it, so that no climb leads back. The report's `canary via
+    //>1 chroot escape:` says blocked.
+    //>2 mount(2) with MS_BIND, to make `rootfs` a mount point; chdir(2);
+    //>2 pivot_root(2); umount2(2) with MNT_DETACH; chdir(2).
     //> pivot_root(2) needs the new root to be a mount: bind-mount `rootfs` onto itself
     //> (MS_BIND | MS_REC). Then chdir into it and pivot_root(".", "."): the old root
     //> is stacked under the new one at "/". umount2(".", MNT_DETACH) detaches it,
@@ -252,6 +260,11 @@ pub fn mount_proc() -> Result<()> {
 
 /// A new procfs at `target` (step 06 mounts it inside the rootfs, before the pivot).
 pub fn mount_proc_at(target: &Path) -> Result<()> {
+    //>1 Mount at `target` a procfs of the box's own, which lists only the box's
+    //>1 processes. The report's `processes:` says 2, and `canary via /proc/*/root:`
+    //>1 blocked.
+    //>2 mount(2) of type "proc", with flags that allow no setuid bits, no device
+    //>2 nodes and no programs to run from it.
     //> mount(2) a new procfs: source "proc", target `target` ("/proc" here), type
     //> "proc", flags MS_NOSUID | MS_NODEV | MS_NOEXEC. Mounted by init, it lists the
     //> box's PIDs.

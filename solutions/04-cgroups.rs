@@ -260,6 +260,11 @@ impl BoxCgroups {
 
     /// Put the calling process into the box's cgroup in every hierarchy.
     pub fn join(&self) -> Result<()> {
+        //>1 Move init into each of the box's cgroups, so that it and everything it
+        //>1 forks count against the limits. Under --pids-limit 32 the fork bomb
+        //>1 must stop at 30 children.
+        //>2 write(2) "0" ("me") into the file of each cgroup directory that takes a
+        //>2 process: one name on v2, another on v1.
         //> For each directory in self.dirs, write "0" (the kernel reads it as "the one
         //> writing this") into the file that moves a process in: on v2 its
         //> cgroup.procs; on v1 its `tasks`, which moves just the calling thread (init
@@ -349,6 +354,12 @@ fn limit_files(
     version: Version,
     limits: &LimitArgs,
 ) -> Vec<(&'static str, String)> {
+    //>1 Turn the limits asked for into the cgroup files that hold them, with their
+    //>1 contents, for v1 or v2. `--show-limit-files` prints your answer: compare it
+    //>1 with `cargo run -- run 4 --reference --show-limit-files --memory 64m ...`.
+    //>2 No system call: a pure function. The files are memory.max, pids.max and
+    //>2 cpu.max on v2; memory.limit_in_bytes, pids.max, cpu.cfs_period_us and
+    //>2 cpu.cfs_quota_us on v1.
     //> Return (file name, contents) for each limit that is Some, in this order:
     //> v2: "memory.max" = bytes, "pids.max" = n, "cpu.max" = "QUOTA PERIOD" (in us);
     //> v1: "memory.limit_in_bytes" = bytes, "pids.max" = n, "cpu.cfs_period_us" =

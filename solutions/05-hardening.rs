@@ -291,6 +291,13 @@ const PROC_MASKED: [&str; 13] = [
 /// and a file is hidden by mounting /dev/null over it (a directory, by an empty
 /// read-only tmpfs). The box cannot undo this: it may not mount or unmount.
 pub fn mask_proc() -> Result<()> {
+    //>1 Leave the box's /proc working for its own processes, but make the host's
+    //>1 kernel settings in it read-only and hide the kernel's own tables. The
+    //>1 report's `change a kernel setting:` and `read the kernel's tables:` say
+    //>1 refused and masked.
+    //>2 mount(2) with MS_BIND onto itself, then a read-only remount, for each path
+    //>2 of PROC_READ_ONLY; for each of PROC_MASKED, an empty read-only tmpfs over a
+    //>2 directory, or /dev/null bound over a file.
     //> For each path of PROC_READ_ONLY that exists: mount(2) it onto itself with
     //> MsFlags::MS_BIND | MS_REC, then make that mount read-only with
     //> mount_namespace::remount_read_only(path). For each path of PROC_MASKED that
@@ -497,6 +504,12 @@ const KEEP: [&str; 8] = [
 
 /// Reduce this process's capabilities to KEEP, in every set that matters.
 pub fn drop_capabilities() -> Result<()> {
+    //>1 Keep only the capabilities in KEEP, now and after every exec to come. The
+    //>1 report's `capabilities:` lists exactly those 8, and `mount a filesystem:`,
+    //>1 `reboot:` and `set the clock:` say refused.
+    //>2 prctl(2) PR_CAPBSET_DROP for each capability not kept (the bounding set),
+    //>2 then PR_CAP_AMBIENT_CLEAR_ALL, then capset(2) for the effective, permitted
+    //>2 and inheritable sets. The toolkit's `caps` module wraps each.
     //> caps::set_of(&KEEP) is a caps::CapSet, a u64 with bit N set for capability N.
     //> The bounding set limits what any exec can ever grant: for every number n from
     //> 0 to caps::last_cap() whose bit is not in the kept set, call
@@ -641,6 +654,12 @@ pub fn filter() -> Vec<seccomp::Instruction> {
         jump_if_at_least(X32_SYSCALL_BIT, 0, 1),
         ret(KILL_PROCESS),
     ];
+    //>1 Make the filter refuse every call in REFUSED with EPERM, and let the others
+    //>1 go on to the checks below. The report's `io_uring:`, `new user namespace:`
+    //>1 and `ptrace my parent:` say refused.
+    //>2 No system call: two BPF instructions per refused call, one that compares
+    //>2 the call's number and one that returns EPERM (`seccomp::jump_if_equal`,
+    //>2 `ret`).
     //> For each (number, _) in REFUSED, add two instructions: jump_if_equal(number
     //> as u32, 0, 1), then ret(errno(Errno::EPERM)). If the number matches, the next
     //> instruction (the refusal) runs; if not, skip one and go on to the next pair.

@@ -276,6 +276,10 @@ fn seccomp_filtered() -> bool {
 /// kernel takes from an unprivileged process, and only for its own IDs. Before it
 /// is written, this process is "nobody" (65534) in its new namespace.
 pub fn map_root_to_caller(uid: u32, gid: u32, deny_setgroups: bool) -> Result<()> {
+    //>1 Make root inside the box the caller outside, and no one else. The report's
+    //>1 `uid on the host:` shows your own uid.
+    //>2 Three writes, to files in /proc/self: setgroups, uid_map and gid_map, in
+    //>2 the order the kernel demands.
     //> Three writes, in this order, with write_proc(path, text): "deny" to
     //> /proc/self/setgroups (skip it when deny_setgroups is false: --break setgroups),
     //> then "0 {uid} 1" to /proc/self/uid_map and "0 {gid} 1" to /proc/self/gid_map:
@@ -389,6 +393,12 @@ impl MapHelper {
 
 /// The box's filesystem, in the order a user namespace allows.
 fn build_root(rootfs: &Path) -> Result<()> {
+    //>1 Build the box's filesystem in the order a user namespace allows: private
+    //>1 mounts, a /proc and /dev of its own, the pivot, then the masks over /proc.
+    //>1 The report's `what I can see` section shows the box's own root, processes
+    //>1 and mounts.
+    //>2 No new call: steps 03 and 05's make_mounts_private, mount_proc_at,
+    //>2 pivot_into and mask_proc, and bind_dev below.
     //> mount_namespace::make_mounts_private() first. Then, before the pivot:
     //> mount_namespace::mount_proc_at(&rootfs.join("proc")) (the kernel lets a user
     //> namespace mount a procfs only while one is fully visible in its mount table,
@@ -422,6 +432,11 @@ fn bind_dev(rootfs: &Path) -> Result<()> {
     .with_context(|| format!("mount(tmpfs, {}, tmpfs)", dev.display()))?;
     for (name, _, _) in mount_namespace::DEV_NODES {
         let (host, node) = (Path::new("/dev").join(name), dev.join(name));
+        //>1 Give the box the host's device node `host` at `node` without making
+        //>1 one: the kernel refuses mknod(2) in a user namespace. `ls /dev` in the
+        //>1 box lists them.
+        //>2 open(2) with O_CREAT, for an empty file to mount on; mount(2) with
+        //>2 MS_BIND.
         //> Create an empty file at `node` (fs::File::create) to mount on, then
         //> mount(2) `host` onto it with MsFlags::MS_BIND. Name the call in the error
         //> context, e.g. format!("mount({}, {}, MS_BIND)", ...).

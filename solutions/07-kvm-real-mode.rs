@@ -238,6 +238,9 @@ fn run_guest(kvm: &File, mistakes: &[Mistake], report: bool) -> Result<i32> {
 
 /// A new VM whose guest-physical memory, from address 0, is `memory`.
 pub fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
+    //>1 Make a VM and give it `memory` as its RAM, from guest-physical address 0.
+    //>2 Two ioctls, declared with nix's macros: KVM_CREATE_VM on /dev/kvm's fd, and
+    //>2 KVM_SET_USER_MEMORY_REGION on the new VM's fd.
     //> Declare two ioctls with nix's macros, then call them:
     //> - KVM_CREATE_VM is _IO(KVMIO, 0x01) and takes the machine type, 0 on x86:
     //>   `ioctl_write_int_bad!(kvm_create_vm, request_code_none!(KVMIO, 0x01));`
@@ -285,6 +288,10 @@ pub fn create_vm(kvm: &File, memory: &GuestMemory) -> Result<OwnedFd> {
 
 /// vCPU 0 of `vm`, and its shared `kvm_run`, mapped.
 pub fn create_vcpu(kvm: &File, vm: &OwnedFd) -> Result<(OwnedFd, RunArea)> {
+    //>1 Give the VM one virtual CPU, and map the structure it shares with us
+    //>1 (`kvm_run`), where KVM describes every exit.
+    //>2 KVM_CREATE_VCPU on the VM's fd; KVM_GET_VCPU_MMAP_SIZE on /dev/kvm's fd;
+    //>2 then `RunArea::map`, which calls mmap(2).
     //> Declare and call two more:
     //> - KVM_CREATE_VCPU is _IO(KVMIO, 0x41), on the VM's fd; its argument is the
     //>   vCPU's id, 0. It returns the vCPU's fd.
@@ -310,6 +317,11 @@ pub fn create_vcpu(kvm: &File, vm: &OwnedFd) -> Result<(OwnedFd, RunArea)> {
 /// Point the vCPU at the guest's code, in real mode. `sregs` starts as the vCPU's
 /// reset state, read with [`get_sregs`]; `regs` starts all zero.
 pub fn set_real_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
+    //>1 Point the vCPU at the guest's code, in real mode: its first fetch must be
+    //>1 the first byte at GUEST_ADDRESS, and the trace then starts with the
+    //>1 greeting's first `IO out`.
+    //>2 No system call: the cs and ds segments of `sregs`, and rip and rflags of
+    //>2 `regs`. run_guest writes them to the vCPU.
     //> A new vCPU is in real mode already, at the reset vector (cs base 0xffff0000,
     //> rip 0xfff0), where this VM has no memory. Point cs and ds (kvm_segment
     //> fields `selector` and `base`) at the guest's code: selector
@@ -328,6 +340,8 @@ pub fn set_real_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
 
 /// KVM_GET_SREGS: segments, control registers, EFER, GDT and IDT.
 pub fn get_sregs(vcpu: &OwnedFd) -> Result<kvm_sregs> {
+    //>1 Read the vCPU's segment and control registers, as KVM keeps them.
+    //>2 One ioctl, KVM_GET_SREGS, which fills a kvm_sregs of ours.
     //> KVM_GET_SREGS is _IOR(KVMIO, 0x83, kvm_sregs): declare it with
     //> `ioctl_read!`, which makes an unsafe fn taking the fd and a `*mut kvm_sregs`
     //> for the kernel to fill. Call it on the vCPU's fd with a
@@ -346,6 +360,9 @@ pub fn get_sregs(vcpu: &OwnedFd) -> Result<kvm_sregs> {
 /// KVM_SET_SREGS. KVM checks the combination first, and refuses (EINVAL) what no
 /// CPU could be in, such as paging in long mode without PAE.
 pub fn set_sregs(vcpu: &OwnedFd, sregs: &kvm_sregs) -> Result<()> {
+    //>1 Write the vCPU's segment and control registers, and when KVM refuses them,
+    //>1 say which values it refused (step 08's `--break no-pae` shows why).
+    //>2 One ioctl, KVM_SET_SREGS, which reads a kvm_sregs of ours.
     //> KVM_SET_SREGS is _IOW(KVMIO, 0x84, kvm_sregs): `ioctl_write_ptr!`, which
     //> makes an unsafe fn taking the fd and a `*const kvm_sregs` the kernel reads.
     //> Name cr0, cr4 and efer in the error's context: step 08 gets them wrong on
@@ -404,6 +421,11 @@ pub fn run_vcpu(vcpu: &OwnedFd, _run: &mut RunArea) -> Result<()> {
 
 /// Why the vCPU stopped, read from the shared run structure.
 pub fn decode(run: &RunArea) -> Result<Exit> {
+    //>1 Turn the exit that KVM_RUN left in the shared run structure into an `Exit`:
+    //>1 its kind and its details. The trace shows 22 `IO out port 0x3f8` exits, one
+    //>1 per byte of the greeting, and a HLT.
+    //>2 No system call: kvm_run's exit_reason, then the member of its union that
+    //>2 the reason names (reading a union member is unsafe).
     //> Read `run.run().exit_reason` and turn it into an `Exit`. The details are in
     //> the union `run.run().__bindgen_anon_1`, in the member the reason names;
     //> reading a union member is unsafe (SAFETY: the exit reason says which one the

@@ -272,6 +272,12 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
 fn set_long_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
     // No interrupt table yet: an exception in the guest is fatal (a triple fault).
     sregs.idt = kvm_dtable::default();
+    //>1 Put the vCPU in 64-bit long mode, as a boot loader would leave it: paging
+    //>1 on with our page tables, our GDT, 64-bit segments, and rip at the guest's
+    //>1 code. The guest then prints its greeting and exits with the code it was
+    //>1 given.
+    //>2 No system call: cr0, cr3, cr4, efer, the GDT and the segments of `sregs`;
+    //>2 rip, rsp and rflags of `regs`.
     //> Switch the vCPU to 64-bit mode, as if a boot loader had done it:
     //> - paging: cr3 = PML4_ADDRESS (the tables are in guest memory already),
     //>   cr4 = CR4_PAE, efer = EFER_LME | EFER_LMA, cr0 = CR0_PE | CR0_PG;
@@ -342,6 +348,10 @@ enum Hypercall {
 
 /// The guest wrote `value` to `port`: which hypercall is it?
 fn hypercall(port: u16, value: u32, memory: &GuestMemory) -> Result<Hypercall> {
+    //>1 Answer the guest's two hypercalls, port writes to HYPERCALL_PRINT and
+    //>1 HYPERCALL_EXIT: the string it points at, or its exit code. `guest said:`
+    //>1 and `guest exit code:` come from here.
+    //>2 No system call: a read of guest memory at the address the guest passed.
     //> HYPERCALL_PRINT: `value` is the guest-physical address of a NUL-terminated
     //> string; read it from guest memory (memory.read_c_string) and return
     //> Hypercall::Print. HYPERCALL_EXIT: `value` is the exit code, Hypercall::Exit.
@@ -372,6 +382,11 @@ struct Doubler {
 /// The guest touched an address with no memory behind it: be the device there.
 /// Returns a note for the trace.
 fn mmio(doubler: &mut Doubler, exit: &Exit, run: &mut RunArea) -> Result<String> {
+    //>1 Be the doubler device: remember what the guest writes to DOUBLER, and
+    //>1 answer twice that when it reads. The trace shows `stored 21` and `answered
+    //>1 42`.
+    //>2 No system call: the answer goes into the shared run structure's
+    //>2 `mmio.data`, which KVM hands the guest at the next KVM_RUN.
     //> An MmioWrite to DOUBLER: remember the value. An MmioRead from DOUBLER: the
     //> answer is twice the value. The guest's instruction is still waiting for it:
     //> put its `len` low bytes (little-endian) into the `mmio.data` of the shared

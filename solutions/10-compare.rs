@@ -240,6 +240,10 @@ fn peak<'a>(command: Command) -> Sampler<'a> {
 
 /// Start `command`, wait for it to end, and return how long that took.
 fn time_run(command: &mut Command) -> Result<Duration> {
+    //>1 Time one whole run of `command`, from start to end, and report no time for
+    //>1 a run that failed.
+    //>2 Instant::now(), then command.status() (fork, exec and wait), then the
+    //>2 elapsed time.
     //> Take the time with Instant::now(), run the command to its end with
     //> command.status() (spawn and wait: the whole life of the process), and take
     //> the elapsed time. Only then look at the status: when it is not a success,
@@ -308,6 +312,10 @@ fn measure(mut measurements: Vec<Measurement>, runs: u32) -> Result<Vec<Row>> {
 
 /// The median of the samples, and the spread: the smallest and the largest.
 fn summarize(samples: &[f64]) -> Spread {
+    //>1 Summarize the samples as the table shows them: the median, the min and the
+    //>1 max.
+    //>2 No system call: a sort (f64 needs total_cmp), then the middle sample, or
+    //>2 the mean of the two in the middle.
     //> Sort a copy of the samples (f64 is not Ord, because of NaN: sort_by with
     //> f64::total_cmp). The median is the middle sample, or the mean of the two in
     //> the middle when there is an even number of them. min and max are the two ends.

@@ -7,9 +7,12 @@ use insta_cmd::assert_cmd_snapshot;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The CLI, with its hint counter in /dev/null unless a test gives it a file: the
+/// tests never touch the learner's own (.isolab/hints).
 fn isolab() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_isolab"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("ISOLAB_PROGRESS", "/dev/null");
     cmd
 }
 
@@ -51,13 +54,53 @@ fn a_step_that_does_not_exist_is_one_line() {
     assert_cmd_snapshot!(isolab().args(["hint", "seven"]));
 }
 
+/// `hint` gives one level more each time: the goal, then the system calls, then
+/// their arguments (what the guided TODO says); `list` counts the levels used, and
+/// `--level` shows a level without counting it.
 #[test]
-fn hint_names_each_todo_and_what_to_write() {
-    let (code, out, _) = run(&["hint", "1"]);
-    assert_eq!(code, 0);
-    assert!(out.contains("enter_rootfs:"), "{out}");
-    assert!(out.contains("chroot(2) into `rootfs`"), "{out}");
-    assert!(out.contains("book/src/01-chroot.md"), "{out}");
+fn hint_tells_one_level_more_each_time() {
+    let progress = tempfile::tempdir().unwrap();
+    let file = progress.path().join("hints");
+    let hint = |args: &[&str]| {
+        let out = isolab()
+            .args(args)
+            .env("ISOLAB_PROGRESS", &file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let goal = "Make `rootfs` this process's";
+    let calls = "chroot(2), then chdir(2).";
+    let args = "chroot(2) into `rootfs`";
+
+    let first = hint(&["hint", "1"]);
+    assert!(first.contains("hint level 1 of 3: the goal"), "{first}");
+    assert!(
+        first.contains("enter_rootfs:") && first.contains(goal),
+        "{first}"
+    );
+    assert!(!first.contains(calls) && !first.contains(args), "{first}");
+    assert!(first.contains("book/src/01-chroot.md"), "{first}");
+
+    let second = hint(&["hint", "1"]);
+    assert!(second.contains(goal) && second.contains(calls), "{second}");
+    assert!(!second.contains(args), "{second}");
+
+    let third = hint(&["hint", "1"]);
+    assert!(
+        third.contains(args) && third.contains("That is every hint"),
+        "{third}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "1 3\n");
+
+    // --level shows without counting: step 02 stays at none used.
+    let peek = hint(&["hint", "2", "--level", "3"]);
+    assert!(
+        peek.contains("unshare(2) with CloneFlags::CLONE_NEWPID"),
+        "{peek}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "1 3\n");
 }
 
 /// The whole loop on step 00 (it needs no root): an untouched skeleton fails its

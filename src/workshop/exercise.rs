@@ -26,6 +26,19 @@
 //! one: a page shows the larger region from the skeleton, where the TODO stands in
 //! their place, and `check-book` fails on any `//>` line a page would show.
 //!
+//! Each exercise has three levels of hints, for two tiers of skeleton:
+//!
+//! ```text
+//!     //>1 The goal, and the line of the report (or output) it changes.
+//!     //>2 The system calls that get there.
+//!     //> The calls with their arguments, as the guided TODO says it.
+//!     // ANCHOR: enter_rootfs
+//! ```
+//!
+//! The guided skeleton (the one in chapters/) has level 3 as its TODO; the
+//! challenge skeleton (`cargo run -- reset N --challenge`) has level 1 only, and
+//! `cargo run -- hint N` gives one more level each time it is asked.
+//!
 //! The skeleton is shown in the book's code box, so the generator rewraps the hints
 //! to [`BOOK_COLUMNS`] (the `// TODO: ` prefix is wider than `//> `) and splits the
 //! `todo!()` message with a string continuation, which rustfmt leaves as it is.
@@ -41,11 +54,34 @@ use anyhow::{Result, bail};
 /// code in solutions/ and chapters/ to it (their rustfmt.toml).
 pub const BOOK_COLUMNS: usize = 84;
 
-/// One exercise: the anchor's name and its hint lines.
+/// How much a skeleton's TODOs give away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Level 3: the calls and their arguments. The skeleton in chapters/.
+    Guided,
+    /// Level 1: the goal and what it changes; `hint` gives the rest on request.
+    Challenge,
+}
+
+/// The hint levels: the goal, then the system calls, then their arguments.
+pub const LEVELS: usize = 3;
+
+/// What each level is, as `hint` names it.
+pub const LEVEL_NAMES: [&str; LEVELS] = ["the goal", "the system calls", "the arguments"];
+
+/// One exercise: the anchor's name and its hint lines, level by level (index 0 is
+/// level 1, the goal).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exercise {
     pub name: String,
-    pub hint: Vec<String>,
+    pub levels: [Vec<String>; LEVELS],
+}
+
+impl Exercise {
+    /// The guided hint: level 3, what the TODO in chapters/ says.
+    pub fn hint(&self) -> &[String] {
+        &self.levels[LEVELS - 1]
+    }
 }
 
 fn anchor_start(line: &str) -> Option<&str> {
@@ -56,21 +92,40 @@ fn anchor_end(line: &str) -> Option<&str> {
     line.trim().strip_prefix("// ANCHOR_END: ").map(str::trim)
 }
 
-/// The text of a `//>` hint line, without the marker and the one space after it.
+/// The text of a `//>` hint line of any level, without the marker and the one space
+/// after it.
 pub fn hint_line(line: &str) -> Option<&str> {
-    let t = line.trim_start();
-    t.strip_prefix("//>")
-        .map(|h| h.strip_prefix(' ').unwrap_or(h))
+    hint_level(line).map(|(_, text)| text)
+}
+
+/// A hint line's level (`//>1`, `//>2`, or plain `//>` for 3) and its text.
+pub fn hint_level(line: &str) -> Option<(usize, &str)> {
+    let rest = line.trim_start().strip_prefix("//>")?;
+    let (level, text) = match rest.as_bytes().first() {
+        Some(b'1') => (1, &rest[1..]),
+        Some(b'2') => (2, &rest[1..]),
+        _ => (LEVELS, rest),
+    };
+    Some((level, text.strip_prefix(' ').unwrap_or(text)))
 }
 
 /// The run of hint lines that starts at `lines[i]`, and the anchor it stands above.
-fn hints_at<'a>(lines: &[&'a str], i: usize) -> Option<(Vec<&'a str>, &'a str)> {
-    let hints: Vec<&str> = lines[i..].iter().map_while(|l| hint_line(l)).collect();
+fn hints_at<'a>(lines: &[&'a str], i: usize) -> Option<(Vec<(usize, &'a str)>, &'a str)> {
+    let hints: Vec<(usize, &str)> = lines[i..].iter().map_while(|l| hint_level(l)).collect();
     if hints.is_empty() {
         return None;
     }
     let name = lines.get(i + hints.len()).and_then(|l| anchor_start(l))?;
     Some((hints, name))
+}
+
+/// The lines of one level.
+fn level(hints: &[(usize, &str)], level: usize) -> Vec<String> {
+    hints
+        .iter()
+        .filter(|(l, _)| *l == level)
+        .map(|(_, text)| text.to_string())
+        .collect()
 }
 
 /// The exercises of a solution, in order.
@@ -83,7 +138,7 @@ pub fn exercises(solution: &str) -> Vec<Exercise> {
             Some((hints, name)) => {
                 found.push(Exercise {
                     name: name.to_string(),
-                    hint: hints.iter().map(|h| h.to_string()).collect(),
+                    levels: [level(&hints, 1), level(&hints, 2), level(&hints, 3)],
                 });
                 i += hints.len();
             }
@@ -213,8 +268,14 @@ fn todo_call(indent: &str, number: u8, name: &str, file: &str) -> Vec<String> {
     out
 }
 
-/// The learner's skeleton for step `number`, whose chapter file is `file`.
+/// The learner's skeleton for step `number`, whose chapter file is `file`: the
+/// guided one, as in chapters/.
 pub fn skeleton(number: u8, file: &str, solution: &str) -> Result<String> {
+    skeleton_of(Tier::Guided, number, file, solution)
+}
+
+/// The skeleton of either tier. The two differ only in their TODO comments.
+pub fn skeleton_of(tier: Tier, number: u8, file: &str, solution: &str) -> Result<String> {
     let lines: Vec<&str> = solution.lines().collect();
     let mut out = Vec::new();
     let mut i = 0;
@@ -223,11 +284,19 @@ pub fn skeleton(number: u8, file: &str, solution: &str) -> Result<String> {
         let line = lines[i];
         if !header_done && !line.starts_with("//!") {
             header_done = true;
-            out.push(format!(
-                "\n// Your copy of step {number:02}. Replace each todo!() with your code, then run\n\
-                 // `cargo run -- check {number}`. (Generated from solutions/{file}:\n\
-                 // `cargo run -- reset {number}` brings this version back.)"
-            ));
+            out.push(match tier {
+                Tier::Guided => format!(
+                    "\n// Your copy of step {number:02}. Replace each todo!() with your code, then run\n\
+                     // `cargo run -- check {number}`. (Generated from solutions/{file}:\n\
+                     // `cargo run -- reset {number}` brings this version back.)"
+                ),
+                Tier::Challenge => format!(
+                    "\n// Your copy of step {number:02}, the challenge: each TODO says only what to\n\
+                     // achieve. `cargo run -- hint {number}` tells one level more each time (the\n\
+                     // system calls, then their arguments); `cargo run -- check {number}` tests it.\n\
+                     // (`cargo run -- reset {number}` brings the guided version back.)"
+                ),
+            });
             if !line.is_empty() {
                 out.push(String::new());
             }
@@ -254,7 +323,24 @@ pub fn skeleton(number: u8, file: &str, solution: &str) -> Result<String> {
         let anchor = lines[start];
         let indent: String = anchor.chars().take_while(|c| c.is_whitespace()).collect();
         out.push(anchor.to_string());
-        out.extend(todo_comment(&indent, &hints));
+        let shown = level(&hints, if tier == Tier::Guided { LEVELS } else { 1 });
+        if shown.is_empty() {
+            bail!(
+                "solutions/{file}: exercise `{name}` has no {} hint lines (`{}`)",
+                if tier == Tier::Guided {
+                    "guided"
+                } else {
+                    "goal"
+                },
+                if tier == Tier::Guided {
+                    "//> "
+                } else {
+                    "//>1 "
+                }
+            );
+        }
+        let shown: Vec<&str> = shown.iter().map(String::as_str).collect();
+        out.extend(todo_comment(&indent, &shown));
         out.extend(todo_call(&indent, number, name, file));
         out.push(lines[start + end].to_string());
         i = start + end + 1;
@@ -268,7 +354,7 @@ pub fn skeleton(number: u8, file: &str, solution: &str) -> Result<String> {
 mod tests {
     use super::*;
 
-    const SOLUTION: &str = "//! Step 09: a test.\n\nfn f() -> u8 {\n    //> return 7,\n    //> the answer\n    // ANCHOR: body\n    7\n    // ANCHOR_END: body\n}\n\n// ANCHOR: shown\nfn g() {}\n// ANCHOR_END: shown\n";
+    const SOLUTION: &str = "//! Step 09: a test.\n\nfn f() -> u8 {\n    //>1 the answer\n    //>2 a literal\n    //> return 7,\n    //> the answer\n    // ANCHOR: body\n    7\n    // ANCHOR_END: body\n}\n\n// ANCHOR: shown\nfn g() {}\n// ANCHOR_END: shown\n";
 
     #[test]
     fn finds_only_regions_with_hints() {
@@ -276,9 +362,66 @@ mod tests {
             exercises(SOLUTION),
             vec![Exercise {
                 name: "body".into(),
-                hint: vec!["return 7,".into(), "the answer".into()]
+                levels: [
+                    vec!["the answer".into()],
+                    vec!["a literal".into()],
+                    vec!["return 7,".into(), "the answer".into()]
+                ],
             }]
         );
+    }
+
+    #[test]
+    fn the_challenge_skeleton_shows_only_the_goal() {
+        let challenge = skeleton_of(Tier::Challenge, 9, "09-test.rs", SOLUTION).unwrap();
+        assert!(
+            challenge.contains("    // TODO: the answer\n    todo!("),
+            "{challenge}"
+        );
+        assert!(!challenge.contains("return 7"), "{challenge}");
+        assert!(!challenge.contains("a literal"), "{challenge}");
+    }
+
+    /// What the compiler sees: every line with its comments taken out.
+    fn code_only(text: &str) -> Vec<String> {
+        text.lines()
+            .map(|l| match l.find("//") {
+                Some(i) if !l[..i].contains('"') => l[..i].trim_end().to_string(),
+                _ => l.trim_end().to_string(),
+            })
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// The challenge tier, checked as the guided one is: every exercise of every
+    /// step has all three levels, and the challenge skeleton is the guided one
+    /// with other comments, so that it compiles wherever the guided one does (the
+    /// guided ones are compiled in chapters/, and tests/skeletons.rs runs them).
+    #[test]
+    fn every_step_has_a_challenge_tier_that_compiles_as_the_guided_one() {
+        for step in crate::workshop::steps::STEPS {
+            for exercise in exercises(step.solution) {
+                for (i, lines) in exercise.levels.iter().enumerate() {
+                    assert!(
+                        !lines.is_empty(),
+                        "solutions/{}: exercise `{}` has no level {} hint ({})",
+                        step.file(),
+                        exercise.name,
+                        i + 1,
+                        LEVEL_NAMES[i]
+                    );
+                }
+            }
+            let guided = skeleton(step.number, &step.file(), step.solution).unwrap();
+            let challenge =
+                skeleton_of(Tier::Challenge, step.number, &step.file(), step.solution).unwrap();
+            assert_eq!(
+                code_only(&guided),
+                code_only(&challenge),
+                "step {}",
+                step.number
+            );
+        }
     }
 
     #[test]

@@ -26,7 +26,16 @@ fn skeleton(step: &Step) -> Result<String> {
 /// Has the learner changed the file since it was generated?
 fn started(step: &Step) -> Result<bool> {
     let current = std::fs::read_to_string(chapter_path(step)).unwrap_or_default();
-    Ok(current != skeleton(step)?)
+    Ok(current != skeleton(step)? && current != challenge(step)?)
+}
+
+fn challenge(step: &Step) -> Result<String> {
+    exercise::skeleton_of(
+        exercise::Tier::Challenge,
+        step.number,
+        &step.file(),
+        step.solution,
+    )
 }
 
 /// What a check found.
@@ -179,7 +188,7 @@ pub fn check(number: u8) -> Result<ExitCode> {
 }
 
 pub fn list() -> Result<ExitCode> {
-    println!("step  {:<70}  state", "title");
+    println!("step  {:<62}  hints  state", "title");
     for step in STEPS {
         let state = if !started(step)? {
             "not started".to_string()
@@ -192,28 +201,111 @@ pub fn list() -> Result<ExitCode> {
                 Err(e) => format!("could not check: {e:#}"),
             }
         };
-        println!("{:02}    {:<70}  {state}", step.number, step.title);
+        let hints = match hints_used(step.number) {
+            0 => "-".to_string(),
+            n => format!("{n}/{}", exercise::LEVELS),
+        };
+        println!(
+            "{:02}    {:<62}  {hints:<5}  {state}",
+            step.number, step.title
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn hint(number: u8) -> Result<ExitCode> {
+/// `hint N`: one more level of every exercise of step N than last time (the goal,
+/// then the system calls, then their arguments), or with `level`, up to that level
+/// without counting. `list` shows how many levels each step has used.
+pub fn hint(number: u8, level: Option<usize>) -> Result<ExitCode> {
     let step = step_arg(number)?;
+    let used = hints_used(step.number);
+    let shown = level.unwrap_or(used + 1).clamp(1, exercise::LEVELS);
     println!("step {:02}, {}", step.number, step.title);
     println!(
         "your file: chapters/{}   the chapter: book/src/{}.md\n",
         step.file(),
         step.name()
     );
-    println!("what to write, todo!() by todo!():");
+    println!(
+        "hint level {shown} of {}: {}, todo!() by todo!():",
+        exercise::LEVELS,
+        exercise::LEVEL_NAMES[..shown].join(", then ")
+    );
     for exercise in exercise::exercises(step.solution) {
         println!("\n  {}:", exercise.name);
-        for line in &exercise.hint {
-            println!("    {line}");
+        for (i, lines) in exercise.levels.iter().enumerate().take(shown) {
+            let label = ["goal", "calls", "args"][i];
+            for (j, line) in lines.iter().enumerate() {
+                let lead = if j == 0 {
+                    format!("{label}:")
+                } else {
+                    String::new()
+                };
+                println!("    {lead:<6} {line}");
+            }
         }
     }
-    println!("\na nudge: {}", step.hint);
+    if shown == exercise::LEVELS {
+        println!("\na nudge: {}", step.hint);
+        println!(
+            "\nThat is every hint. The guided skeleton's TODOs say the same; \
+             `cargo run -- solve {number}` puts the reference in your file."
+        );
+    } else {
+        println!(
+            "\n`cargo run -- hint {number}` again tells {}.",
+            exercise::LEVEL_NAMES[shown]
+        );
+    }
+    if level.is_none()
+        && shown > used
+        && let Err(e) = set_hints_used(step.number, shown)
+    {
+        eprintln!(
+            "isolab: could not note the hint in {}: {e:#}",
+            progress_file().display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `hint` counts the levels used: .isolab/hints in the repository, one
+/// `STEP LEVEL` line per step (ISOLAB_PROGRESS names another file, as the tests do).
+fn progress_file() -> PathBuf {
+    std::env::var_os("ISOLAB_PROGRESS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".isolab/hints"))
+}
+
+/// How many hint levels step `number` has used (0: none).
+pub fn hints_used(number: u8) -> usize {
+    let text = std::fs::read_to_string(progress_file()).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(n, _)| n.parse() == Ok(number))
+        .filter_map(|(_, level)| level.trim().parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+fn set_hints_used(number: u8, level: usize) -> Result<()> {
+    let path = progress_file();
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| {
+            l.split_once(' ')
+                .is_none_or(|(n, _)| n.parse() != Ok(number))
+        })
+        .map(String::from)
+        .collect();
+    lines.push(format!("{number} {level}"));
+    lines.sort();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("mkdir -p {}", dir.display()))?;
+    }
+    std::fs::write(&path, lines.join("\n") + "\n")
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Ask before replacing the learner's file, unless told not to.
@@ -234,7 +326,11 @@ fn confirm(question: &str, yes: bool) -> Result<bool> {
 /// Keep the learner's current file in chapters/.backup/ before replacing it.
 fn back_up(step: &Step) -> Result<Option<PathBuf>> {
     let current = std::fs::read_to_string(chapter_path(step)).unwrap_or_default();
-    if current.is_empty() || current == skeleton(step)? || current == step.solution {
+    if current.is_empty()
+        || current == skeleton(step)?
+        || current == challenge(step)?
+        || current == step.solution
+    {
         return Ok(None);
     }
     let dir = repo().join("chapters/.backup");
@@ -294,8 +390,24 @@ fn replace_chapter(step: &Step, text: &str, what: &str, yes: bool) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn reset(number: u8, yes: bool) -> Result<ExitCode> {
+pub fn reset(number: u8, challenge: bool, yes: bool) -> Result<ExitCode> {
     let step = step_arg(number)?;
+    if challenge {
+        let text = exercise::skeleton_of(
+            exercise::Tier::Challenge,
+            step.number,
+            &step.file(),
+            step.solution,
+        )?;
+        let code = replace_chapter(step, &text, "the challenge skeleton", yes)?;
+        if code == ExitCode::SUCCESS {
+            println!(
+                "Each TODO now says only what to achieve; `cargo run -- hint {number}` \
+                 tells one level more each time you ask."
+            );
+        }
+        return Ok(code);
+    }
     replace_chapter(step, &skeleton(step)?, "the untouched skeleton", yes)
 }
 

@@ -49,17 +49,24 @@ enum Cmd {
         #[arg(value_parser = step_number)]
         step: u8,
     },
-    /// What to write in step N, and a nudge
+    /// What to write in step N: one level more each time you ask (the goal, the
+    /// system calls, their arguments)
     Hint {
         /// The step's number
         #[arg(value_parser = step_number)]
         step: u8,
+        /// Show levels 1 to LEVEL, without counting them as used
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+        level: Option<u8>,
     },
     /// Put the untouched skeleton of step N back (your version is kept as a backup)
     Reset {
         /// The step's number
         #[arg(value_parser = step_number)]
         step: u8,
+        /// The challenge skeleton instead: its TODOs say only what to achieve
+        #[arg(long)]
+        challenge: bool,
         /// Do not ask first
         #[arg(long)]
         yes: bool,
@@ -130,8 +137,12 @@ fn main() -> ExitCode {
         Cmd::Doctor => doctor::doctor(),
         Cmd::List => learner::list(),
         Cmd::Check { step } => learner::check(step),
-        Cmd::Hint { step } => learner::hint(step),
-        Cmd::Reset { step, yes } => learner::reset(step, yes),
+        Cmd::Hint { step, level } => learner::hint(step, level.map(usize::from)),
+        Cmd::Reset {
+            step,
+            challenge,
+            yes,
+        } => learner::reset(step, challenge, yes),
         Cmd::Solve { step, yes } => learner::solve(step, yes),
         Cmd::Run {
             step,
