@@ -296,12 +296,21 @@ fn the_guest_runs_its_own_kernel_on_pure_cgroup_v2() {
         assert!(offered.split(' ').any(|o| o == c), "offered: {offered}");
         assert!(enabled.split(' ').any(|o| o == c), "enabled: {enabled}");
     }
-    // The probe in the box reports the guest's kernel, not the host's.
+    // The probe in the box reports the guest's kernel, not the host's, and knows
+    // it runs in a VM, and whose.
     let report = part(ran, "limits").report();
     assert!(
         report[Key::Kernel].starts_with(&format!("Linux {} ", ran.release)),
         "{}",
         &report[Key::Kernel]
+    );
+    let hypervisor = match ran.accel {
+        isolab::vm::linux::Accel::Emulated => "QEMU, emulated (TCG)",
+        isolab::vm::linux::Accel::Kvm => "KVM",
+    };
+    assert_eq!(
+        &report[Key::Machine],
+        format!("a virtual machine (hypervisor: {hypervisor}), with a kernel of its own")
     );
 }
 

@@ -91,6 +91,11 @@ enum What {
 }
 
 fn main() -> ExitCode {
+    // A reader that stops early (`probe | head`) ends the probe quietly, as it does
+    // any other program, instead of a panic on the failed write: Rust ignores
+    // SIGPIPE unless told otherwise.
+    // SAFETY: setting a signal's disposition to its default runs no code of ours.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = Args::parse();
     match args.what.unwrap_or(What::Report) {
         What::Report => report::print(args.canary.as_deref()),

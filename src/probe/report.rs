@@ -31,6 +31,7 @@ fn value(key: Key, canary: Option<&Path>, fds: &[RawFd], cgroups: &limits::Cgrou
         Key::UidOnTheHost => view::uid_on_the_host(),
         Key::Hostname => view::hostname(),
         Key::Kernel => view::kernel(),
+        Key::Machine => view::machine(),
         Key::Root => view::root_entries(),
         Key::RootMount => view::root_mount(),
         Key::WorkingDirectory => view::working_directory(),

@@ -107,12 +107,43 @@ pub fn hostname() -> String {
 pub fn kernel() -> String {
     match nix::sys::utsname::uname() {
         Ok(u) => format!(
-            "{} {} (every container shares the host's)",
+            "{} {} (this machine's: every container on it shares this one)",
             u.sysname().to_string_lossy(),
             u.release().to_string_lossy()
         ),
         Err(e) => format!("unknown ({e})"),
     }
+}
+
+/// Bare metal, or a virtual machine, and whose: the CPU says. Bit 31 of CPUID
+/// leaf 1's ECX is set by every hypervisor that wants to be seen, and leaf
+/// 0x40000000 then holds its 12-letter signature. A VM's kernel is its own; the
+/// host below it runs another.
+pub fn machine() -> String {
+    use std::arch::x86_64::__cpuid;
+    let features = __cpuid(1);
+    if features.ecx & (1 << 31) == 0 {
+        return "bare metal, as far as the CPU says (no hypervisor bit)".into();
+    }
+    let leaf = __cpuid(0x4000_0000);
+    let bytes: Vec<u8> = [leaf.ebx, leaf.ecx, leaf.edx]
+        .iter()
+        .flat_map(|r| r.to_le_bytes())
+        .collect();
+    let signature = String::from_utf8_lossy(&bytes)
+        .trim_end_matches('\0')
+        .to_string();
+    let who = match signature.as_str() {
+        "KVMKVMKVM" => "KVM".to_string(),
+        "TCGTCGTCGTCG" => "QEMU, emulated (TCG)".to_string(),
+        "Microsoft Hv" => "Hyper-V".to_string(),
+        "VMwareVMware" => "VMware".to_string(),
+        "XenVMMXenVMM" => "Xen".to_string(),
+        "VBoxVBoxVBox" => "VirtualBox".to_string(),
+        "" => "one that gives no name".to_string(),
+        other => format!("signature {other:?}"),
+    };
+    format!("a virtual machine (hypervisor: {who}), with a kernel of its own")
 }
 
 pub fn root_entries() -> String {

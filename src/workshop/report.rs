@@ -13,6 +13,7 @@ crate::keys! {
         UidOnTheHost = "uid on the host",
         Hostname = "hostname",
         Kernel = "kernel",
+        Machine = "machine",
         Root = "root",
         RootMount = "root mount",
         WorkingDirectory = "working directory",
@@ -59,7 +60,7 @@ pub const SECTIONS: &[(&str, &[Key])] = {
     &[
         (
             "who am I",
-            &[Pid, Ppid, Uid, UidOnTheHost, Hostname, Kernel],
+            &[Pid, Ppid, Uid, UidOnTheHost, Hostname, Kernel, Machine],
         ),
         (
             "what I can see",

@@ -868,13 +868,18 @@ pub fn count_filter(key: &str) -> (String, String) {
     )
 }
 
-/// Filters that apply in every step: the kernel's release, the count of
+/// Filters that apply in every step: the kernel's release, whether the machine is
+/// bare metal or a VM (and whose), the count of
 /// capabilities root has (which a sandboxed host may trim), and whether the host's
 /// kernel was built with modules and vsock at all: where a call is not refused, a
 /// kernel without the feature answers "impossible" and one with it "allowed".
 pub fn common_filters() -> Vec<(String, String)> {
     vec![
         (r"(?m)^(kernel: Linux) \S+".into(), "$1 [release]".into()),
+        (
+            r"(?m)^machine: (bare metal|a virtual machine).*$".into(),
+            "machine: [bare metal, or a VM and whose]".into(),
+        ),
         (
             r"all \d+ that root has on this host".into(),
             "all [N] that root has on this host".into(),
