@@ -128,6 +128,13 @@ enum Dev {
     CheckBook,
     /// Check that no function body is written twice outside chapters/
     CheckDuplicates,
+    /// Extract the book's text into book/po/messages.pot and merge it into
+    /// book/po/ko.po; with --check, change nothing and fail if ko.po has an
+    /// untranslated or fuzzy message
+    Translation {
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -154,6 +161,7 @@ fn main() -> ExitCode {
         Cmd::Dev(Dev::SyncChapters { check }) => maint::sync_chapters(check),
         Cmd::Dev(Dev::CheckBook) => maint::check_book(),
         Cmd::Dev(Dev::CheckDuplicates) => duplicates::check_duplicates(),
+        Cmd::Dev(Dev::Translation { check }) => maint::translation(check),
     };
     match result {
         Ok(code) => code,

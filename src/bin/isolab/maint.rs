@@ -1,5 +1,5 @@
-//! Maintainer tasks: keep chapters/ in step with solutions/, and the book's
-//! includes pointing at code that exists.
+//! Maintainer tasks: keep chapters/ in step with solutions/, the book's includes
+//! pointing at code that exists, and the Korean book in step with the English.
 
 use crate::cargo::repo;
 use anyhow::{Context, Result, bail};
@@ -368,4 +368,79 @@ fn svg_has_panel(text: &str) -> std::result::Result<(), String> {
         };
     }
     Err(WANTED.into())
+}
+
+/// The Korean book is the English one translated message by message (gettext, with
+/// mdbook-i18n-helpers): extract the English text into a template, merge it into
+/// book/po/ko.po, and count what is left to do. `check` works on a copy and fails
+/// unless every message is translated and none is fuzzy (changed in English since).
+pub fn translation(check: bool) -> Result<ExitCode> {
+    use std::process::Command;
+    let book = repo().join("book");
+    let scratch = tempfile::Builder::new().prefix("isolab-po-").tempdir()?;
+    let out = Command::new("mdbook")
+        .arg("build")
+        .arg(&book)
+        .arg("-d")
+        .arg(scratch.path())
+        .env(
+            "MDBOOK_OUTPUT",
+            r#"{"xgettext": {"pot-file": "messages.pot", "granularity": 0}}"#,
+        )
+        .output()
+        .context("running mdbook (cargo install mdbook@0.5.4 mdbook-i18n-helpers@0.4.0)")?;
+    if !out.status.success() {
+        bail!(
+            "mdbook could not extract the book's text ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let template = scratch.path().join("messages.pot");
+    let po = book.join("po/ko.po");
+    let merged = if check {
+        scratch.path().join("ko.po")
+    } else {
+        std::fs::copy(&template, book.join("po/messages.pot"))?;
+        po.clone()
+    };
+    let status = Command::new("msgmerge")
+        .args(["--quiet", "--width=80", "--output-file"])
+        .arg(&merged)
+        .arg(&po)
+        .arg(&template)
+        .status()
+        .context("running msgmerge (apt-get install gettext)")?;
+    if !status.success() {
+        bail!("msgmerge could not merge {} ({status})", po.display());
+    }
+    let out = Command::new("msgfmt")
+        .args(["--check-format", "--statistics", "-o", "/dev/null"])
+        .arg(&merged)
+        .output()
+        .context("running msgfmt")?;
+    let stats = String::from_utf8_lossy(&out.stderr)
+        .trim()
+        .trim_end_matches('.')
+        .to_string();
+    if !out.status.success() {
+        bail!("msgfmt finds {} broken: {stats}", po.display());
+    }
+    let count = |what: &str| -> u64 {
+        stats
+            .split([',', '.'])
+            .find(|part| part.contains(what))
+            .and_then(|part| part.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (untranslated, fuzzy) = (count("untranslated"), count("fuzzy"));
+    if check && untranslated + fuzzy > 0 {
+        bail!(
+            "the Korean book is behind the English one: {stats}. Run `cargo run -- dev \
+             translation`, then translate the new and fuzzy messages in book/po/ko.po \
+             (see book/po/README.md)"
+        );
+    }
+    println!("book/po/ko.po: {stats}");
+    Ok(ExitCode::SUCCESS)
 }
