@@ -646,3 +646,65 @@ fn boot_until_killed() {
     guest.commands.push("sleep 600".into());
     let _ = isolab::vm::linux::run(&guest);
 }
+
+/// `isolab guest`, the page "A real kernel": the probe, a plain process of a VM,
+/// reports the guest's own kernel, a different release from the host's, says it
+/// runs in a VM, and finds no route to a canary on the host.
+#[test]
+fn isolab_guest_shows_a_kernel_of_its_own() {
+    needs!(guest);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_isolab"))
+        .arg("guest")
+        .env(isolab::workshop::env::PREBUILT, "1")
+        .output()
+        .expect("running isolab guest");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kernels = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("the host's kernel: Linux "))
+        .expect("a line with both kernels");
+    let (host, guest) = kernels.split_once("; the guest's: Linux ").expect("both");
+    assert_ne!(host, guest, "the guest should run a kernel of its own");
+    let report = Report::parse(&stdout);
+    assert!(
+        report[Key::Kernel].starts_with(&format!("Linux {guest} ")),
+        "{stdout}"
+    );
+    assert!(
+        report[Key::Machine].starts_with("a virtual machine"),
+        "{stdout}"
+    );
+    for route in [
+        Key::CanaryByPath,
+        Key::CanaryViaChrootEscape,
+        Key::CanaryViaProcRoot,
+        Key::CanaryViaInheritedFd,
+        Key::CanaryViaEnvironment,
+    ] {
+        assert!(!report[route].starts_with("READABLE"), "{stdout}");
+    }
+    snapshot(
+        "isolab_guest",
+        &stdout,
+        vec![
+            (
+                r"(?m)^QEMU, (emulated|KVM): Linux \S+, init up [\d.]+ s after QEMU started.*$"
+                    .into(),
+                "[QEMU, emulated or KVM]: Linux [guest release], init up [N] s after QEMU started"
+                    .into(),
+            ),
+            (
+                r"(?m)^the host's kernel: Linux \S+; the guest's: Linux \S+$".into(),
+                "the host's kernel: Linux [host release]; the guest's: Linux [guest release]"
+                    .into(),
+            ),
+            (r"(?m)^(pid|ppid): \d+$".into(), "$1: [N]".into()),
+            (r"(?m)^(processes): \d+ ".into(), "$1: [N] ".into()),
+        ],
+    );
+}

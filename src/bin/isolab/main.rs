@@ -7,6 +7,7 @@
 mod cargo;
 mod doctor;
 mod duplicates;
+mod guest;
 mod learner;
 mod maint;
 mod privilege;
@@ -109,6 +110,16 @@ enum Cmd {
     /// Download the Linux guest's kernel (Debian's cloud kernel) into your cache,
     /// for the tests that boot a real kernel under QEMU
     GuestKernel,
+    /// Boot a real Linux kernel (the guest kernel) under QEMU and run the probe in
+    /// it: a VM's own kernel, next to the host's
+    Guest {
+        /// The guest's memory, in MiB
+        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(128..=4096))]
+        memory: u32,
+        /// The guest's CPUs
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+        cpus: u32,
+    },
     /// Maintainer tasks: regenerate the skeletons, check the book
     #[command(hide = true, subcommand)]
     Dev(Dev),
@@ -158,6 +169,7 @@ fn main() -> ExitCode {
         } => learner::run(step, reference, &args),
         Cmd::Rootfs { dir } => learner::rootfs(&dir),
         Cmd::GuestKernel => guest_kernel(),
+        Cmd::Guest { memory, cpus } => guest::guest(memory, cpus),
         Cmd::Dev(Dev::SyncChapters { check }) => maint::sync_chapters(check),
         Cmd::Dev(Dev::CheckBook) => maint::check_book(),
         Cmd::Dev(Dev::CheckDuplicates) => duplicates::check_duplicates(),
