@@ -44,6 +44,18 @@ pub fn check_book() -> Result<ExitCode> {
             continue;
         }
         let text = std::fs::read_to_string(&page)?;
+        // The Korean book translates Markdown, and mdbook-xgettext skips HTML: a
+        // <summary>'s text must be a paragraph of its own, between blank lines.
+        for (at, _) in text.match_indices("<summary>") {
+            if !text[at..].starts_with("<summary>\n\n") {
+                let line = text[..at].lines().count() + 1;
+                problems.push(format!(
+                    "{}:{line}: put a blank line after <summary> (and before \
+                     </summary>), so that its text can be translated",
+                    page.file_name().unwrap_or_default().to_string_lossy()
+                ));
+            }
+        }
         for include in text.split("{{#").skip(1) {
             let Some(body) = include.split("}}").next() else {
                 continue;
