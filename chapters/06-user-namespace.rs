@@ -191,6 +191,11 @@ fn init(
     signals: &SigSet,
 ) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
+    // init still holds the caller's whole environment, and the box's root has
+    // every capability init has, so the kernel would let the box read init's
+    // /proc/1/environ (and open its descriptors). Not dumpable, init's /proc files
+    // belong to the host's root, and ptrace of it needs a capability on the host.
+    prctl::set_dumpable(false).context("prctl(PR_SET_DUMPABLE, 0)")?;
     cgroups.join()?;
     mount_namespace::close_inherited_fds()?;
     let namespaces = CloneFlags::CLONE_NEWUTS

@@ -154,9 +154,9 @@ pub fn inherited_fd(canary: Option<&Path>, fds: &[RawFd]) -> String {
     "blocked (the inherited directories lead nowhere)".into()
 }
 
-/// The directory descriptors our parent and its ancestors hold, as paths under
-/// /proc/PID/fd that open them again. Empty where /proc is not mounted.
-fn ancestors_directory_fds() -> Vec<(u32, std::path::PathBuf)> {
+/// Our parent, its parent, and so on up to init (or as far as /proc shows them).
+/// Empty where /proc is not mounted.
+fn ancestors() -> Vec<u32> {
     let parent_of = |pid: &str| -> Option<u32> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // "pid (comm) state ppid ...": the name may hold spaces, so split after ')'.
@@ -170,16 +170,7 @@ fn ancestors_directory_fds() -> Vec<(u32, std::path::PathBuf)> {
     let mut found = Vec::new();
     let mut pid = parent_of("self");
     while let Some(p) = pid.filter(|&p| p != 0) {
-        let dir = std::path::PathBuf::from(format!("/proc/{p}/fd"));
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                let is_dir = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir());
-                let fd: Option<u32> = entry.file_name().to_str().and_then(|n| n.parse().ok());
-                if is_dir && fd.is_some_and(|fd| fd > 2) {
-                    found.push((p, entry.path()));
-                }
-            }
-        }
+        found.push(p);
         pid = if p == 1 {
             None
         } else {
@@ -189,24 +180,60 @@ fn ancestors_directory_fds() -> Vec<(u32, std::path::PathBuf)> {
     found
 }
 
-/// A runtime that passes its own environment on hands the box whatever secrets the
-/// caller's shell holds. The canary variable stands for them.
-pub fn environment() -> String {
-    match std::env::var(ENV) {
-        Ok(value) if value.starts_with(MARKER) => {
-            format!("READABLE (${ENV}: the caller's environment came in)")
-        }
-        _ => {
-            let mut names: Vec<String> = std::env::vars_os()
-                .map(|(k, _)| k.to_string_lossy().into_owned())
-                .collect();
-            names.sort();
-            match names.len() {
-                0 => "not passed in (my environment is empty)".into(),
-                n if n > 8 => format!("not passed in (my environment has {n} variables)"),
-                _ => format!("not passed in (my environment: {})", names.join(" ")),
+/// The directory descriptors our ancestors hold, as paths under /proc/PID/fd that
+/// open them again.
+fn ancestors_directory_fds() -> Vec<(u32, std::path::PathBuf)> {
+    let mut found = Vec::new();
+    for p in ancestors() {
+        let dir = std::path::PathBuf::from(format!("/proc/{p}/fd"));
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let is_dir = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir());
+            let fd: Option<u32> = entry.file_name().to_str().and_then(|n| n.parse().ok());
+            if is_dir && fd.is_some_and(|fd| fd > 2) {
+                found.push((p, entry.path()));
             }
         }
+    }
+    found
+}
+
+/// A runtime that passes its own environment on hands the box whatever secrets the
+/// caller's shell holds. The canary variable stands for them. A runtime that cleans
+/// the command's environment may still leave the caller's in its init, whose
+/// /proc/PID/environ any process of the box may read if the kernel lets it
+/// ptrace init (same uid, and no capability init has that it lacks).
+pub fn environment() -> String {
+    if std::env::var(ENV).is_ok_and(|v| v.starts_with(MARKER)) {
+        return format!("READABLE (${ENV}: the caller's environment came in)");
+    }
+    for pid in ancestors() {
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let found = environ.split(|b| *b == 0).any(|var| {
+            var.strip_prefix(format!("{ENV}=").as_bytes())
+                .is_some_and(|v| v.starts_with(MARKER.as_bytes()))
+        });
+        if found {
+            let whose = if pid == 1 {
+                "init".to_string()
+            } else {
+                format!("pid {pid}")
+            };
+            return format!("READABLE (${ENV} in {whose}'s environment, /proc/{pid}/environ)");
+        }
+    }
+    let mut names: Vec<String> = std::env::vars_os()
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    match names.len() {
+        0 => "not passed in (my environment is empty)".into(),
+        n if n > 8 => format!("not passed in (my environment has {n} variables)"),
+        _ => format!("not passed in (my environment: {})", names.join(" ")),
     }
 }
 
