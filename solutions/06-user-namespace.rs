@@ -83,7 +83,8 @@ struct Args {
     /// Take step 05's powers away too: capabilities, no_new_privs, seccomp filter
     #[arg(long)]
     harden: bool,
-    /// Get one thing wrong, to see what the kernel says (repeatable)
+    /// Get one thing wrong, to see what the kernel says or what a wall was for
+    /// (repeatable)
     #[arg(long = "break", value_name = "MISTAKE", value_enum)]
     breaks: Vec<Mistake>,
     #[command(flatten)]
@@ -97,12 +98,15 @@ enum Mistake {
     Setgroups,
     /// map root in the box to the host's root (uid 0) instead of to yourself
     Map,
+    /// keep the caller's session keyring: the box may read the keys in it
+    Keyring,
 }
 
 struct BoxSpec<'a> {
     rootfs: &'a Path,
     hostname: &'a str,
     harden: bool,
+    breaks: &'a [Mistake],
     command: &'a Command,
 }
 
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
             rootfs: &rootfs,
             hostname: &args.hostname.hostname,
             harden: args.harden,
+            breaks: &args.breaks,
             command: &command,
         };
         run(&spec, &map, &args.breaks, &args.limits, args.stats)
@@ -194,6 +199,9 @@ fn init(
     prctl::set_dumpable(false).context("prctl(PR_SET_DUMPABLE, 0)")?;
     cgroups.join()?;
     mount_namespace::close_inherited_fds()?;
+    if !spec.breaks.contains(&Mistake::Keyring) {
+        new_session_keyring()?;
+    }
     let namespaces = CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNS
@@ -314,6 +322,27 @@ pub fn write_proc(path: &str, text: &str) -> Result<()> {
         _ => "",
     };
     Err(e).with_context(|| format!("write({text:?}, {path}){why}"))
+}
+
+/// A session keyring of the box's own. Keyrings belong to no namespace: a process
+/// holds the session keyring of whoever started it, and with it the right to read
+/// every key in it (a Kerberos ticket, a token kept with `keyctl`). runc joins a new
+/// one for every container, as init does here, before the box's first process.
+fn new_session_keyring() -> Result<()> {
+    // SAFETY: KEYCTL_JOIN_SESSION_KEYRING with a NULL name makes a new, anonymous
+    // keyring; the kernel reads no memory of ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            libc::KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    match Errno::result(rc) {
+        // A kernel without keyrings has nothing to leak.
+        Ok(_) | Err(Errno::ENOSYS) => Ok(()),
+        Err(e) => Err(e).context("keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)"),
+    }
 }
 
 /// The helper for `--map-range`. Only a privileged process may map more IDs than its

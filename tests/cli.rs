@@ -203,6 +203,7 @@ fn the_tour_prints_the_scorecard() {
         ("io_uring refused", "no no no no yes no"),
         ("ASLR stays on", "no no no no yes no"),
         ("environment kept out", "no no no no yes yes"),
+        ("keyring kept out", "no no no no yes yes"),
         ("host settings read-only", "no /proc|no|no|no|yes|yes"),
         ("kernel tables hidden", "no /proc|no|no|no|yes|yes"),
         ("caller's terminal kept out", "no no no no yes yes"),

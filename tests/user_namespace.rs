@@ -335,6 +335,27 @@ fn a_shell_in_the_box_may_mount_but_not_mknod() {
     assert_eq!(&lines[1..], ["mounted", "box2", "done"]);
 }
 
+/// Keyrings belong to no namespace: a box started by a process that holds a session
+/// keyring holds it too, and may read the keys in it. The tests start every
+/// runtime with the canary key in a session keyring of its own, as a login session
+/// with a token in it would; init joins a new one, and `--break keyring` does not.
+#[test]
+fn the_callers_session_keyring_stays_out() {
+    needs!(user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    let r = report_as_user(&lab, &[]);
+    assert_eq!(
+        &r[Key::CanaryViaSessionKeyring],
+        "not found (the session keyring I hold is not the caller's)"
+    );
+    let r = report_as_user(&lab, &["--break", "keyring"]);
+    assert!(
+        r[Key::CanaryViaSessionKeyring].starts_with("READABLE"),
+        "{}",
+        &r[Key::CanaryViaSessionKeyring]
+    );
+}
+
 /// --break setgroups: the kernel refuses the gid_map; --break map: it refuses a
 /// map to anyone but the caller. One line each, naming the file and the rule.
 #[test]

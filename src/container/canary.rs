@@ -16,6 +16,13 @@ pub const MARKER: &str = "isolab host canary";
 pub const ENV: &str = "ISOLAB_CANARY";
 pub const ENV_VALUE: &str = "isolab host canary, in the caller's environment";
 
+/// The canary's third form: a key in the session keyring of whoever starts a box, as
+/// a Kerberos ticket or a token kept with `keyctl` would be. Keyrings belong to no
+/// namespace: a process holds the session keyring of the process that started it.
+/// [`in_a_session_keyring`] starts a runtime with one `user` key of this name in it.
+pub const KEY: &str = "isolab-canary";
+pub const KEY_VALUE: &str = "isolab host canary, in the caller's session keyring";
+
 /// A canary in its own temporary directory, removed when dropped.
 pub struct Canary {
     dir: tempfile::TempDir,
@@ -46,5 +53,46 @@ impl Canary {
     /// The directory that holds the canary (a host directory outside the rootfs).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// Start `cmd` in a session keyring of its own that holds the canary key ([`KEY`],
+/// [`KEY_VALUE`]), as a login session with a key in it would start it. The keyring
+/// is new and anonymous, made between fork and exec (after any change of user), so
+/// no keyring of the caller's is touched, and it and its key are freed with the
+/// last process that holds them: nothing is left for this user afterwards. On a
+/// kernel without keyrings the command starts as it is.
+pub fn in_a_session_keyring(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let name = std::ffi::CString::new(KEY).expect("no NUL in the key's name");
+    // SAFETY: between fork and exec the closure makes two system calls with
+    // buffers made before the fork, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let joined = libc::syscall(
+                libc::SYS_keyctl,
+                libc::KEYCTL_JOIN_SESSION_KEYRING,
+                std::ptr::null::<libc::c_char>(),
+            );
+            if joined < 0 {
+                let e = std::io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::ENOSYS) => Ok(()),
+                    _ => Err(e),
+                };
+            }
+            let added = libc::syscall(
+                libc::SYS_add_key,
+                c"user".as_ptr(),
+                name.as_ptr(),
+                KEY_VALUE.as_ptr(),
+                KEY_VALUE.len(),
+                libc::KEY_SPEC_SESSION_KEYRING,
+            );
+            if added < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }

@@ -204,6 +204,14 @@ pub const WALLS: &[Wall] = &[
         cell: |v| blocked(v[0]),
     },
     Wall {
+        name: "keyring kept out",
+        keys: &[Key::CanaryViaSessionKeyring],
+        cell: |v| match v[0] {
+            v if v.starts_with("impossible") => "none",
+            v => blocked(v),
+        },
+    },
+    Wall {
         name: "host settings read-only",
         keys: &[Key::ChangeAKernelSetting],
         cell: |v| through_proc(v[0]),

@@ -431,7 +431,8 @@ impl Run {
 
 /// A command for `bin` that inherits only stdin, stdout and stderr, and with `leak`
 /// set also fd 3 on that host directory. Its environment is PATH and the canary
-/// variable, the same on every machine, so reports do not depend on the caller's.
+/// variable, the same on every machine, so reports do not depend on the caller's,
+/// and it starts in a session keyring of its own that holds the canary key.
 pub fn command<S: AsRef<OsStr>>(bin: &Path, args: &[S], leak: Option<&Path>) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args(args)
@@ -445,6 +446,7 @@ pub fn command<S: AsRef<OsStr>>(bin: &Path, args: &[S], leak: Option<&Path>) -> 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     isolab::run::std_fds_only(&mut cmd, leak).expect("setting up descriptors");
+    isolab::container::canary::in_a_session_keyring(&mut cmd);
     cmd
 }
 

@@ -472,14 +472,15 @@ pub fn run(number: u8, reference: bool, parsed: &[OsString]) -> Result<ExitCode>
             None => (args, Vec::new()),
         };
         // The runtime starts as the tests start it: from a careless caller, with a
-        // secret in its environment and a host directory open on fd 3, and with a
-        // canary made for this run that the probe looks for.
+        // secret in its environment and in its session keyring, and a host directory
+        // open on fd 3, and with a canary made for this run that the probe looks for.
         let canary = isolab::container::canary::Canary::create()?;
         cmd.env(
             isolab::container::canary::ENV,
             isolab::container::canary::ENV_VALUE,
         );
         isolab::run::std_fds_only(&mut cmd, Some(canary.dir()))?;
+        isolab::container::canary::in_a_session_keyring(&mut cmd);
         let command = if command.is_empty() {
             vec![
                 step.probe(&target.join("probe")).into_os_string(),

@@ -28,8 +28,9 @@ pub fn tour() -> Result<ExitCode> {
         "The host canary is {}; each runtime is also handed fd 3,",
         canary.path().display()
     );
-    println!("an open directory on the host, as a careless caller might, and a terminal");
-    println!("of its own as stdin, as a shell would.\n");
+    println!("an open directory on the host, as a careless caller might, a key in a");
+    println!("session keyring of its own, and a terminal of its own as stdin, as a shell");
+    println!("would.\n");
     let mut columns = Vec::new();
     for step in STEPS.iter().filter(|s| container(s)) {
         let probe = step.probe(&target.join("probe")).into_os_string();
@@ -45,6 +46,7 @@ pub fn tour() -> Result<ExitCode> {
             isolab::container::canary::ENV_VALUE,
         );
         isolab::run::std_fds_only(&mut cmd, Some(canary.dir()))?;
+        isolab::container::canary::in_a_session_keyring(&mut cmd);
         let terminal = hand_a_terminal(&mut cmd)?;
         let out = cmd
             .stderr(Stdio::inherit())
