@@ -172,7 +172,8 @@ fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
     }
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     let mut cgroups = BoxCgroups::create(limits)?;
-    let stdio = box_stdio(spec)?;
+    let pipes = spec.keeps(Restriction::Terminal) && relay::caller_has_a_terminal();
+    let stdio = box_stdio(spec.tty, pipes)?;
     let lifeline = Lifeline::new()?;
     unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID)")?;
     // SAFETY: this program has no other threads, so the child may run any code.
@@ -222,7 +223,7 @@ fn init(
     mount_namespace::make_mounts_private()?;
     mount_namespace::pivot_into(spec.rootfs)?;
     if spec.keeps(Restriction::RootDevices) {
-        lock_down_root(spec.read_only)?;
+        lock_down_root(Path::new("/"), spec.read_only)?;
     } else if spec.read_only {
         mount_namespace::remount_read_only("/")?;
     }
@@ -343,7 +344,9 @@ pub fn mask_proc() -> Result<()> {
 /// recursively, with mount_setattr(2). A device node the host or an image left in
 /// the rootfs (the host's console, /dev/kvm, a disk) then opens nothing in the box.
 /// The box's own /dev, a tmpfs mounted after this, keeps its few nodes working.
-fn lock_down_root(read_only: bool) -> Result<()> {
+/// `root` is "/" here, after the pivot; step 06 locks its rootfs before it.
+pub fn lock_down_root(root: &Path, read_only: bool) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
     let mut set = libc::MOUNT_ATTR_NODEV;
     if read_only {
         set |= libc::MOUNT_ATTR_RDONLY;
@@ -354,13 +357,15 @@ fn lock_down_root(read_only: bool) -> Result<()> {
         propagation: 0,
         userns_fd: 0,
     };
+    let path = CString::new(root.as_os_str().as_bytes())
+        .context("a rootfs path with a NUL byte")?;
     // SAFETY: mount_setattr reads one struct mount_attr, of the size we pass, and
     // the path, a C string that lives across the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             libc::AT_FDCWD,
-            c"/".as_ptr(),
+            path.as_ptr(),
             libc::AT_RECURSIVE,
             &attr,
             size_of::<libc::mount_attr>(),
@@ -368,7 +373,7 @@ fn lock_down_root(read_only: bool) -> Result<()> {
     };
     match Errno::result(rc) {
         Ok(_) => Ok(()),
-        // Linux before 5.12 has no mount_setattr: "/" alone, then.
+        // Linux before 5.12 has no mount_setattr: `root` alone, then.
         Err(Errno::ENOSYS) => {
             let mut flags =
                 MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NODEV;
@@ -376,24 +381,31 @@ fn lock_down_root(read_only: bool) -> Result<()> {
                 flags |= MsFlags::MS_RDONLY;
             }
             let none = None::<&str>;
-            mount(none, "/", none, flags, none)
-                .context("mount(/, MS_REMOUNT | MS_BIND | MS_NODEV)")
+            mount(none, root, none, flags, none).with_context(|| {
+                format!(
+                    "mount({}, MS_REMOUNT | MS_BIND | MS_NODEV)",
+                    root.display()
+                )
+            })
         }
-        Err(e) => Err(e).context("mount_setattr(/, AT_RECURSIVE, nodev)"),
+        Err(e) => Err(e).with_context(|| {
+            format!("mount_setattr({}, AT_RECURSIVE, nodev)", root.display())
+        }),
     }
 }
 // ANCHOR_END: lock_down_root
 
 // ANCHOR: box_stdio
-/// What the box gets as stdin, stdout and stderr: never the caller's terminal. With
-/// `--tty`, a pseudo-terminal of its own; when any of our fds 0-2 is a terminal,
-/// pipes; otherwise (pipes or files already) our descriptors as they are. The
-/// runtime relays between the box's ends and ours (isolab::container::relay).
-fn box_stdio(spec: &BoxSpec) -> Result<Option<Relay>> {
-    if spec.tty {
+/// What the box gets as stdin, stdout and stderr. With `tty`, a pseudo-terminal of
+/// its own; with `pipes`, pipes; otherwise our descriptors as they are. The
+/// runtime relays between the box's ends and ours (isolab::container::relay). This
+/// step asks for pipes when any of our fds 0-2 is a terminal, so the box never
+/// holds the caller's; step 06, whose box's root is the caller, asks always.
+pub fn box_stdio(tty: bool, pipes: bool) -> Result<Option<Relay>> {
+    if tty {
         return Ok(Some(Relay::pty()?));
     }
-    if spec.keeps(Restriction::Terminal) && relay::caller_has_a_terminal() {
+    if pipes {
         return Ok(Some(Relay::pipes()?));
     }
     Ok(None)

@@ -50,7 +50,7 @@ use nix::errno::Errno;
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::prctl;
-use nix::sys::signal::SigSet;
+use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{AccessFlags, access};
 use std::fs;
 use std::os::fd::OwnedFd;
@@ -83,6 +83,10 @@ struct Args {
     /// Take step 05's powers away too: capabilities, no_new_privs, seccomp filter
     #[arg(long)]
     harden: bool,
+    /// Give the box a terminal of its own (a pseudo-terminal), as `docker run -t`
+    /// does. Without it, the box's stdin, stdout and stderr are pipes
+    #[arg(short = 't', long)]
+    tty: bool,
     /// Get one thing wrong, to see what the kernel says or what a wall was for
     /// (repeatable)
     #[arg(long = "break", value_name = "MISTAKE", value_enum)]
@@ -106,6 +110,7 @@ struct BoxSpec<'a> {
     rootfs: &'a Path,
     hostname: &'a str,
     harden: bool,
+    tty: bool,
     breaks: &'a [Mistake],
     command: &'a Command,
 }
@@ -143,6 +148,7 @@ fn main() -> ExitCode {
             rootfs: &rootfs,
             hostname: &args.hostname.hostname,
             harden: args.harden,
+            tty: args.tty,
             breaks: &args.breaks,
             command: &command,
         };
@@ -158,10 +164,16 @@ fn run(
     limits: &LimitArgs,
     stats: bool,
 ) -> Result<i32> {
-    let signals = namespaces::waited_signals();
+    let mut signals = namespaces::waited_signals();
+    if spec.tty {
+        signals.add(Signal::SIGWINCH);
+    }
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     // Still the caller on the host: the cgroups this user was handed, if any.
     let mut cgroups = delegated_cgroups(limits, stats)?;
+    // The box's root will be the caller, who may reopen any descriptor it holds
+    // with the caller's rights: it gets pipes (or a terminal) of its own.
+    let stdio = hardening::box_stdio(spec.tty, true)?;
     // The user namespace first. From here on the runtime is root in it, and each
     // namespace it makes next belongs to it.
     enter_user_namespace(map, breaks)?;
@@ -171,9 +183,15 @@ fn run(
     let code = match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
             lifeline.die_with_parent()?;
+            if let Some(stdio) = &stdio {
+                stdio.attach()?;
+            }
             init(spec, &cgroups, &signals)
         }),
-        ForkResult::Parent { child } => namespaces::supervise(child, &signals)?,
+        ForkResult::Parent { child } => match stdio {
+            Some(stdio) => stdio.relay(child, &signals)?,
+            None => namespaces::supervise(child, &signals)?,
+        },
     };
     if stats {
         eprint!("{}", Usage::read(&cgroups.paths()).render());
@@ -217,7 +235,7 @@ fn init(
             signals
                 .thread_unblock()
                 .context("sigprocmask(SIG_UNBLOCK)")?;
-            hardening::new_session(false)?;
+            hardening::new_session(spec.tty)?;
             if spec.harden {
                 harden()?;
             }
@@ -428,19 +446,29 @@ impl MapHelper {
 /// The box's filesystem, in the order a user namespace allows.
 fn build_root(rootfs: &Path) -> Result<()> {
     //>1 Build the box's filesystem in the order a user namespace allows: private
-    //>1 mounts, a /proc and /dev of its own, the pivot, then the masks over /proc.
-    //>1 The report's `what I can see` section shows the box's own root, processes
-    //>1 and mounts.
-    //>2 No new call: steps 03 and 05's make_mounts_private, mount_proc_at,
-    //>2 pivot_into and mask_proc, and bind_dev below.
-    //> mount_namespace::make_mounts_private() first. Then, before the pivot:
-    //> mount_namespace::mount_proc_at(&rootfs.join("proc")) (the kernel lets a user
-    //> namespace mount a procfs only while one is fully visible in its mount table,
-    //> and after the pivot the host's is gone) and bind_dev(rootfs). Then
-    //> mount_namespace::pivot_into(rootfs), whose recursive bind carries both along,
-    //> and last hardening::mask_proc(), on the box's own /proc.
+    //>1 mounts, a root without devices, a /proc and /dev of its own, the pivot,
+    //>1 then the masks over /proc. The report's `what I can see` section shows
+    //>1 the box's own root, processes and mounts.
+    //>2 mount(2) with MS_BIND, then steps 03 and 05's make_mounts_private,
+    //>2 lock_down_root, mount_proc_at, pivot_into and mask_proc, and bind_dev
+    //>2 below.
+    //> mount_namespace::make_mounts_private() first. Then bind-mount `rootfs` onto
+    //> itself (mount(2) with MS_BIND | MS_REC), so that it is a mount of its own,
+    //> and make it `nodev` with hardening::lock_down_root(rootfs, false). Then,
+    //> before the pivot: mount_namespace::mount_proc_at(&rootfs.join("proc")) (the
+    //> kernel lets a user namespace mount a procfs only while one is fully visible
+    //> in its mount table, and after the pivot the host's is gone) and
+    //> bind_dev(rootfs). Then mount_namespace::pivot_into(rootfs), whose recursive
+    //> bind carries them all along, and last hardening::mask_proc(), on the box's
+    //> own /proc.
     // ANCHOR: build_root
     mount_namespace::make_mounts_private()?;
+    let none = None::<&str>;
+    let recursive = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(Some(rootfs), rootfs, none, recursive, none).with_context(|| {
+        format!("mount({0}, {0}, MS_BIND | MS_REC)", rootfs.display())
+    })?;
+    hardening::lock_down_root(rootfs, false)?;
     mount_namespace::mount_proc_at(&rootfs.join("proc"))?;
     bind_dev(rootfs)?;
     mount_namespace::pivot_into(rootfs)?;
@@ -472,7 +500,8 @@ fn bind_dev(rootfs: &Path) -> Result<()> {
         //>2 open(2) with O_CREAT, for an empty file to mount on; mount(2) with
         //>2 MS_BIND.
         //> Create an empty file at `node` (fs::File::create) to mount on, then
-        //> mount(2) `host` onto it with MsFlags::MS_BIND. Name the call in the error
+        //> mount(2) `host` onto it with MsFlags::MS_BIND (pass `none`, defined above,
+        //> for the filesystem type and the data). Name the call in the error
         //> context, e.g. format!("mount({}, {}, MS_BIND)", ...).
         // ANCHOR: bind_dev
         fs::File::create(&node)

@@ -356,6 +356,103 @@ fn the_callers_session_keyring_stays_out() {
     );
 }
 
+/// The box's root is the caller, and may reopen whatever descriptor it holds, as
+/// the caller, through /proc/self/fd: a file its output goes to (to read what was
+/// in it before, or empty it), or the caller's terminal (to change its settings for
+/// good). So the box gets pipes, and the runtime relays, as step 05 does for a
+/// terminal; `--tty` gives it a terminal of its own.
+#[test]
+fn the_callers_files_and_terminal_stay_out() {
+    needs!(user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    if !has_busybox_in(&lab.rootfs()) {
+        return;
+    }
+    // Its stdout a file of the caller's, with something in it already.
+    let out = lab.rootfs().parent().unwrap().join("out.log");
+    std::fs::write(&out, "earlier: a secret of the caller's\n").unwrap();
+    lab.give_to_user(&out);
+    let script = "readlink /proc/self/fd/0 >&2; readlink /proc/self/fd/1 >&2; \
+                  : > /proc/self/fd/1 2>/dev/null; echo from the box";
+    let mut cmd = lab.command(
+        &lab.step(STEP),
+        &lab.args(&[], &["/bin/sh", "-c", script]),
+        None,
+    );
+    cmd.stdout(std::fs::File::options().append(true).open(&out).unwrap());
+    let ran = cmd.output().expect("running the step");
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert_eq!(ran.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    for link in stderr.lines() {
+        assert!(link.starts_with("pipe:["), "{stderr}");
+    }
+    assert_no_process_from(&lab.rootfs());
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "earlier: a secret of the caller's\nfrom the box\n",
+        "the box could not empty the caller's file"
+    );
+    // Started from a terminal: none in the box, and its settings stay the caller's.
+    let in_terminal = |command: &[&str]| {
+        run_command_in_terminal(
+            lab.command(&lab.step(STEP), &lab.args(&[], command), None),
+            &[],
+        )
+    };
+    let terminal = in_terminal(&[
+        "/bin/sh",
+        "-c",
+        "test -t 0 || echo no-terminal; stty -echo 2>&1",
+    ]);
+    assert!(
+        terminal.stdout.contains("no-terminal"),
+        "{}",
+        terminal.stdout
+    );
+    assert_eq!(
+        terminal.code,
+        Some(1),
+        "stty found no terminal: {}",
+        terminal.stdout
+    );
+    let probe = in_terminal(&["/bin/probe"]);
+    let r = Report::parse(&probe.stdout);
+    assert_eq!(&r[Key::TypeIntoMyTerminal], "no terminal on fds 0-2");
+}
+
+/// Step 05's `nodev` root: a device node someone with root left in the rootfs (an
+/// image unpacked by root, a copied /dev) opens nothing in the box, though its mode
+/// lets everyone open it; the box's own /dev still works.
+#[test]
+fn a_device_node_left_in_the_rootfs_opens_nothing() {
+    needs!(root, user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    let node = lab.rootfs().join("tmp/null");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let rootful = run(
+        &target_dir().join("04-cgroups-solution"),
+        &lab.args(&[], &["/bin/probe", "open", "/tmp/null"]),
+    );
+    assert_eq!(rootful.stdout, "opened /tmp/null\n", "{}", rootful.stderr);
+    let rootless = run_as_user(&lab, &[], &["/bin/probe", "open", "/tmp/null"]);
+    assert_eq!(
+        rootless.stdout, "not opened: refused (EACCES)\n",
+        "{}",
+        rootless.stderr
+    );
+    let own = run_as_user(&lab, &[], &["/bin/probe", "open", "/dev/null"]);
+    assert_eq!(own.stdout, "opened /dev/null\n", "{}", own.stderr);
+}
+
 /// --break setgroups: the kernel refuses the gid_map; --break map: it refuses a
 /// map to anyone but the caller. One line each, naming the file and the rule.
 #[test]

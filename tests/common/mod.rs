@@ -456,11 +456,15 @@ pub fn command<S: AsRef<OsStr>>(bin: &Path, args: &[S], leak: Option<&Path>) -> 
 /// each pair, wait until the terminal shows the first text, then type the second.
 /// What the terminal showed comes back as stdout, with the terminal's `\r\n` as `\n`.
 pub fn run_in_terminal<S: AsRef<OsStr>>(bin: &Path, args: &[S], dialogue: &[(&str, &str)]) -> Run {
+    run_command_in_terminal(command(bin, args, None), dialogue)
+}
+
+/// [`run_in_terminal`] for a command made already (by a `UserLab`, say).
+pub fn run_command_in_terminal(mut cmd: Command, dialogue: &[(&str, &str)]) -> Run {
     use std::io::{Read, Write};
     use std::os::unix::process::CommandExt;
     use std::sync::{Arc, Mutex};
     let pty = nix::pty::openpty(None, None).expect("openpty");
-    let mut cmd = command(bin, args, None);
     let slave = |_| Stdio::from(pty.slave.try_clone().expect("dup pty slave"));
     cmd.stdin(slave(0)).stdout(slave(1)).stderr(slave(2));
     // SAFETY: between fork and exec the closure only calls setsid and ioctl, which are
