@@ -9,29 +9,37 @@
 //! /proc/self/uid_map (`0 1000 1`), and the same for groups. Whoever makes one holds
 //! every capability, in it only: they act on what the namespace owns (the mount,
 //! PID, UTS, IPC, network and cgroup namespaces made from inside it, a tmpfs, a
-//! hostname) and never on what belongs to the machine (modules, the clock, devices,
-//! the host root's files and settings). So the runtime makes the user namespace
-//! first, and every other namespace from inside it. Against step 05's box:
+//! hostname) and never on what belongs to the machine (modules, the clock, making
+//! device nodes, the host root's files and settings). So the runtime makes a user
+//! namespace first, and every other namespace from inside it. Against step 05's box:
 //!
-//! - **the maps**: root inside is the caller outside. With `--map-range` the box has
-//!   IDs 1-65535 too, from the caller's range in /etc/subuid and /etc/subgid, written
-//!   by the setuid helpers newuidmap and newgidmap, as podman does;
+//! - **two user namespaces**: the runtime's, where the caller stays the caller
+//!   (`1000 1000 1`) and which owns every namespace of the box; and the box's, one
+//!   level down, where root is the caller (`0 1000 1`) and which owns only a copy of
+//!   init's mount table. The kernel locks the mounts of such a copy: the box's root
+//!   may not unmount or remount the masks over /proc, the read-only mounts or the
+//!   `nodev` root. With `--map-range` the box has IDs 1-65535 too, from the caller's
+//!   range in /etc/subuid and /etc/subgid, written by the setuid helpers newuidmap
+//!   and newgidmap, as podman does;
 //! - **/proc before the pivot**: the kernel lets a user namespace mount a procfs only
 //!   while one is fully visible in its mount table, and after the pivot the host's
 //!   is gone;
 //! - **/dev from the host**: mknod is refused in a user namespace, so the device
-//!   nodes are the host's own, bind-mounted onto empty files;
+//!   nodes are the host's own, bind-mounted onto empty files, after the rootfs was
+//!   made `nodev`;
 //! - **cgroups only where delegated**: a normal user may use only a cgroup handed to
 //!   it (a v2 subtree of its own); elsewhere the box has no limits, and says so;
+//! - **the caller kept out**: the box's root is the caller, who may reopen any
+//!   descriptor it holds, so its stdio are pipes the runtime relays (or a terminal of
+//!   its own, `--tty`); init, which holds the caller's environment, is not dumpable;
+//!   and init leaves the caller's session keyring for a new one;
 //! - **root keeps its capabilities** in its own namespace, and there is no filter:
 //!   `--harden` adds step 05's capability drop, no_new_privs and seccomp on top.
 //!
-//! Step 05's loopback-only network, masked /proc, session of its own and clean
-//! environment stay as they were.
-//!
-//! Syscalls: unshare(2) with CLONE_NEWUSER; write(2) to /proc/self/setgroups,
-//! uid_map and gid_map; mount(2) with MS_BIND for device nodes; access(2) for the
-//! cgroups; and the programs newuidmap(1) and newgidmap(1).
+//! Syscalls: unshare(2) with CLONE_NEWUSER; write(2) to /proc/PID/setgroups,
+//! uid_map and gid_map; mount(2) with MS_BIND for device nodes; mount_setattr(2);
+//! keyctl(2); access(2) for the cgroups; and the programs newuidmap(1) and
+//! newgidmap(1).
 //!
 //! ```text
 //! $ target/debug/06-user-namespace --rootfs /tmp/rootfs -- /bin/probe
@@ -63,7 +71,8 @@ use cgroups::BoxCgroups;
 pub use hardening::{cgroups, chroot, mount_namespace, namespaces, process};
 
 /// Step 06: run a command in a rootless box, as a normal user: a user namespace
-/// first, then step 05's box inside it.
+/// first, then step 05's box inside it, and the command in a user namespace of
+/// its own.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
@@ -100,19 +109,29 @@ struct Args {
 enum Mistake {
     /// write gid_map without writing "deny" to /proc/self/setgroups first
     Setgroups,
-    /// map root in the box to the host's root (uid 0) instead of to yourself
+    /// map the runtime to the host's root (uid 0) instead of to yourself
     Map,
     /// keep the caller's session keyring: the box may read the keys in it
     Keyring,
+    /// mask /proc from inside the box's own user namespace, where the masks are
+    /// not locked: its root may unmount them
+    Lock,
 }
 
 struct BoxSpec<'a> {
     rootfs: &'a Path,
     hostname: &'a str,
+    map: &'a Map,
     harden: bool,
     tty: bool,
     breaks: &'a [Mistake],
     command: &'a Command,
+}
+
+impl BoxSpec<'_> {
+    fn wrong(&self, mistake: Mistake) -> bool {
+        self.breaks.contains(&mistake)
+    }
 }
 
 /// Who the box's IDs are on the host.
@@ -147,23 +166,18 @@ fn main() -> ExitCode {
         let spec = BoxSpec {
             rootfs: &rootfs,
             hostname: &args.hostname.hostname,
+            map: &map,
             harden: args.harden,
             tty: args.tty,
             breaks: &args.breaks,
             command: &command,
         };
-        run(&spec, &map, &args.breaks, &args.limits, args.stats)
+        run(&spec, &args.limits, args.stats)
     })
 }
 
 // ANCHOR: run
-fn run(
-    spec: &BoxSpec,
-    map: &Map,
-    breaks: &[Mistake],
-    limits: &LimitArgs,
-    stats: bool,
-) -> Result<i32> {
+fn run(spec: &BoxSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
     let mut signals = namespaces::waited_signals();
     if spec.tty {
         signals.add(Signal::SIGWINCH);
@@ -174,9 +188,9 @@ fn run(
     // The box's root will be the caller, who may reopen any descriptor it holds
     // with the caller's rights: it gets pipes (or a terminal) of its own.
     let stdio = hardening::box_stdio(spec.tty, true)?;
-    // The user namespace first. From here on the runtime is root in it, and each
-    // namespace it makes next belongs to it.
-    enter_user_namespace(map, breaks)?;
+    // A user namespace of the runtime's own. From here on the runtime holds every
+    // capability in it, and each namespace it makes next belongs to it.
+    enter_user_namespace(spec.map, spec.breaks)?;
     let lifeline = Lifeline::new()?;
     unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID)")?;
     // SAFETY: this program has no other threads, so the child may run any code.
@@ -202,8 +216,9 @@ fn run(
 // ANCHOR_END: run
 
 // ANCHOR: init
-/// PID 1 of the box: step 05's box, built from inside the user namespace. Its
-/// filesystem is made in the one order a user namespace allows (`build_root`).
+/// PID 1 of the box: step 05's box, built in the runtime's user namespace. Its
+/// filesystem is made in the one order a user namespace allows (`build_root`), and
+/// the command gets a user namespace of its own, one level down (`enter_box`).
 fn init(
     spec: &BoxSpec,
     cgroups: &BoxCgroups,
@@ -211,13 +226,13 @@ fn init(
 ) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     // init still holds the caller's whole environment, and the box's root has
-    // every capability init has, so the kernel would let the box read init's
+    // the caller's uid, so the kernel would let the box read init's
     // /proc/1/environ (and open its descriptors). Not dumpable, init's /proc files
     // belong to the host's root, and ptrace of it needs a capability on the host.
     prctl::set_dumpable(false).context("prctl(PR_SET_DUMPABLE, 0)")?;
     cgroups.join()?;
     mount_namespace::close_inherited_fds()?;
-    if !spec.breaks.contains(&Mistake::Keyring) {
+    if !spec.wrong(Mistake::Keyring) {
         new_session_keyring()?;
     }
     let namespaces = CloneFlags::CLONE_NEWUTS
@@ -228,7 +243,11 @@ fn init(
     namespaces::enter_namespaces(namespaces, spec.hostname)?;
     hardening::bring_up_loopback()?;
     build_root(spec.rootfs)?;
+    if !spec.wrong(Mistake::Lock) {
+        hardening::mask_proc()?;
+    }
     cgroups::mount_cgroupfs(cgroups)?;
+    let handshake = Handshake::new()?;
     // SAFETY: init has no other threads either.
     match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
@@ -236,6 +255,10 @@ fn init(
                 .thread_unblock()
                 .context("sigprocmask(SIG_UNBLOCK)")?;
             hardening::new_session(spec.tty)?;
+            enter_box(handshake)?;
+            if spec.wrong(Mistake::Lock) {
+                hardening::mask_proc()?;
+            }
             if spec.harden {
                 harden()?;
             }
@@ -243,13 +266,16 @@ fn init(
             hardening::exec_with(spec.command, &Some(env))
         }),
         ForkResult::Parent { child } => {
+            map_the_box(child, handshake, spec.map)?;
             std::process::exit(namespaces::supervise(child, signals)?)
         }
     }
 }
 // ANCHOR_END: init
 
-/// Make a user namespace for this process and write its maps, as `map` says.
+/// Make a user namespace for this process and write its maps, as `map` says: the
+/// caller's IDs stay what they are (with `--map-range`, the subordinate ranges too),
+/// and the runtime holds every capability over what it makes next.
 fn enter_user_namespace(map: &Map, breaks: &[Mistake]) -> Result<()> {
     match *map {
         Map::Caller { uid, gid } => {
@@ -260,7 +286,7 @@ fn enter_user_namespace(map: &Map, breaks: &[Mistake]) -> Result<()> {
             } else {
                 uid
             };
-            map_root_to_caller(uid, gid, !breaks.contains(&Mistake::Setgroups))
+            map_caller(uid, gid, !breaks.contains(&Mistake::Setgroups))
         }
         Map::Range { .. } => {
             // newuidmap writes the maps from outside: start it before the unshare.
@@ -303,34 +329,41 @@ fn seccomp_filtered() -> bool {
         .is_ok_and(|s| s.lines().any(|l| l == "Seccomp:\t2"))
 }
 
-/// Map root in the box to `uid` and `gid` outside, one line each: the only map the
-/// kernel takes from an unprivileged process, and only for its own IDs. Before it
-/// is written, this process is "nobody" (65534) in its new namespace.
-pub fn map_root_to_caller(uid: u32, gid: u32, deny_setgroups: bool) -> Result<()> {
-    //>1 Make root inside the box the caller outside, and no one else. The report's
-    //>1 `uid on the host:` shows your own uid.
+/// Map `uid` and `gid` outside to the same IDs inside, one line each: the only map
+/// the kernel takes from an unprivileged process, and only for its own IDs. Before
+/// it is written, this process is "nobody" (65534) in its new namespace; after, it
+/// is the caller on both sides, holding every capability in the namespace.
+pub fn map_caller(uid: u32, gid: u32, deny_setgroups: bool) -> Result<()> {
+    //>1 Map the caller to itself in the runtime's new user namespace, and no one
+    //>1 else: the kernel's rules for a process without privilege. `cat
+    //>1 /proc/RUNTIME/uid_map` on the host shows your uid twice.
     //>2 Three writes, to files in /proc/self: setgroups, uid_map and gid_map, in
     //>2 the order the kernel demands.
     //> Three writes, in this order, with write_proc(path, text): "deny" to
     //> /proc/self/setgroups (skip it when deny_setgroups is false: --break setgroups),
-    //> then "0 {uid} 1" to /proc/self/uid_map and "0 {gid} 1" to /proc/self/gid_map:
-    //> ID 0 inside is `uid` outside, for a range of one ID. The kernel takes a gid_map
-    //> from an unprivileged process only once setgroups(2) is off for good.
-    // ANCHOR: map_root_to_caller
+    //> then "{uid} {uid} 1" to /proc/self/uid_map and "{gid} {gid} 1" to
+    //> /proc/self/gid_map: ID `uid` inside is `uid` outside, for a range of one ID.
+    //> The kernel takes a gid_map from an unprivileged process only once
+    //> setgroups(2) is off for good.
+    // ANCHOR: map_caller
     if deny_setgroups {
         write_proc("/proc/self/setgroups", "deny")?;
     }
-    write_proc("/proc/self/uid_map", &format!("0 {uid} 1"))?;
-    write_proc("/proc/self/gid_map", &format!("0 {gid} 1"))
-    // ANCHOR_END: map_root_to_caller
+    write_proc("/proc/self/uid_map", &format!("{uid} {uid} 1"))?;
+    write_proc("/proc/self/gid_map", &format!("{gid} {gid} 1"))
+    // ANCHOR_END: map_caller
 }
 
-/// Write `text` into a file of /proc/self; when the kernel refuses, say what it wants.
+/// Write `text` into a file of /proc; when the kernel refuses, say what it wants.
 pub fn write_proc(path: &str, text: &str) -> Result<()> {
     let Err(e) = fs::write(path, text) else {
         return Ok(());
     };
     let why = match (e.raw_os_error().map(Errno::from_raw), path) {
+        // The box's maps, written by init: their IDs must exist one level up.
+        (Some(Errno::EPERM), p) if !p.starts_with("/proc/self/") => {
+            ": the box's IDs must exist in the runtime's user namespace, whose map keeps the caller's IDs as they are (\"UID UID 1\", not \"0 UID 1\")"
+        }
         (Some(Errno::EPERM), p) if p.ends_with("gid_map") => {
             ": an unprivileged process may write gid_map only after writing \"deny\" to /proc/self/setgroups, and map only its own gid"
         }
@@ -341,6 +374,78 @@ pub fn write_proc(path: &str, text: &str) -> Result<()> {
     };
     Err(e).with_context(|| format!("write({text:?}, {path}){why}"))
 }
+
+// ANCHOR: enter_box
+/// The handshake between init and the command's process around the box's own user
+/// namespace: the command makes it, and init, one level up, writes its maps.
+struct Handshake {
+    made: (OwnedFd, OwnedFd),
+    mapped: (OwnedFd, OwnedFd),
+}
+
+impl Handshake {
+    fn new() -> Result<Handshake> {
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .context("pipe2(O_CLOEXEC)")
+        };
+        Ok(Handshake {
+            made: pipe()?,
+            mapped: pipe()?,
+        })
+    }
+}
+
+/// In the command's process, just before exec: a user namespace of the box's own,
+/// nested in the runtime's, and with it a copy of init's mount table. The kernel
+/// *locks* the mounts of a copy made into a less privileged user namespace: the
+/// box's root may mount over them, but never unmount, move or remount them, so
+/// the masks over /proc, the read-only mounts and the `nodev` root hold.
+fn enter_box(handshake: Handshake) -> Result<()> {
+    let Handshake { made, mapped } = handshake;
+    // A fork of init is not dumpable either, and the /proc files of a process that
+    // is not belong to the host's root: init could not write our maps.
+    prctl::set_dumpable(true).context("prctl(PR_SET_DUMPABLE, 1)")?;
+    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+        .context("unshare(CLONE_NEWUSER | CLONE_NEWNS)")?;
+    nix::unistd::write(&made.1, b"!").context("write(pipe)")?;
+    drop(made);
+    let mut byte = [0u8; 1];
+    if nix::unistd::read(&mapped.0, &mut byte).context("read(pipe)")? == 0 {
+        bail!("init did not map the box's IDs");
+    }
+    Ok(())
+}
+
+/// In init: wait until the command's process has made its user namespace, then
+/// write its maps from outside it, where init holds CAP_SETUID and CAP_SETGID.
+/// Root in the box is the caller; with `--map-range`, 1-65535 are their range.
+fn map_the_box(child: Pid, handshake: Handshake, map: &Map) -> Result<()> {
+    let Handshake { made, mapped } = handshake;
+    drop(made.1);
+    let mut byte = [0u8; 1];
+    if nix::unistd::read(&made.0, &mut byte).context("read(pipe)")? == 0 {
+        bail!("the box's first process ended before it made its user namespace");
+    }
+    let (uid_map, gid_map) = match *map {
+        Map::Caller { uid, gid } => (format!("0 {uid} 1"), format!("0 {gid} 1")),
+        Map::Range {
+            uid,
+            gid,
+            uids,
+            gids,
+            ..
+        } => (
+            format!("0 {uid} 1\n1 {} {RANGE}", uids.start),
+            format!("0 {gid} 1\n1 {} {RANGE}", gids.start),
+        ),
+    };
+    write_proc(&format!("/proc/{child}/uid_map"), &uid_map)?;
+    write_proc(&format!("/proc/{child}/gid_map"), &gid_map)?;
+    nix::unistd::write(&mapped.1, b"!").context("write(pipe)")?;
+    Ok(())
+}
+// ANCHOR_END: enter_box
 
 /// A session keyring of the box's own. Keyrings belong to no namespace: a process
 /// holds the session keyring of whoever started it, and with it the right to read
@@ -367,6 +472,7 @@ fn new_session_keyring() -> Result<()> {
 /// own, so the setuid-root programs newuidmap and newgidmap do it, after checking
 /// /etc/subuid and /etc/subgid. They write another process's maps from outside its
 /// namespace: this helper is forked before the unshare and waits until it is done.
+/// Each map keeps the IDs as they are: the caller's, and the caller's range.
 struct MapHelper {
     pid: Pid,
     go: OwnedFd,
@@ -379,24 +485,18 @@ impl MapHelper {
             gid,
             uids,
             gids,
+            ..
         } = *map
         else {
             bail!("a helper maps only ranges");
         };
         let runtime = std::process::id().to_string();
         let line = |id: u32, range: subid::Range| -> Vec<String> {
-            let (start, count) = (range.start.to_string(), RANGE.to_string());
-            [
-                runtime.as_str(),
-                "0",
-                &id.to_string(),
-                "1",
-                "1",
-                &start,
-                &count,
-            ]
-            .map(String::from)
-            .to_vec()
+            let (id, start) = (id.to_string(), range.start.to_string());
+            let count = RANGE.to_string();
+            [runtime.as_str(), &id, &id, "1", &start, &start, &count]
+                .map(String::from)
+                .to_vec()
         };
         let jobs = [
             ("newuidmap", line(uid, uids)),
@@ -446,21 +546,19 @@ impl MapHelper {
 /// The box's filesystem, in the order a user namespace allows.
 fn build_root(rootfs: &Path) -> Result<()> {
     //>1 Build the box's filesystem in the order a user namespace allows: private
-    //>1 mounts, a root without devices, a /proc and /dev of its own, the pivot,
-    //>1 then the masks over /proc. The report's `what I can see` section shows
-    //>1 the box's own root, processes and mounts.
+    //>1 mounts, a root without devices, a /proc and /dev of its own, then the
+    //>1 pivot. The report's `what I can see` section shows the box's own root,
+    //>1 processes and mounts.
     //>2 mount(2) with MS_BIND, then steps 03 and 05's make_mounts_private,
-    //>2 lock_down_root, mount_proc_at, pivot_into and mask_proc, and bind_dev
-    //>2 below.
+    //>2 lock_down_root, mount_proc_at and pivot_into, and bind_dev below.
     //> mount_namespace::make_mounts_private() first. Then bind-mount `rootfs` onto
     //> itself (mount(2) with MS_BIND | MS_REC), so that it is a mount of its own,
     //> and make it `nodev` with hardening::lock_down_root(rootfs, false). Then,
     //> before the pivot: mount_namespace::mount_proc_at(&rootfs.join("proc")) (the
     //> kernel lets a user namespace mount a procfs only while one is fully visible
     //> in its mount table, and after the pivot the host's is gone) and
-    //> bind_dev(rootfs). Then mount_namespace::pivot_into(rootfs), whose recursive
-    //> bind carries them all along, and last hardening::mask_proc(), on the box's
-    //> own /proc.
+    //> bind_dev(rootfs). Last, mount_namespace::pivot_into(rootfs), whose recursive
+    //> bind carries them all along.
     // ANCHOR: build_root
     mount_namespace::make_mounts_private()?;
     let none = None::<&str>;
@@ -471,8 +569,7 @@ fn build_root(rootfs: &Path) -> Result<()> {
     hardening::lock_down_root(rootfs, false)?;
     mount_namespace::mount_proc_at(&rootfs.join("proc"))?;
     bind_dev(rootfs)?;
-    mount_namespace::pivot_into(rootfs)?;
-    hardening::mask_proc()
+    mount_namespace::pivot_into(rootfs)
     // ANCHOR_END: build_root
 }
 
@@ -515,8 +612,8 @@ fn bind_dev(rootfs: &Path) -> Result<()> {
 }
 
 /// `--harden`: step 05's walls on top, in step 05's order: the capabilities (in
-/// this namespace), then no_new_privs, then the filter, as podman adds them to a
-/// rootless box.
+/// the box's namespace), then no_new_privs, then the filter, as podman adds them
+/// to a rootless box.
 fn harden() -> Result<()> {
     hardening::drop_capabilities()?;
     prctl::set_no_new_privs().context("prctl(PR_SET_NO_NEW_PRIVS, 1)")?;

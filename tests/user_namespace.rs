@@ -316,8 +316,9 @@ fn a_file_of_the_hosts_root_is_refused_to_the_boxs_root() {
     );
 }
 
-/// The chapter's "break it": mknod and setgroups refused, a tmpfs and a hostname
-/// allowed, in a shell in the box.
+/// The chapter's "break it": mknod refused, a tmpfs allowed, in a shell in the box.
+/// The hostname is refused too: the UTS namespace, like the PID and network ones,
+/// belongs to the runtime's user namespace; the box's owns only its mount table.
 #[test]
 fn a_shell_in_the_box_may_mount_but_not_mknod() {
     needs!(user, userns);
@@ -326,13 +327,51 @@ fn a_shell_in_the_box_may_mount_but_not_mknod() {
         return;
     }
     let script = "mknod /tmp/null c 1 3 2>&1; mount -t tmpfs none /tmp && echo mounted; \
-                  hostname box2 && hostname; echo done";
+                  hostname box2 2>&1; echo done";
     let run = run_as_user(&lab, &[], &["/bin/sh", "-c", script]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{}", run.stdout);
     assert!(lines[0].contains("Operation not permitted"), "{}", lines[0]);
-    assert_eq!(&lines[1..], ["mounted", "box2", "done"]);
+    assert_eq!(lines[1], "mounted");
+    assert!(lines[2].contains("Operation not permitted"), "{}", lines[2]);
+    assert_eq!(lines[3], "done");
+}
+
+/// The walls init built in /proc are mounts, and a mount is a wall only if the
+/// box's root, which holds CAP_SYS_ADMIN over its own mount namespace, may not take
+/// it off. Its mount table is a copy made into its own user namespace, one level
+/// below the runtime's, so the kernel locked every mount in it: no unmount, no
+/// remount, and no fresh procfs (the PID namespace is not its to mount one for).
+/// `--break lock` makes the masks from inside the box's own user namespace: the
+/// probe takes them off.
+#[test]
+fn the_box_cannot_take_its_walls_down() {
+    needs!(user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    let locked = report_as_user(&lab, &[]);
+    assert_eq!(
+        &locked[Key::ReadTheKernelsTables],
+        "masked (empty or refused)"
+    );
+    // Nor may it end its PID namespace, which is the runtime's namespace's.
+    assert_eq!(&locked[Key::Reboot], "refused (EPERM)");
+    let unlocked = report_as_user(&lab, &["--break", "lock"]);
+    assert_eq!(
+        &unlocked[Key::ReadTheKernelsTables],
+        "READABLE once unmasked: the masks are mounts I may unmount"
+    );
+    if !has_busybox_in(&lab.rootfs()) {
+        return;
+    }
+    let script = "umount /proc/keys 2>/dev/null && echo unmounted; \
+                  mount -o remount,bind,rw /proc/sys 2>/dev/null && echo rw; \
+                  mount -o remount,bind,rw /sys/fs/cgroup 2>/dev/null && echo rw; \
+                  mount -o remount,bind,suid,dev,exec /dev 2>/dev/null && echo suid; \
+                  mkdir /tmp/p && mount -t proc proc /tmp/p 2>/dev/null && echo fresh; \
+                  echo done";
+    let run = run_as_user(&lab, &[], &["/bin/sh", "-c", script]);
+    assert_eq!(run.stdout, "done\n", "{}", run.stderr);
 }
 
 /// Keyrings belong to no namespace: a box started by a process that holds a session

@@ -57,11 +57,53 @@ pub fn kernel_settings() -> String {
 }
 
 /// Read a few bytes of each kernel table: masked, it reads as empty or is refused.
+/// A mask is a mount over the table, and a mount is a wall only if the box may not
+/// take it off: so, masked, try that too, as a box's root would, in a forked child
+/// with a mount namespace of its own (a copy, whose mounts propagate nowhere: what
+/// it unmounts stays unmounted in the copy alone, and the copy dies with it).
 pub fn kernel_tables() -> String {
     if !Path::new("/proc/self").exists() {
         return "no /proc to read them from".into();
     }
-    let readable: Vec<&str> = KERNEL_TABLES
+    let readable = readable_tables();
+    if !readable.is_empty() {
+        return format!("READABLE: {} (the host kernel's own)", readable.join(" "));
+    }
+    const UNMOUNTED: i32 = 0;
+    const FRESH: i32 = 1;
+    let unmasked = crate::routes::in_fork(|| {
+        use nix::mount::{MntFlags, MsFlags, mount, umount2};
+        let none = None::<&str>;
+        if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).is_err()
+            || mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).is_err()
+        {
+            return 2;
+        }
+        for (path, _) in KERNEL_TABLES {
+            let _ = umount2(path, MntFlags::MNT_DETACH);
+        }
+        if !readable_tables().is_empty() {
+            return UNMOUNTED;
+        }
+        // A procfs of its own, mounted over the masked one, masks nothing.
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        if mount(Some("proc"), "/proc", Some("proc"), flags, none).is_ok()
+            && !readable_tables().is_empty()
+        {
+            return FRESH;
+        }
+        2
+    });
+    match unmasked {
+        Some(UNMOUNTED) => "READABLE once unmasked: the masks are mounts I may unmount".into(),
+        Some(FRESH) => "READABLE in a fresh procfs: I may mount one, and it has no masks".into(),
+        _ => "masked (empty or refused)".into(),
+    }
+}
+
+/// The kernel tables that give at least one byte to a reader here.
+fn readable_tables() -> Vec<&'static str> {
+    KERNEL_TABLES
         .iter()
         .filter(|(path, _)| {
             use std::io::Read;
@@ -69,12 +111,7 @@ pub fn kernel_tables() -> String {
             std::fs::File::open(path).is_ok_and(|mut f| f.read(&mut first).is_ok_and(|n| n > 0))
         })
         .map(|(_, name)| *name)
-        .collect();
-    if readable.is_empty() {
-        "masked (empty or refused)".into()
-    } else {
-        format!("READABLE: {} (the host kernel's own)", readable.join(" "))
-    }
+        .collect()
 }
 
 /// TIOCSTI pushes a byte into a terminal's input, as if it had been typed there. A

@@ -776,10 +776,17 @@ pub fn children_of(pid: u32) -> Vec<u32> {
 /// The PID namespace of the box a runtime started (its init's), as the host names
 /// it (`pid:[INODE]`). After a pivot_root the box's executables no longer show
 /// their host paths in /proc/PID/exe, so this is how the host finds the box.
+/// A normal user may not read the link of an init that is not dumpable (step 06's):
+/// then it is read from init's child, the command, which is.
 pub fn box_pid_namespace(runtime: u32) -> String {
     let init = children_of(runtime);
     assert_eq!(init.len(), 1, "the runtime {runtime} has one child, init");
-    std::fs::read_link(format!("/proc/{}/ns/pid", init[0]))
+    let link = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/pid"));
+    let found = link(init[0]).or_else(|e| match children_of(init[0]).first() {
+        Some(&command) if e.kind() == std::io::ErrorKind::PermissionDenied => link(command),
+        _ => Err(e),
+    });
+    found
         .expect("readlink /proc/INIT/ns/pid")
         .display()
         .to_string()
