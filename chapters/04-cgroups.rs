@@ -205,6 +205,9 @@ struct BoxDir {
     path: PathBuf,
     /// The controllers this hierarchy holds (v1), or offers the box (v2).
     controllers: Vec<String>,
+    /// Where the box's processes go, if not `path` itself: a cgroup below it
+    /// (step 06, see [`BoxCgroups::create_nested`]).
+    leaf: Option<PathBuf>,
 }
 
 /// The box's cgroups, one per hierarchy, and what we changed to get them.
@@ -242,9 +245,51 @@ impl BoxCgroups {
                 version: h.version,
                 path,
                 controllers: h.controllers.clone(),
+                leaf: None,
             };
             cgroups.dirs.push(dir);
             write_limits(cgroups.dirs.last().expect("just pushed"), limits)?;
+        }
+        Ok(cgroups)
+    }
+
+    /// The box's cgroups as [`create`](BoxCgroups::create) makes them, with the box
+    /// one level further down, in a cgroup `box` of each, which holds the same
+    /// limits. A box sees only its own cgroup and below, even through a cgroup
+    /// namespace and filesystem it makes itself; a box that may write its own limit
+    /// files (step 06's, whose root owns them) may raise the limits there, but not
+    /// the ones above it, which still hold.
+    pub fn create_nested(limits: &LimitArgs) -> Result<BoxCgroups> {
+        let mut cgroups = BoxCgroups::create(limits)?;
+        for dir in &mut cgroups.dirs {
+            if dir.version == Version::V2 {
+                // A v2 cgroup has the controllers its parent's subtree_control
+                // hands down: hand the leaf all of its parent's that a box uses.
+                let path = dir.path.join("cgroup.controllers");
+                let has = fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let plus: Vec<String> = has
+                    .split_whitespace()
+                    .filter(|c| cgroup::BOX_CONTROLLERS.contains(c))
+                    .map(|c| format!("+{c}"))
+                    .collect();
+                if !plus.is_empty() {
+                    let control = dir.path.join("cgroup.subtree_control");
+                    fs::write(&control, plus.join(" ")).with_context(|| {
+                        format!("write({}, {})", plus.join(" "), control.display())
+                    })?;
+                }
+            }
+            let leaf = BoxDir {
+                version: dir.version,
+                path: dir.path.join("box"),
+                controllers: dir.controllers.clone(),
+                leaf: None,
+            };
+            fs::create_dir(&leaf.path)
+                .with_context(|| format!("mkdir({})", leaf.path.display()))?;
+            dir.leaf = Some(leaf.path.clone());
+            write_limits(&leaf, limits)?;
         }
         Ok(cgroups)
     }

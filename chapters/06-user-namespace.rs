@@ -28,7 +28,9 @@
 //!   nodes are the host's own, bind-mounted onto empty files, after the rootfs was
 //!   made `nodev`;
 //! - **cgroups only where delegated**: a normal user may use only a cgroup handed to
-//!   it (a v2 subtree of its own); elsewhere the box has no limits, and says so;
+//!   it (a v2 subtree of its own); elsewhere the box has no limits, and says so. The
+//!   box's root owns its cgroup's files, so the limits are also written one level
+//!   above the box's cgroup, where no namespace of the box's reaches;
 //! - **the caller kept out**: the box's root is the caller, who may reopen any
 //!   descriptor it holds, so its stdio are pipes the runtime relays (or a terminal of
 //!   its own, `--tty`); init, which holds the caller's environment, is not dumpable;
@@ -605,14 +607,15 @@ fn harden() -> Result<()> {
 /// A normal user may use a cgroup only if it was handed one: on cgroup v2, a
 /// subtree whose directory and files are its own (systemd's `Delegate=yes`). So
 /// look whether this process's own cgroup is writable by it in every hierarchy the
-/// box would join, and only then make the box's cgroups as step 04 does. Anywhere
-/// else (v1 and hybrid hosts keep their controllers for root; a v2 cgroup nobody
-/// delegated) the box runs without limits, and says so if limits were asked for.
+/// box would join, and only then make the box's cgroups as step 04 does, with the
+/// box one level below the limits: its files are the caller's, and so its root's.
+/// Anywhere else (v1 and hybrid hosts keep their controllers for root; a v2 cgroup
+/// nobody delegated) the box runs without limits, and says so if asked for them.
 fn delegated_cgroups(limits: &LimitArgs, stats: bool) -> Result<BoxCgroups> {
     let layout = Layout::detect()?;
     let hierarchies = layout.for_box()?;
     if !hierarchies.is_empty() && hierarchies.iter().all(writable) {
-        return BoxCgroups::create(limits);
+        return BoxCgroups::create_nested(limits);
     }
     let asked = limits.memory.is_some()
         || limits.pids_limit.is_some()
@@ -640,8 +643,7 @@ fn writable(h: &Hierarchy) -> bool {
 fn why_no_cgroup(layout: &Layout, hierarchies: &[Hierarchy]) -> String {
     let uid = nix::unistd::getuid();
     let scope = "systemd-run --user --scope -p Delegate=yes --";
-    let again: Vec<String> = std::env::args().map(|a| quoted(&a)).collect();
-    let again = again.join(" ");
+    let again = "<the same command>";
     match layout.kind {
         Kind::V1 | Kind::Hybrid => format!(
             "this host keeps its controllers on cgroup v1, where only root makes cgroups, so none can be delegated to uid {uid}; on a cgroup v2 host (systemd.unified_cgroup_hierarchy=1) `{scope} {again}` gives them"
@@ -665,15 +667,6 @@ fn why_no_cgroup(layout: &Layout, hierarchies: &[Hierarchy]) -> String {
             )
         }
     }
-}
-
-/// An argument as a shell would need it: in single quotes if it has anything special.
-fn quoted(arg: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
-    if !arg.is_empty() && arg.chars().all(plain) {
-        return arg.to_string();
-    }
-    format!("'{}'", arg.replace('\'', "'\\''"))
 }
 
 /// Root in the box is the caller: as root, it would be the host's root.

@@ -82,6 +82,11 @@ const PARTS: &[(&str, &str)] = &[
         "rootless, not delegated",
         "as_tester STEP06 --rootfs /rootfs --memory 32m -- /bin/probe",
     ),
+    (
+        "rootless, the box raises its limits",
+        "delegated STEP06 --rootfs /rootfs --memory 32m --stats -- /bin/probe raise-limits -- /bin/probe memory-hog --max 512m",
+    ),
+    ("rootless, the box makes cgroups", MAKES_CGROUPS),
 ];
 
 /// Step 06, rootless: run by `tester` (uid 1000), in a cgroup of its own.
@@ -178,6 +183,18 @@ echo "tree after: $(cd /sys/fs/cgroup/shared && find . -mindepth 1 -type d | tr 
 kill $other
 wait $other 2>/dev/null
 rmdir /sys/fs/cgroup/shared
+exit $code
+"#;
+
+/// A rootless box that mounts its cgroup again, read-write, in namespaces of its
+/// own (the probe's raise-limits), makes a cgroup inside it and moves there.
+const MAKES_CGROUPS: &str = r#"
+cat > /rootfs/tmp/sub.sh <<'EOF'
+mkdir /sys/fs/cgroup/sub && echo $$ > /sys/fs/cgroup/sub/cgroup.procs && echo "my cgroup: $(cat /proc/self/cgroup)"
+EOF
+delegated STEP06 --rootfs /rootfs --memory 32m -- /bin/probe raise-limits -- /bin/sh /tmp/sub.sh
+code=$?
+rm /rootfs/tmp/sub.sh
 exit $code
 "#;
 
@@ -522,6 +539,57 @@ fn a_rootless_box_without_a_delegated_cgroup_runs_without_limits() {
         );
     }
     assert_ne!(&part.report()[Key::MemoryLimit], "32 MiB");
+}
+
+/// A hostile rootless box: its cgroup files are the caller's, and so its root's.
+/// Its mounts are locked read-only, but in a user, cgroup and mount namespace of
+/// its own it mounts its cgroup again, read-write, and lifts the limit it sees.
+/// The same limit one level up, out of reach of any namespace of the box's, holds:
+/// the hog is OOM-killed within 32 MiB (with one level only, it grew until the
+/// guest itself ran out of memory).
+#[test]
+fn a_rootless_box_cannot_raise_the_limits_above_it() {
+    needs!(guest);
+    let ran = guest();
+    let part = part(ran, "rootless, the box raises its limits");
+    part.assert_code(137);
+    let r = part.report();
+    assert!(
+        r[Raise::MountCgroups]
+            .starts_with("allowed, in a user, cgroup and mount namespace of my own"),
+        "{}",
+        part.run.stdout
+    );
+    assert_eq!(
+        &r[Key::MemoryLimit],
+        "32 MiB -> none",
+        "{}",
+        part.run.stdout
+    );
+    let stats = part.stats();
+    assert_eq!(&stats[Stat::OomKills], "1", "{}", part.run.stderr);
+    let peak: u64 = stats[Stat::MemoryPeak]
+        .trim_end_matches(" KiB")
+        .parse()
+        .unwrap_or(u64::MAX);
+    assert!(peak <= 32 << 10, "{}", part.run.stderr);
+}
+
+/// A box that makes cgroups of its own inside its cgroup (and moves into one)
+/// does not stop the runtime from removing them all: the exit code is the box's,
+/// and no cgroup is left (`no_cgroup_is_left_after_any_run`).
+#[test]
+fn a_rootless_boxs_own_cgroups_are_removed_with_it() {
+    needs!(guest);
+    let ran = guest();
+    let part = part(ran, "rootless, the box makes cgroups");
+    part.assert_code(0);
+    assert!(
+        part.run.stdout.contains("my cgroup: 0::/sub"),
+        "{}",
+        part.run.stdout
+    );
+    assert_eq!(part.run.stderr, "", "nothing to warn about");
 }
 
 /// Every QEMU this test process started, by PID (its children named qemu-system-*).

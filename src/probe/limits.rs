@@ -176,7 +176,10 @@ const LIMITED: [&str; 3] = ["memory", "pids", "cpu"];
 /// budget. The box's cgroup filesystems are mounted read-only, but a new mount of the
 /// same hierarchy, made inside the box, is read-write: mounted over the old one, it
 /// shows the box's own cgroup (its cgroup namespace's root), whose limit files root
-/// may write. Only the box's own cgroup changes, and the runtime removes it at the end.
+/// may write. Where the box may not mount one (its cgroup namespace is not its
+/// own), it makes a user, cgroup and mount namespace of its own, as any process may
+/// where user namespaces are allowed, and mounts there. Only the box's own cgroup
+/// changes, and the runtime removes it at the end.
 pub fn raise(then: &[std::ffi::OsString]) -> std::process::ExitCode {
     let before = Cgroups::find();
     let (memory, pids, cpu) = (before.memory(), before.pids(), before.cpu());
@@ -223,7 +226,8 @@ pub fn raise(then: &[std::ffi::OsString]) -> std::process::ExitCode {
 
 /// Mount each cgroup hierarchy this process sees again, read-write, where it was. The
 /// kernel will not stack a filesystem on its own mount, so a fresh tmpfs goes over
-/// /sys/fs/cgroup first, and the hierarchies onto it.
+/// /sys/fs/cgroup first, and the hierarchies onto it. Refused, try again in
+/// namespaces of our own.
 fn remount_read_write() -> String {
     let Ok(table) = fs::read_to_string("/proc/self/mountinfo") else {
         return "not tried (/proc is not mounted)".into();
@@ -252,6 +256,22 @@ fn remount_read_write() -> String {
     if hierarchies.is_empty() {
         return "nothing to mount (no cgroup filesystem here)".into();
     }
+    let why = match mount_again(&hierarchies) {
+        Ok(points) => return format!("allowed (read-write, at {points})"),
+        Err(why) => why,
+    };
+    match namespaces_of_my_own().and_then(|()| mount_again(&hierarchies)) {
+        Ok(points) => format!(
+            "allowed, in a user, cgroup and mount namespace of my own (read-write, at {points})"
+        ),
+        Err(_) => format!("refused ({why})"),
+    }
+}
+
+type Hierarchies = [(String, String, Option<String>)];
+
+/// Mount a tmpfs over /sys/fs/cgroup, and each hierarchy on it; the mount points.
+fn mount_again(hierarchies: &Hierarchies) -> Result<String, String> {
     let safe = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     if let Err(e) = mount(
         Some("tmpfs"),
@@ -260,9 +280,9 @@ fn remount_read_write() -> String {
         safe,
         Some("size=16k"),
     ) {
-        return format!("refused ({e:?})");
+        return Err(format!("{e:?}"));
     }
-    for (point, fstype, data) in &hierarchies {
+    for (point, fstype, data) in hierarchies {
         let mounted = fs::create_dir_all(point)
             .map_err(|e| e.to_string())
             .and_then(|()| {
@@ -276,11 +296,31 @@ fn remount_read_write() -> String {
                 .map_err(|e| format!("{e:?}"))
             });
         if let Err(why) = mounted {
-            return format!("refused ({why}, mounting {point})");
+            return Err(format!("{why}, mounting {point}"));
         }
     }
     let points: Vec<&str> = hierarchies.iter().map(|(p, _, _)| p.as_str()).collect();
-    format!("allowed (read-write, at {})", points.join(" "))
+    Ok(points.join(" "))
+}
+
+/// A user namespace of our own, where we are who we were (so our cgroup's files
+/// are as much ours as before), with a cgroup namespace rooted at our cgroup and a
+/// mount namespace, both owned by it.
+fn namespaces_of_my_own() -> Result<(), String> {
+    use nix::sched::CloneFlags;
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    nix::sched::unshare(
+        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWNS,
+    )
+    .map_err(|e| format!("{e:?}"))?;
+    for (file, text) in [
+        ("/proc/self/setgroups", "deny".to_string()),
+        ("/proc/self/uid_map", format!("{uid} {uid} 1")),
+        ("/proc/self/gid_map", format!("{gid} {gid} 1")),
+    ] {
+        fs::write(file, text).map_err(|e| format!("{file}: {e}"))?;
+    }
+    Ok(())
 }
 
 impl Cgroups {

@@ -48,9 +48,19 @@ pub fn kill_all(dir: &Path) {
     }
 }
 
-/// rmdir a cgroup. The kernel says EBUSY while processes are left in it: then
-/// kill them, and retry for up to a second while they finish exiting.
+/// rmdir a cgroup, and first every cgroup below it: a box whose root may write its
+/// cgroup filesystem (step 06's, through a namespace of its own) may have made
+/// some, and a cgroup with children cannot go. The kernel says EBUSY while
+/// processes are left in one: then kill them, and retry for up to a second while
+/// they finish exiting.
 pub fn remove_dir(dir: &Path) -> Result<()> {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_dir(&entry.path())?;
+            }
+        }
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
         match fs::remove_dir(dir) {
