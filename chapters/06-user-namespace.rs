@@ -20,7 +20,8 @@
 //!   may not unmount or remount the masks over /proc, the read-only mounts or the
 //!   `nodev` root. With `--map-range` the box has IDs 1-65535 too, from the caller's
 //!   range in /etc/subuid and /etc/subgid, written by the setuid helpers newuidmap
-//!   and newgidmap, as podman does;
+//!   and newgidmap, as podman does; setgroups(2) stays denied unless
+//!   `--allow-setgroups`;
 //! - **/proc before the pivot**: the kernel lets a user namespace mount a procfs only
 //!   while one is fully visible in its mount table, and after the pivot the host's
 //!   is gone;
@@ -95,6 +96,11 @@ struct Args {
     /// /etc/subuid and /etc/subgid (written by newuidmap and newgidmap)
     #[arg(long)]
     map_range: bool,
+    /// With --map-range, let the box's root call setgroups(2), so that su and
+    /// package managers work in it; it may then shed your supplementary groups, and
+    /// read a file whose group bits shut one of them out (CVE-2014-8989)
+    #[arg(long)]
+    allow_setgroups: bool,
     /// Take step 05's powers away too: capabilities, no_new_privs, seccomp filter
     #[arg(long)]
     harden: bool,
@@ -150,6 +156,8 @@ enum Map {
         gid: u32,
         uids: subid::Range,
         gids: subid::Range,
+        /// Leave setgroups(2) allowed (`--allow-setgroups`).
+        setgroups: bool,
     },
 }
 
@@ -161,7 +169,7 @@ fn main() -> ExitCode {
         let args: Args = isolab::cli::parse();
         need_a_normal_user()?;
         need_user_namespaces()?;
-        let map = the_map(args.map_range)?;
+        let map = the_map(args.map_range, args.allow_setgroups)?;
         let rootfs = readable_rootfs(&args.rootfs)?;
         isolab::container::rootfs::need_root_mount()?;
         isolab::container::rootfs::need_mount_points(
@@ -294,10 +302,14 @@ fn enter_user_namespace(map: &Map, breaks: &[Mistake]) -> Result<()> {
             };
             map_caller(uid, gid, !breaks.contains(&Mistake::Setgroups))
         }
-        Map::Range { .. } => {
+        Map::Range { setgroups, .. } => {
             // newuidmap writes the maps from outside: start it before the unshare.
             let helper = MapHelper::start(map)?;
             new_user_namespace()?;
+            // newgidmap leaves setgroups(2) allowed unless it is denied already.
+            if !setgroups {
+                write_proc("/proc/self/setgroups", "deny")?;
+            }
             helper.map()
         }
     }
@@ -718,12 +730,17 @@ fn readable_rootfs(arg: &RootfsArg) -> Result<PathBuf> {
 }
 
 /// The maps the box gets: one line each, or with `--map-range` the caller's ranges.
-fn the_map(range: bool) -> Result<Map> {
+fn the_map(range: bool, setgroups: bool) -> Result<Map> {
     let (uid, gid) = (
         nix::unistd::geteuid().as_raw(),
         nix::unistd::getegid().as_raw(),
     );
     if !range {
+        if setgroups {
+            bail!(
+                "--allow-setgroups needs --map-range: with a map of your own IDs alone, the kernel takes the gid_map only once setgroups(2) is denied"
+            );
+        }
         return Ok(Map::Caller { uid, gid });
     }
     for tool in ["newuidmap", "newgidmap"] {
@@ -745,6 +762,7 @@ fn the_map(range: bool) -> Result<Map> {
         gid,
         uids,
         gids,
+        setgroups,
     })
 }
 

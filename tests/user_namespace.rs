@@ -212,7 +212,8 @@ fn what_the_user_namespace_opens_and_harden_closes() {
 }
 
 /// `--map-range` gives the box 65536 IDs, as podman does: root is the caller, and
-/// 1-65535 the caller's range from /etc/subuid. newgidmap may leave setgroups on.
+/// 1-65535 the caller's range from /etc/subuid. setgroups(2) stays denied in it,
+/// unless `--allow-setgroups` asks for it (su and package managers want it).
 #[test]
 fn map_range_maps_65536_ids_from_the_callers_range() {
     needs!(user, userns, subuid);
@@ -239,10 +240,83 @@ fn map_range_maps_65536_ids_from_the_callers_range() {
     if has_busybox_in(&lab.rootfs()) {
         let script = "cat /proc/self/setgroups; cat /proc/self/gid_map | wc -l";
         let ranged = run_as_user(&lab, &["--map-range"], &["/bin/sh", "-c", script]);
-        assert_eq!(ranged.stdout, "allow\n2\n", "{}", ranged.stderr);
+        assert_eq!(ranged.stdout, "deny\n2\n", "{}", ranged.stderr);
+        let allowed = run_as_user(
+            &lab,
+            &["--map-range", "--allow-setgroups"],
+            &["/bin/sh", "-c", script],
+        );
+        assert_eq!(allowed.stdout, "allow\n2\n", "{}", allowed.stderr);
         let own = run_as_user(&lab, &[], &["/bin/sh", "-c", script]);
         assert_eq!(own.stdout, "deny\n1\n", "{}", own.stderr);
     }
+    // --allow-setgroups means something only for a range: one line without one.
+    let run = run_as_user(&lab, &["--allow-setgroups"], &["/bin/probe"]);
+    assert_one_line_error(&run, 125, "--allow-setgroups needs --map-range");
+}
+
+/// The hole `deny` closes (CVE-2014-8989): a file whose group bits shut out a group
+/// of the caller's (mode 0604, group "banned"). With `--map-range` the box's root
+/// holds CAP_SETGID over IDs of its own; if it may call setgroups(2), it sheds the
+/// group and reads the file as "others". The runtime denies setgroups before
+/// newgidmap writes the map, and newgidmap leaves it denied.
+#[test]
+fn with_a_range_the_box_still_cannot_shed_the_callers_groups() {
+    needs!(root, user, userns, subuid);
+    let user = normal_user().unwrap();
+    let lab = UserLab::new(&user);
+    // A group nobody else uses: it needs no name, only a number.
+    const BANNED: u32 = 64_999;
+    let file = lab.rootfs().join("banned");
+    std::fs::write(&file, "a secret the banned group may not read\n").unwrap();
+    std::os::unix::fs::chown(&file, Some(0), Some(BANNED)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let in_the_banned_group = |flags: &[&str]| {
+        // Started as the user, in the banned group besides their own.
+        let mut cmd = command(
+            &lab.step(STEP),
+            &lab.args(flags, &["/bin/probe", "drop-groups", "/banned"]),
+            None,
+        );
+        let (uid, gid) = (user.uid, user.gid);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure makes three system calls with
+        // a buffer made before the fork; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                let groups = [BANNED];
+                if libc::setgroups(1, groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let run = run_with(cmd);
+        assert_eq!(run.code, Some(0), "{flags:?}: {}", run.stderr);
+        run.stdout
+    };
+    let lines = |text: &str| text.lines().map(String::from).collect::<Vec<_>>();
+    assert_eq!(
+        lines(&in_the_banned_group(&["--map-range"])),
+        [
+            "with my groups: not read: refused (EACCES)",
+            "setgroups: refused (EPERM)",
+            "without them: not read: refused (EACCES)",
+        ]
+    );
+    assert_eq!(
+        lines(&in_the_banned_group(&["--map-range", "--allow-setgroups"])),
+        [
+            "with my groups: not read: refused (EACCES)",
+            "setgroups: allowed",
+            "without them: read /banned",
+        ],
+        "--allow-setgroups opens the hole again, as the chapter says"
+    );
 }
 
 fn has_busybox_in(rootfs: &Path) -> bool {

@@ -279,6 +279,25 @@ pub fn open_for_writing(path: &Path) -> std::process::ExitCode {
     }
 }
 
+/// `probe drop-groups PATH`: read PATH, shed every supplementary group with
+/// setgroups(2), as `su` and servers that drop root do, and read it again. A file
+/// whose group bits shut out one of our groups (mode 0604, say) opens to "others"
+/// once that group is gone: why an unprivileged user namespace gets setgroups(2)
+/// only denied (CVE-2014-8989).
+pub fn drop_groups_and_read(path: &Path) -> std::process::ExitCode {
+    let read = |when: &str| match std::fs::read(path) {
+        Ok(_) => println!("{when}: read {}", path.display()),
+        Err(e) => println!("{when}: not read: {}", refused_io(&e)),
+    };
+    read("with my groups");
+    match nix::unistd::setgroups(&[]) {
+        Ok(()) => println!("setgroups: allowed"),
+        Err(e) => println!("setgroups: refused ({})", errno_says(e)),
+    }
+    read("without them");
+    std::process::ExitCode::SUCCESS
+}
+
 /// "EPERM: Operation not permitted" style, short.
 pub fn errno_says(e: Errno) -> String {
     match e {

@@ -83,6 +83,9 @@ enum What {
     /// Open PATH for reading and writing, and say whether the kernel let us
     #[command(hide = true)]
     Open { path: PathBuf },
+    /// Shed every supplementary group, as `su` does, then open PATH for reading
+    #[command(hide = true)]
+    DropGroups { path: PathBuf },
     /// Time --count getppid() system calls and print the cost of one
     Syscalls {
         #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
         What::RaiseLimits { then } => limits::raise(&then),
         What::PlantSetuid { path } => host::plant_setuid_copy(&path),
         What::Open { path } => host::open_for_writing(&path),
+        What::DropGroups { path } => host::drop_groups_and_read(&path),
         What::Syscalls { count } => timing::syscalls(count),
     }
 }
