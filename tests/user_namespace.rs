@@ -800,6 +800,52 @@ fn a_killed_runtime_leaves_nothing() {
     assert_no_process_from(&lab.rootfs());
 }
 
+/// `cargo run -- run 6` leaves nothing behind. A box with `--map-range` may leave
+/// files owned by IDs of the caller's range, which the caller may not remove on
+/// the host, and close a directory to its owner: `isolab run` removes its rootfs
+/// through the box's own map. Killed with SIGKILL, it takes the box along (the
+/// kernel kills the step with it), and the next run removes the directory it left.
+#[test]
+fn cargo_run_6_leaves_nothing_behind() {
+    needs!(user, userns, subuid);
+    let lab = UserLab::new(&normal_user().unwrap());
+    if !has_busybox_in(&lab.rootfs()) {
+        return;
+    }
+    // isolab finds the probe and the steps next to its own binary.
+    let isolab = lab.runnable(std::path::PathBuf::from(env!("CARGO_BIN_EXE_isolab")));
+    lab.runnable(target_dir().join("probe"));
+    lab.runnable(target_dir().join(format!("{STEP}-solution")));
+    let tmp = lab.rootfs().parent().unwrap().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    lab.give_to_user(&tmp);
+    let isolab_run = |command: &[&str]| {
+        let mut args = vec!["run", "--reference", "6", "--map-range", "--"];
+        args.extend(command);
+        let mut cmd = lab.command(&isolab, &args, None);
+        cmd.env("ISOLAB_PREBUILT", "1").env("TMPDIR", &tmp);
+        cmd
+    };
+    let left = || std::fs::read_dir(&tmp).unwrap().count();
+    let script = "mkdir /tmp/k && touch /tmp/k/x && chown -R 1:1 /tmp/k && chmod 000 /tmp/k";
+    let run = run_with(isolab_run(&["/bin/sh", "-c", script]));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(left(), 0, "left in {}: {}", tmp.display(), run.stderr);
+    // SIGKILL isolab while its box runs.
+    let mut running = Running::start(isolab_run(&["/bin/probe", "wait-signal"]));
+    running.wait_for_line("ready");
+    let runtime = children_of(running.child.id());
+    assert_eq!(runtime.len(), 1, "isolab's child, the runtime");
+    let ns = box_pid_namespace(runtime[0]);
+    running.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_eq!(running.finish().0, 137);
+    assert_no_process_in(&ns);
+    assert!(left() > 0, "a killed isolab cannot remove its directory");
+    let run = run_with(isolab_run(&["/bin/probe", "exit", "0"]));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(left(), 0, "the next run removed what the killed one left");
+}
+
 #[test]
 fn the_rootless_box_runs_ordinary_work() {
     needs!(user, userns);

@@ -29,10 +29,20 @@ pub struct Canary {
 }
 
 impl Canary {
+    /// A canary in the system's temporary directory.
     pub fn create() -> Result<Canary> {
+        Canary::create_in(&std::env::temp_dir())
+    }
+
+    /// A canary in a directory of its own under `parent` (which must not be a
+    /// box's rootfs: the canary is the host's).
+    pub fn create_in(parent: &Path) -> Result<Canary> {
+        use std::os::unix::fs::PermissionsExt;
+        // Closed to other users: the canary stands for a secret of the caller's.
         let dir = tempfile::Builder::new()
             .prefix("isolab-canary-")
-            .tempdir()
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(parent)
             .context("creating the canary's temporary directory")?;
         let mut secret = [0u8; 16];
         std::fs::File::open("/dev/urandom")

@@ -1,7 +1,7 @@
 //! The learner's loop: `list`, `check`, `hint`, `reset`, `solve`, `run`, `rootfs`.
 
 use crate::cargo::{build_chapter, build_references, build_test, repo, target_dir};
-use crate::privilege::{as_root, needs_sudo, rerun_with_sudo};
+use crate::privilege::{as_root, is_root, needs_sudo, rerun_with_sudo};
 use crate::step_arg;
 use crate::terminal::paint;
 use anyhow::{Context, Result, bail};
@@ -438,6 +438,17 @@ pub fn run(number: u8, reference: bool, parsed: &[OsString]) -> Result<ExitCode>
     let step = step_arg(number)?;
     let raw = raw_run_args();
     let args = if raw.is_empty() { parsed } else { &raw[..] };
+    // `run 5 --reference` means `run --reference 5`: no step has a flag of that name.
+    let (reference, args) = match args.split_first() {
+        Some((first, rest)) if first == "--reference" => (true, rest),
+        _ => (reference, args),
+    };
+    if step.needs == Needs::NormalUser && is_root() {
+        bail!(
+            "step {:02} runs as a normal user, and you are root: run isolab as one, in a checkout and with a Rust toolchain of their own, e.g. `runuser -u NAME -- sh -c 'cd ~/isolab && cargo run -- run {number}'` (Setting up, in the book, says how to make one); from here, `ISOLAB_TEST_USER=NAME cargo run -- check {number}` checks your step as NAME",
+            step.number
+        );
+    }
     if !prebuilt() {
         build_references()?; // the probe, for the rootfs, and the references
         if !reference && !build_chapter(step, false)? {
@@ -462,7 +473,7 @@ pub fn run(number: u8, reference: bool, parsed: &[OsString]) -> Result<ExitCode>
     if matches!(step.needs, Needs::Kvm | Needs::RootAndKvm) {
         cmd.args(args);
     } else {
-        let work = tempfile::Builder::new().prefix("isolab-run-").tempdir()?;
+        let work = run_dir()?;
         let rootfs = work.path().join("rootfs");
         isolab::container::rootfs::build(&rootfs, &target.join("probe"))?;
         // The learner's flags, and their command after `--`; without one, the probe.
@@ -474,7 +485,8 @@ pub fn run(number: u8, reference: bool, parsed: &[OsString]) -> Result<ExitCode>
         // The runtime starts as the tests start it: from a careless caller, with a
         // secret in its environment and in its session keyring, and a host directory
         // open on fd 3, and with a canary made for this run that the probe looks for.
-        let canary = isolab::container::canary::Canary::create()?;
+        // Beside the rootfs, in the same directory, so that it goes with it.
+        let canary = isolab::container::canary::Canary::create_in(work.path())?;
         cmd.env(
             isolab::container::canary::ENV,
             isolab::container::canary::ENV_VALUE,
@@ -491,18 +503,133 @@ pub fn run(number: u8, reference: bool, parsed: &[OsString]) -> Result<ExitCode>
             command
         };
         cmd.args(step.args(&rootfs, flags, &command));
-        _lab = Some((work, canary));
+        let map_range = flags.iter().any(|f| f == "--map-range");
+        _lab = Some((work, canary, map_range));
     }
+    // If isolab is killed, the step goes with it (and with it its box).
+    die_with_us(&mut cmd);
     eprintln!("isolab: running {}", describe(&cmd));
     let status = cmd
         .status()
         .with_context(|| format!("running {}", bin.display()))?;
+    if let Some((work, _canary, map_range)) = _lab {
+        remove_run_dir(work, step, &target, map_range);
+    }
     use std::os::unix::process::ExitStatusExt;
     let code = status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1);
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// How the directories of `run` are named: this prefix, the PID of the isolab that
+/// made it, and a random part.
+const RUN_DIR: &str = "isolab-run-";
+
+/// A directory for one run's rootfs, only its owner may enter: a box may leave files
+/// there (a setuid file, which runs as the box's root on the host) that no other
+/// user of the host should reach. Directories that an isolab killed with SIGKILL
+/// left (its PID is gone) are removed first.
+fn run_dir() -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tmp = std::env::temp_dir();
+    let me = nix::unistd::geteuid().as_raw();
+    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(RUN_DIR)
+            .and_then(|rest| rest.split('-').next()?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = entry.metadata().is_ok_and(|m| m.uid() == me);
+        if ours && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = force_remove(&entry.path());
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(&format!("{RUN_DIR}{}-", std::process::id()))
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(&tmp)
+        .with_context(|| format!("making a directory in {}", tmp.display()))
+}
+
+/// Have the kernel SIGKILL `cmd` when this process dies, however it dies.
+fn die_with_us(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure makes one system call, prctl, which
+    // takes no pointers.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Remove a run's directory, whatever the box left in it. A rootless box with
+/// `--map-range` may leave files owned by IDs of the caller's range, which the
+/// caller may not remove on the host: only root in a box with the same map may. So
+/// the reference step, with that map, runs `probe remove` on the rootfs first, as
+/// `podman unshare rm` does. A directory the box closed to its owner (mode 000) is
+/// opened again. What cannot be removed is named, never ignored.
+fn remove_run_dir(work: tempfile::TempDir, step: &Step, target: &Path, map_range: bool) {
+    let path = work.keep();
+    let rootfs = path.join("rootfs");
+    if step.needs == Needs::NormalUser && map_range {
+        let entries: Vec<OsString> = std::fs::read_dir(&rootfs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| !["proc", "dev", "sys"].iter().any(|m| n == m))
+            .map(|n| Path::new("/").join(n).into_os_string())
+            .collect();
+        let mut command: Vec<OsString> = vec!["/bin/probe".into(), "remove".into(), "--".into()];
+        command.extend(entries);
+        let flags = [OsString::from("--map-range")];
+        let cleaned = Command::new(target.join(step.solution_bin()))
+            .args(step.args(&rootfs, &flags, &command))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status();
+        if !cleaned.is_ok_and(|s| s.success()) {
+            eprintln!("isolab: warning: the box could not clean its rootfs up through its own map");
+        }
+    }
+    if let Err(e) = force_remove(&path) {
+        eprintln!(
+            "isolab: warning: could not remove {} ({e:#}): remove it by hand",
+            path.display()
+        );
+    }
+}
+
+/// `rm -rf`, and first `chmod u+rwx` on each directory we own, so that a directory
+/// a box closed to us (mode 000) is no obstacle.
+fn force_remove(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta =
+        std::fs::symlink_metadata(path).with_context(|| format!("lstat({})", path.display()))?;
+    if !meta.is_dir() {
+        return std::fs::remove_file(path).with_context(|| format!("unlink({})", path.display()));
+    }
+    if meta.uid() == nix::unistd::geteuid().as_raw() {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+    }
+    let entries =
+        std::fs::read_dir(path).with_context(|| format!("opendir({})", path.display()))?;
+    for entry in entries {
+        force_remove(
+            &entry
+                .with_context(|| format!("readdir({})", path.display()))?
+                .path(),
+        )?;
+    }
+    std::fs::remove_dir(path).with_context(|| format!("rmdir({})", path.display()))
 }
 
 /// The command as a shell would take it: arguments with spaces or quotes quoted.
