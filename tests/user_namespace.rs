@@ -4,6 +4,11 @@
 //! both sides, inside (the probe's report, the maps) and outside (who the host says
 //! the box's processes are, who owns what it leaves behind), and compare with the
 //! root boxes of steps 04 and 05: what the user namespace closes, and what it opens.
+//!
+//! The comparisons need root (to run those boxes, to leave a file of root's in the
+//! rootfs, to run the step as root or as a user without a range). A learner who is
+//! a normal user checks everything else, and `cargo run -- check 6` lists what it
+//! left out (`compares!`, `can_compare`); CI runs it all.
 
 mod common;
 use common::*;
@@ -140,7 +145,8 @@ fn the_host_does_not_trust_the_boxs_root() {
 /// 06's box is in its own namespace; the difference is the user namespace alone.
 #[test]
 fn what_root_could_do_in_step_04_the_user_namespace_refuses() {
-    needs!(root, user, userns);
+    needs!(user, userns);
+    compares!(root, "step 04's root box, beside yours");
     let lab = UserLab::new(&normal_user().unwrap());
     let rootful = run(
         &target_dir().join("04-cgroups-solution"),
@@ -198,7 +204,7 @@ fn what_the_user_namespace_opens_and_harden_closes() {
     );
     assert_eq!(&hardened[Key::PlantASetuidFile], "refused (EPERM)");
     // The same routes in step 05's root box: closed there, by the same walls.
-    if missing("root").is_none() {
+    if can_compare("root", "step 05's root box, beside yours") {
         let rootful = run(
             &target_dir().join("05-hardening-solution"),
             &lab.args(&[], &["/bin/probe"]),
@@ -216,7 +222,8 @@ fn what_the_user_namespace_opens_and_harden_closes() {
 /// unless `--allow-setgroups` asks for it (su and package managers want it).
 #[test]
 fn map_range_maps_65536_ids_from_the_callers_range() {
-    needs!(user, userns, subuid);
+    needs!(user, userns);
+    compares!(subuid, "--map-range, which maps the caller's range of IDs");
     let user = normal_user().unwrap();
     let lab = UserLab::new(&user);
     let range =
@@ -262,7 +269,9 @@ fn map_range_maps_65536_ids_from_the_callers_range() {
 /// newgidmap writes the map, and newgidmap leaves it denied.
 #[test]
 fn with_a_range_the_box_still_cannot_shed_the_callers_groups() {
-    needs!(root, user, userns, subuid);
+    needs!(user, userns);
+    compares!(root, "a group of the caller's that a file's mode shuts out");
+    compares!(subuid, "--map-range, which maps the caller's range of IDs");
     let user = normal_user().unwrap();
     let lab = UserLab::new(&user);
     // A group nobody else uses: it needs no name, only a number.
@@ -319,12 +328,10 @@ fn with_a_range_the_box_still_cannot_shed_the_callers_groups() {
     );
 }
 
+/// Is there a shell in the lab's rootfs? If not, the part of a test that wants one
+/// is left out (see `can_compare`), with what to install.
 fn has_busybox_in(rootfs: &Path) -> bool {
-    let found = rootfs.join("bin/busybox").exists();
-    if !found {
-        skip("needs a static busybox on the host: apt-get install busybox-static");
-    }
-    found
+    rootfs.join("bin/busybox").exists() || can_compare("busybox", "a shell in the box")
 }
 
 /// A setuid file the box plants is the caller's on the host: a host user who runs
@@ -341,7 +348,7 @@ fn a_setuid_file_planted_in_the_box_belongs_to_the_caller() {
     let meta = std::fs::metadata(&planted).unwrap();
     assert_eq!(meta.uid(), user.uid, "owned by the caller on the host");
     assert_ne!(meta.mode() & 0o4000, 0, "the setuid bit is there");
-    if missing("root").is_none() {
+    if can_compare("root", "the planted file, run by another user of the host") {
         let nosuid = nix::sys::statvfs::statvfs(&planted)
             .unwrap()
             .flags()
@@ -368,7 +375,11 @@ fn run_as_nobody(file: &Path) -> String {
 /// the kernel honours it only for files whose owner is mapped there.
 #[test]
 fn a_file_of_the_hosts_root_is_refused_to_the_boxs_root() {
-    needs!(root, user, userns);
+    needs!(user, userns);
+    compares!(
+        root,
+        "a file of the host root's in your rootfs, and step 04's box"
+    );
     let lab = UserLab::new(&normal_user().unwrap());
     let secret = lab.rootfs().join("etc/host-secret");
     std::fs::copy(lab.canary.path(), &secret).unwrap();
@@ -539,7 +550,11 @@ fn the_callers_files_and_terminal_stay_out() {
 /// lets everyone open it; the box's own /dev still works.
 #[test]
 fn a_device_node_left_in_the_rootfs_opens_nothing() {
-    needs!(root, user, userns);
+    needs!(user, userns);
+    compares!(
+        root,
+        "a device node of root's in your rootfs, and step 04's box"
+    );
     let lab = UserLab::new(&normal_user().unwrap());
     let node = lab.rootfs().join("tmp/null");
     nix::sys::stat::mknod(
@@ -590,7 +605,7 @@ fn the_maps_broken_are_refused_in_one_line() {
 /// for --map-range; user namespaces switched off, or refused by a seccomp filter.
 #[test]
 fn root_is_refused_in_one_line() {
-    needs!(root);
+    compares!(root, "the step run as root");
     let lab = Lab::new();
     let run = run(&step(STEP), &box_args(&lab, &[], &["/bin/probe"]));
     assert_one_line_error(&run, 125, "this step is for a normal user, without sudo");
@@ -657,7 +672,10 @@ fn no_subuid_range_is_one_line() {
             None,
         )
     } else {
-        skip("needs a user without a range in /etc/subuid: run it as root, or as such a user");
+        can_compare(
+            "nobody",
+            "the step run by a user without a range in /etc/subuid",
+        );
         return;
     };
     cmd.env("PATH", "/usr/bin:/bin");
@@ -807,7 +825,8 @@ fn a_killed_runtime_leaves_nothing() {
 /// kernel kills the step with it), and the next run removes the directory it left.
 #[test]
 fn cargo_run_6_leaves_nothing_behind() {
-    needs!(user, userns, subuid);
+    needs!(user, userns);
+    compares!(subuid, "--map-range, which maps the caller's range of IDs");
     let lab = UserLab::new(&normal_user().unwrap());
     if !has_busybox_in(&lab.rootfs()) {
         return;

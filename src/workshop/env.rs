@@ -19,6 +19,11 @@ pub const PREBUILT: &str = "ISOLAB_PREBUILT";
 /// user run the step as themselves and need no variable.
 pub const TEST_USER: &str = "ISOLAB_TEST_USER";
 
+/// Not a variable: how the tests start the one line that says a comparison was left
+/// out (a test that compares with root's box, run by a normal user), which
+/// `isolab check` reads back from their output and lists.
+pub const LEFT_OUT: &str = "left out";
+
 /// The canary variable: see [`crate::container::canary::ENV`].
 pub const CANARY: &str = crate::container::canary::ENV;
 

@@ -105,6 +105,14 @@ pub fn missing(requirement: &str) -> Option<String> {
             }),
         // A normal user for the rootless step: ourselves, or the one CI names.
         "user" => normal_user().err(),
+        // A shell for the box (the rootfs builder copies the host's static busybox).
+        "busybox" => isolab::container::rootfs::find_static_busybox()
+            .is_none()
+            .then(|| "needs a static busybox on the host: apt-get install busybox-static".into()),
+        // Another user than the tests' own, who has no range in /etc/subuid.
+        "nobody" if !nix::unistd::geteuid().is_root() => Some(
+            "needs root (to run it as user 65534), or to be run by a user without a range".into(),
+        ),
         // The kernel lets a normal user make a user namespace.
         "userns" => userns_refused(),
         // --map-range: newuidmap and a range in /etc/subuid for the user.
@@ -335,6 +343,51 @@ pub fn skip(why: &str) {
         panic!("this check cannot run here: it {why}");
     }
     say_skipped(why);
+}
+
+/// Can a test compare its step with something beyond it here: with a root box of
+/// an earlier step, or as another user? `requirement` is one [`missing`] knows. If
+/// not, the comparison is left out, and one line says which and why: under
+/// ISOLAB_NO_SKIP (CI) the test fails instead, but a learner's check passes without
+/// it, and `cargo run -- check N` lists it. For step 06, whose learner may have no
+/// root at all: what it needs of the step itself is checked as that learner.
+pub fn can_compare(requirement: &str, what: &str) -> bool {
+    let Some(why) = missing(requirement) else {
+        return true;
+    };
+    // Not the remedy `missing` gives a root step's test: this one is the step's
+    // own, and sudo is no part of it.
+    let why = if requirement == "root" {
+        "needs root".to_string()
+    } else {
+        why
+    };
+    if isolab::workshop::env::no_skip() {
+        panic!("ISOLAB_NO_SKIP is set and this test's comparison ({what}) {why}");
+    }
+    use std::io::Write;
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(
+        std::io::stderr(),
+        "{} {}: {name}: {what}: it {why}",
+        isolab::workshop::env::LEFT_OUT,
+        env!("CARGO_CRATE_NAME")
+    );
+    false
+}
+
+/// Return early from a test whose whole point is a comparison this machine cannot
+/// make (see [`can_compare`]).
+#[macro_export]
+macro_rules! compares {
+    ($req:ident, $what:expr) => {
+        if !$crate::common::can_compare(stringify!($req), $what) {
+            return;
+        }
+    };
 }
 
 /// Return early from a test this machine cannot run (see [`skip`]).

@@ -48,17 +48,23 @@ struct Checked {
 /// through sudo when the step needs root. A failing check writes nothing: no
 /// snapshot is updated (INSTA_UPDATE=no) and the root run builds nothing.
 fn run_checks(step: &Step, announce: bool) -> Result<Checked> {
+    let test_user = if step.needs == Needs::NormalUser && is_root() {
+        Some(test_user(step)?)
+    } else {
+        None
+    };
     if announce {
         println!("building the tests (the first time, a minute or two on a 2-core machine)...");
     }
     let executable = build_test(step)?;
-    let env = [
+    let mut env = vec![
         (env::CHECK, "chapters".to_string()),
         (env::PREBUILT, "1".to_string()),
         ("INSTA_UPDATE", "no".to_string()),
         ("INSTA_WORKSPACE_ROOT", repo().display().to_string()),
         ("RUST_BACKTRACE", "0".to_string()),
     ];
+    env.extend(test_user.map(|name| (env::TEST_USER, name)));
     let mut cmd = if needs_sudo(step.needs) {
         as_root(&executable, &env)?
     } else {
@@ -78,6 +84,46 @@ fn run_checks(step: &Step, announce: bool) -> Result<Checked> {
             String::from_utf8_lossy(&result.stderr)
         ),
     })
+}
+
+/// Who runs a rootless step's box when root checks it: the user ISOLAB_TEST_USER
+/// names, or the one who called sudo. The step refuses root, and the tests run it
+/// as that user.
+fn test_user(step: &Step) -> Result<String> {
+    let named = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty() && v != "root")
+    };
+    if let Some(name) = named(env::TEST_USER).or_else(|| named("SUDO_USER")) {
+        return Ok(name);
+    }
+    bail!(
+        "step {n:02}'s tests run its box as a normal user, and you are root: name one, `{var}=NAME cargo run -- check {n}` (a user with a range in /etc/subuid runs the --map-range checks too), or run the check as that user, in a checkout of their own (Setting up, in the book, says how)",
+        n = step.number,
+        var = env::TEST_USER
+    )
+}
+
+/// The lines of a passing check's output that say a comparison was left out: the
+/// test, what it compares with, and why it could not here.
+fn left_out(output: &str) -> Vec<String> {
+    let mark = format!("{} ", env::LEFT_OUT);
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix(&mark))
+        .map(|l| l.split_once(": ").map_or(l, |(_, rest)| rest).to_string())
+        .collect()
+}
+
+/// Did every failing test fail only because it cannot run here (it needs root, a
+/// user, ...), rather than because the step differs from the reference?
+fn could_not_run(output: &str) -> bool {
+    let failed = output
+        .lines()
+        .filter(|l| l.starts_with("---- ") && l.ends_with(" ----"))
+        .count();
+    failed > 0 && output.matches("this check cannot run here").count() >= failed
 }
 
 /// The part of the test output a learner needs: the todo!()s their step stopped
@@ -162,6 +208,16 @@ pub fn check(number: u8) -> Result<ExitCode> {
             step.number,
             step.built
         );
+        let left = left_out(&checked.output);
+        if !left.is_empty() {
+            println!(
+                "\nLeft out here: {} comparison(s) with what your step runs beside (a root box, another user). Your step passed everything else; CI runs these too.",
+                left.len()
+            );
+            for line in &left {
+                println!("  - {line}");
+            }
+        }
         match STEPS.iter().find(|s| s.number > number) {
             Some(next) => println!(
                 "next: step {:02}, {} (read book/src/{}.md, then edit chapters/{}).",
@@ -173,6 +229,16 @@ pub fn check(number: u8) -> Result<ExitCode> {
             None => println!("that was the last step: well done."),
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    if could_not_run(&checked.output) {
+        println!(
+            "\n{} step {:02}: its tests cannot run here, so nothing in your step was found wrong. {}",
+            paint("not checked:", "yellow"),
+            step.number,
+            explain_failure(&checked.output)
+                .replace("What differs from the reference:", "What they need:")
+        );
+        return Ok(ExitCode::FAILURE);
     }
     println!(
         "\n{} step {:02}. {}",
