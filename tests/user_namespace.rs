@@ -178,7 +178,8 @@ fn what_root_could_do_in_step_04_the_user_namespace_refuses() {
 
 /// What step 06 opens that step 05 closed: root in its own namespace may mount, make
 /// namespaces, trace, switch ASLR off and use io_uring, all kernel code a normal user
-/// reaches through it (the chapter's CVE history). `--harden` closes them again.
+/// reaches through it (the chapter's CVE history), and no filter refuses a vsock
+/// socket. `--harden` closes them again.
 #[test]
 fn what_the_user_namespace_opens_and_harden_closes() {
     needs!(user, userns);
@@ -203,6 +204,13 @@ fn what_the_user_namespace_opens_and_harden_closes() {
         &hardened[Key::Capabilities]
     );
     assert_eq!(&hardened[Key::PlantASetuidFile], "refused (EPERM)");
+    // vsock needs no capability, and has no namespace: only the filter refuses it.
+    let vsock = &open[Key::VsockSocket];
+    assert!(
+        vsock.starts_with("allowed") || vsock.starts_with("impossible"),
+        "{vsock}"
+    );
+    assert_eq!(&hardened[Key::VsockSocket], "refused (EPERM)");
     // The same routes in step 05's root box: closed there, by the same walls.
     if can_compare("root", "step 05's root box, beside yours") {
         let rootful = run(

@@ -195,12 +195,15 @@ pub const STEPS: &[Step] = &[
         rootfs: true,
         solution: include_str!("../../solutions/06-user-namespace.rs"),
         hint: "Before the unshare, remember who you are: after unshare(CLONE_NEWUSER) you are \
-               uid 65534 (\"nobody\") until the maps are written. Write \"deny\" to \
-               /proc/self/setgroups before gid_map, or the kernel refuses the gid_map (EPERM). \
-               Mount the new /proc inside the rootfs before pivot_into: once the host's /proc \
-               has been detached, the kernel refuses a user namespace a fresh one. Compare your \
-               report with the reference: `uid on the host` says whom the host sees.",
-        built: "a box a normal user runs without sudo, whose root the host treats as that user: host settings, device nodes and root's files refused, planted setuid files harmless",
+               uid 65534 (\"nobody\") until the map is written. Write \"deny\" to \
+               /proc/self/setgroups before gid_map, or the kernel refuses the gid_map (EPERM); \
+               map only your own IDs, to themselves. In build_root, the rootfs must be a mount \
+               of its own (a bind onto itself) before lock_down_root: mount_setattr(2) acts \
+               on whole mounts, and says EINVAL for a directory inside one. Mount the \
+               new /proc inside the rootfs before pivot_into: once the host's /proc has been \
+               detached, the kernel refuses a user namespace a fresh one. Compare your report \
+               with the reference: `uid on the host` says whom the host sees.",
+        built: "a box a normal user runs without sudo, whose root the host treats as that user: host settings, device nodes and root's files refused, its walls locked, your environment, keyring, terminal and files kept out",
         tour_args: &["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"],
     },
     Step {
