@@ -456,3 +456,45 @@ pub fn translation(check: bool) -> Result<ExitCode> {
     println!("book/po/ko.po: {stats}");
     Ok(ExitCode::SUCCESS)
 }
+
+/// The Korean book's title: book.toml's is English, and mdbook-gettext translates
+/// pages, not the title.
+const KOREAN_TITLE: &str = "isolab: 격리를 한 겹씩";
+
+/// `isolab book`: both books, the English one into book/book and the Korean one
+/// into book/book/ko (in that order: an mdbook build empties its directory).
+pub fn build_books() -> Result<ExitCode> {
+    use std::process::Command;
+    let book = repo().join("book");
+    let out = book.join("book");
+    for (language, dir) in [("en", out.clone()), ("ko", out.join("ko"))] {
+        let mut cmd = Command::new("mdbook");
+        cmd.arg("build").arg(&book).arg("-d").arg(&dir);
+        if language == "ko" {
+            if which("mdbook-gettext").is_none() {
+                bail!(
+                    "the Korean book needs mdbook-gettext: cargo install \
+                     mdbook-i18n-helpers@0.4.0"
+                );
+            }
+            cmd.env("MDBOOK_BOOK__LANGUAGE", "ko")
+                .env("MDBOOK_BOOK__TITLE", KOREAN_TITLE);
+        }
+        let status = cmd
+            .status()
+            .context("running mdbook (cargo install mdbook@0.5.4)")?;
+        if !status.success() {
+            bail!("mdbook build ({language}) failed ({status})");
+        }
+    }
+    println!(
+        "the books: {} and {}",
+        out.join("index.html").display(),
+        out.join("ko/index.html").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    isolab::vm::linux::kernel::which(program)
+}
