@@ -233,6 +233,22 @@ pub const STEPS: &[Step] = &[
         tour_args: &[],
     },
     Step {
+        number: 9,
+        slug: "jailed-vm",
+        title: "the hypervisor in a jail: both walls at once",
+        needs: Needs::RootAndKvm,
+        rootfs: false,
+        solution: include_str!("../../solutions/09-jailed-vm.rs"),
+        hint: "bind_device: a bind mount's target must exist and be of the same kind as its \
+               source, so make an empty file for a device (File::create), then mount(Some(device), \
+               target, None::<&str>, MsFlags::MS_BIND, None::<&str>). allow_list: the opposite of \
+               step 05's deny_list, jump_if_equal(number as u32, 0, 1) then ret(ALLOW) for each \
+               call; the ret(TRAP) after all the rules is the verdict for the rest. `09-jailed-vm \
+               --show-filter` runs your filter over every call and prints what it allows.",
+        built: "a VMM in a jail of its own: its guest's memory and CPU time charged to the box, and a VMM the guest takes over still held by an allow-list",
+        tour_args: &["--memory", "64m", "--pids-limit", "16", "--cpus", "0.5"],
+    },
+    Step {
         number: 10,
         slug: "compare",
         title: "both worlds, measured",
