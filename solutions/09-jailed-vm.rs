@@ -64,6 +64,11 @@ pub use hardening::{cgroups, chroot, mount_namespace, namespaces, process};
 pub mod kvm_long_mode;
 use cgroups::BoxCgroups;
 use kvm_long_mode::Hypercall;
+
+// What the VMM sees and tries from inside its jail, in a file of its own.
+#[path = "../solutions/09-jailed-vm/inside.rs"]
+mod inside;
+use inside::Attack;
 pub use kvm_long_mode::kvm_real_mode;
 
 /// Step 09: run step 08's kind of guest with its VMM jailed in a box, as
@@ -110,21 +115,8 @@ enum Wall {
     Root,
     /// keep the caller's environment in the VMM's memory
     Environment,
-}
-
-/// What a VMM the guest has taken over tries, for `--attack`.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
-enum Attack {
-    /// read /etc/passwd, a file every host has
-    OpenHostFile,
-    /// list the host's processes in /proc
-    ListProcesses,
-    /// run /bin/sh
-    RunAShell,
-    /// connect to 1.1.1.1, port 53: out to the network
-    ConnectOut,
-    /// make a second VM with the /dev/kvm it holds open
-    AnotherVm,
+    /// keep uid 0: root, without capabilities, instead of nobody
+    User,
 }
 
 /// The guest's program, and what the host hands it in rdi and rsi.
@@ -340,20 +332,24 @@ fn bind_device(device: &Path, target: &Path) -> Result<()> {
 /// process, and the filter is what is left standing if the guest takes it over.
 fn vmm(spec: &JailSpec) -> Result<Infallible> {
     prctl::set_name(c"vmm").context("prctl(PR_SET_NAME, vmm)")?;
-    hardening::drop_capabilities(&[])?;
-    prctl::set_no_new_privs().context("prctl(PR_SET_NO_NEW_PRIVS, 1)")?;
-    if spec.keeps(Wall::Environment) {
-        forget_environment();
-    }
     let device = if spec.keeps(Wall::Root) {
         Path::new(KVM_IN_JAIL)
     } else {
         spec.device
     };
     let kvm = isolab::vm::open(device)?;
+    if spec.keeps(Wall::User) {
+        become_nobody()?;
+    } else {
+        hardening::drop_capabilities(&[])?;
+    }
+    prctl::set_no_new_privs().context("prctl(PR_SET_NO_NEW_PRIVS, 1)")?;
+    if spec.keeps(Wall::Environment) {
+        forget_environment();
+    }
     let mut vm = Vm::new(&kvm, spec.guest).map_err(|e| too_little(e, spec))?;
     println!("## the jail, as the VMM sees it before its guest runs");
-    print!("{}", look_around()?);
+    print!("{}", inside::look_around()?);
     sigsys::name_refused_calls(&isolab::run::program_name())?;
     let watchdog = isolab::vm::Watchdog::start()?;
     if spec.keeps(Wall::Seccomp) {
@@ -399,6 +395,34 @@ fn too_little(err: anyhow::Error, spec: &JailSpec) -> anyhow::Error {
     }
 }
 
+/// Nobody: the user the VMM runs as once it holds /dev/kvm open, as Firecracker's
+/// jailer runs it as `--uid` and `--gid`. Root without capabilities is still uid 0
+/// to every check that asks only for the uid (the kernel's keyrings are per uid
+/// and shared by every namespace: `--attack read-keyring`).
+const NOBODY: u32 = 65534;
+
+/// Become nobody, with no groups and no capabilities left in any set.
+fn become_nobody() -> Result<()> {
+    use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+    // Changing the uid takes setuid and setgid; emptying the bounding set afterwards
+    // takes setpcap, which the kernel keeps across the change only if asked to.
+    hardening::drop_capabilities(&["setuid", "setgid", "setpcap"])?;
+    prctl::set_keepcaps(true).context("prctl(PR_SET_KEEPCAPS, 1)")?;
+    let (uid, gid) = (Uid::from_raw(NOBODY), Gid::from_raw(NOBODY));
+    setgroups(&[]).context("setgroups([])")?;
+    setresgid(gid, gid, gid).context("setresgid(65534)")?;
+    setresuid(uid, uid, uid).context("setresuid(65534)")?;
+    let setpcap = caps::set_of(&["setpcap"]);
+    caps::set(caps::Sets {
+        effective: setpcap,
+        permitted: setpcap,
+        inheritable: 0,
+    })?;
+    hardening::drop_capabilities(&[])?;
+    prctl::set_keepcaps(false).context("prctl(PR_SET_KEEPCAPS, 0)")?;
+    Ok(())
+}
+
 /// The VMM is a fork of the runtime, not a program of its own, so its memory still
 /// holds the caller's environment (tokens, keys, passwords): wipe the strings where
 /// they lie, and empty the list. (Firecracker's jailer execs the VMM with a clean
@@ -422,79 +446,6 @@ fn forget_environment() {
         }
         *list = std::ptr::null_mut();
     }
-}
-
-/// What the VMM can see and do from where it stands, before its guest runs: the
-/// walls of its box, in `key: value` lines.
-fn look_around() -> Result<String> {
-    let listing = |dir: &str| {
-        let mut names: Vec<String> = match std::fs::read_dir(dir) {
-            Ok(entries) => entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect(),
-            Err(e) => return format!("unreadable ({e})"),
-        };
-        names.sort();
-        names.join(" ")
-    };
-    // Every PID that answers a signal 0 (which only asks whether we may signal it).
-    let pids: Vec<i32> = (1..=32768)
-        .filter(|&pid| nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok())
-        .collect();
-    let sets = caps::get()?;
-    let capabilities = match (sets.effective | sets.permitted, caps::bounding()) {
-        (0, 0) => "none (and the bounding set is empty)".to_string(),
-        (have, _) => caps::names(have).join(" "),
-    };
-    let mut interfaces: Vec<String> = nix::ifaddrs::getifaddrs()
-        .context("getifaddrs()")?
-        .map(|i| {
-            let up = i.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
-            format!("{} ({})", i.interface_name, if up { "up" } else { "down" })
-        })
-        .collect();
-    interfaces.dedup();
-    let environment: Vec<String> = std::env::vars_os()
-        .map(|(k, _)| k.to_string_lossy().into_owned())
-        .collect();
-    let lines = [
-        (Jail::Root, listing("/")),
-        (Jail::Dev, listing("/dev")),
-        (
-            Jail::Processes,
-            format!(
-                "{} (the PIDs that answer kill(pid, 0): {})",
-                pids.len(),
-                pids.iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
-        ),
-        (Jail::Capabilities, capabilities),
-        (
-            Jail::NoNewPrivs,
-            if prctl::get_no_new_privs().context("prctl(PR_GET_NO_NEW_PRIVS)")? {
-                "on".into()
-            } else {
-                "off".into()
-            },
-        ),
-        (Jail::Network, interfaces.join(", ")),
-        (
-            Jail::Environment,
-            if environment.is_empty() {
-                "empty (wiped)".into()
-            } else {
-                format!("READABLE: {}", environment.join(" "))
-            },
-        ),
-    ];
-    Ok(lines
-        .into_iter()
-        .map(|(key, value)| line(key, value) + "\n")
-        .collect())
 }
 
 fn seccomp_line(spec: &JailSpec) -> String {
@@ -869,65 +820,4 @@ fn show_filter() -> Result<String> {
     );
     out += &seccomp::disassemble(&program, |n| syscalls::name(n).map(String::from));
     Ok(out)
-}
-
-impl Attack {
-    /// Try it, from inside the jail, and say how it went. Under the filter most of
-    /// these never return: the first call outside the list ends the VMM.
-    fn try_it(self, kvm: &File) -> String {
-        let refused = |e: std::io::Error, why: &str| {
-            let errno = Errno::from_raw(e.raw_os_error().unwrap_or(0));
-            format!("refused ({errno:?}: {why})")
-        };
-        match self {
-            Attack::OpenHostFile => match std::fs::read_to_string("/etc/passwd") {
-                Ok(text) => format!(
-                    "open a host file: READABLE: /etc/passwd, {} users of the host",
-                    text.lines().count()
-                ),
-                Err(e) => format!(
-                    "open a host file: {}",
-                    refused(e, "there is no /etc/passwd in my root")
-                ),
-            },
-            Attack::ListProcesses => match std::fs::read_dir("/proc") {
-                Ok(entries) => {
-                    let n = entries
-                        .flatten()
-                        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-                        .count();
-                    format!("list the host's processes: READABLE: /proc lists {n} processes")
-                }
-                Err(e) => format!(
-                    "list the host's processes: {}",
-                    refused(e, "there is no /proc in my root")
-                ),
-            },
-            Attack::RunAShell => {
-                let argv = [c"sh", c"-c", c"echo a shell, as uid $(id -u), in $(pwd)"];
-                let Err(e) = nix::unistd::execv(c"/bin/sh", &argv);
-                format!(
-                    "run a shell: {}",
-                    refused(e.into(), "there is no /bin/sh in my root")
-                )
-            }
-            Attack::ConnectOut => match std::net::TcpStream::connect(("1.1.1.1", 53)) {
-                Ok(_) => "connect out: CONNECTED to 1.1.1.1:53".into(),
-                Err(e) => format!(
-                    "connect out: {}",
-                    refused(e, "my network namespace has only lo, and it is down")
-                ),
-            },
-            Attack::AnotherVm => {
-                let vm = GuestMemory::new(4096).and_then(|m| kvm_real_mode::create_vm(kvm, &m));
-                match vm {
-                    Ok(vm) => format!(
-                        "make another VM: ALLOWED: a second VM on fd {}",
-                        vm.as_raw_fd()
-                    ),
-                    Err(e) => format!("make another VM: refused ({e:#})"),
-                }
-            }
-        }
-    }
 }

@@ -123,12 +123,10 @@ fn the_jail_holds_only_dev_kvm() {
         Report::parse(&run.stdout)
     };
     let r = jail(&[]);
+    assert_eq!(&r[Jail::User], "65534 (nobody), in no group");
     assert_eq!(&r[Jail::Root], "dev");
     assert_eq!(&r[Jail::Dev], "kvm");
-    assert_eq!(
-        &r[Jail::Processes],
-        "2 (the PIDs that answer kill(pid, 0): 1 2)"
-    );
+    assert_eq!(&r[Jail::Processes], "2 (the PIDs kill(pid, 0) finds: 1 2)");
     assert_eq!(
         &r[Jail::Capabilities],
         "none (and the bounding set is empty)"
@@ -150,6 +148,12 @@ fn the_jail_holds_only_dev_kvm() {
     assert!(r[Jail::Root].contains("proc"), "{}", &r[Jail::Root]);
     assert!(r[Jail::Dev].contains("null"), "{}", &r[Jail::Dev]);
     assert_eq!(&jail(&["--break", "seccomp"])[Jail::Seccomp], "off");
+    let r = jail(&["--break", "user"]);
+    assert_eq!(&r[Jail::User], "0 (root, without capabilities)");
+    assert_eq!(
+        &r[Jail::Capabilities],
+        "none (and the bounding set is empty)"
+    );
 }
 
 /// The guest writes one byte to every page of 32 MiB of its memory. Under a 64 MiB
@@ -249,6 +253,8 @@ fn a_compromised_vmm_stays_in_the_jail() {
         ("run-a-shell", "execve (system call 59"),
         ("connect-out", "socket (system call 41"),
         ("another-vm", "ioctl (system call 16, arguments 0x3 0xae01"),
+        ("read-keyring", "keyctl (system call 250"),
+        ("trace-init", "ptrace (system call 101"),
     ] {
         let run = attack(what, &[]);
         assert_one_line_error(
@@ -281,6 +287,26 @@ fn a_compromised_vmm_stays_in_the_jail() {
     );
     // Only the filter held this one: the VMM may make VMs (within the box's memory).
     assert!(said(&attack("another-vm", &["seccomp"])).starts_with("make another VM: ALLOWED"));
+    // init kept every capability to build the box, and it is root: a VMM that is
+    // neither may not trace it, nor may root without capabilities.
+    for breaks in [&["seccomp"][..], &["seccomp", "user"]] {
+        assert_eq!(
+            said(&attack("trace-init", breaks)),
+            "trace init: refused (EPERM: init holds what I do not)"
+        );
+    }
+    // The kernel's keyrings are per uid, in no namespace: as nobody the VMM has a
+    // keyring of its own; as root, even without capabilities, it has the host root's.
+    assert!(said(&attack("read-keyring", &["seccomp"])).ends_with("(_uid.65534), not root's"),);
+    let roots = said(&attack("read-keyring", &["seccomp", "user"]));
+    assert_eq!(
+        roots,
+        format!(
+            "read my user's keyring: ROOT'S: keyring {} (_uid.0), which every process of uid 0 \
+             on the host shares",
+            host_roots_keyring()
+        )
+    );
     // And without the root too: the host's files and processes.
     let both = ["seccomp", "root"];
     assert!(said(&attack("open-host-file", &both)).starts_with("open a host file: READABLE"),);
@@ -288,9 +314,17 @@ fn a_compromised_vmm_stays_in_the_jail() {
         said(&attack("list-processes", &both)).starts_with("list the host's processes: READABLE")
     );
     assert!(
-        said(&attack("run-a-shell", &both)).starts_with("a shell, as uid 0, in /"),
-        "the shell runs, as root (without capabilities)"
+        said(&attack("run-a-shell", &both)).starts_with("a shell, as uid 65534, in /"),
+        "the shell runs, as nobody"
     );
+}
+
+/// The serial of the user keyring of uid 0, as this test (root, on the host) has it.
+fn host_roots_keyring() -> i64 {
+    // SAFETY: KEYCTL_GET_KEYRING_ID (0) of KEY_SPEC_USER_KEYRING (-4) takes integers.
+    let serial = unsafe { libc::syscall(libc::SYS_keyctl, 0, -4, 1) };
+    assert!(serial > 0, "keyctl: {}", std::io::Error::last_os_error());
+    serial
 }
 
 /// `--show-filter`: the list, the filter asked about calls and counted over every

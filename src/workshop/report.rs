@@ -132,6 +132,7 @@ crate::keys! {
     /// The lines step 09's VMM prints about its jail, looking around from inside it
     /// before its guest runs (the probe cannot run there: the jail holds no programs).
     pub enum Jail {
+        User = "user",
         Root = "root",
         Dev = "/dev",
         Processes = "processes",
