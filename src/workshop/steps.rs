@@ -55,6 +55,12 @@ impl Step {
         self.slug.replace('-', "_")
     }
 
+    /// Does it run a guest, for the tour's table of VMs? The KVM steps do, and the
+    /// jailed VM, which also needs root for its box.
+    pub fn runs_a_guest(&self) -> bool {
+        self.needs == Needs::Kvm || self.slug == "jailed-vm"
+    }
+
     /// `01-chroot.rs`, under both solutions/ and chapters/.
     pub fn file(&self) -> String {
         format!("{}.rs", self.name())
