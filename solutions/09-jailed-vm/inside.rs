@@ -33,6 +33,9 @@ pub enum Attack {
     TraceInit,
 }
 
+/// How far `look_around` asks for PIDs.
+const PID_SCAN: i32 = 1024;
+
 /// What the VMM can see and do from where it stands, before its guest runs: the
 /// walls of its box, in `key: value` lines.
 pub fn look_around() -> Result<String> {
@@ -49,7 +52,9 @@ pub fn look_around() -> Result<String> {
     };
     // Every PID that exists, asked with signal 0, which sends nothing: a process we
     // may not signal still answers EPERM, where there is none the answer is ESRCH.
-    let pids: Vec<i32> = (1..=32768)
+    // A new PID namespace numbers its processes from 1, so the first few hundred
+    // PIDs are enough to find them all, and the host's would answer here too.
+    let pids: Vec<i32> = (1..=PID_SCAN)
         .filter(|&pid| nix::sys::signal::kill(Pid::from_raw(pid), None) != Err(Errno::ESRCH))
         .collect();
     let uid = nix::unistd::getuid().as_raw();
@@ -83,7 +88,7 @@ pub fn look_around() -> Result<String> {
         (
             Jail::Processes,
             format!(
-                "{} (the PIDs kill(pid, 0) finds: {})",
+                "{} (the PIDs kill(pid, 0) finds from 1 to {PID_SCAN}: {})",
                 pids.len(),
                 pids.iter()
                     .map(|p| p.to_string())

@@ -295,11 +295,15 @@ const JAIL_ROWS: &[JailRow] = &[
     ("VMM sees only its own PIDs", Jail::Processes, |v| {
         yes_if(v.starts_with("2 "))
     }),
-    ("VMM runs as nobody", Jail::User, |v| yes_if(v.starts_with("65534"))),
+    ("VMM runs as nobody", Jail::User, |v| {
+        yes_if(v.starts_with("65534"))
+    }),
     ("VMM has no capabilities", Jail::Capabilities, |v| {
         yes_if(v.starts_with("none"))
     }),
-    ("VMM has no network", Jail::Network, |v| yes_if(v == "lo (down)")),
+    ("VMM has no network", Jail::Network, |v| {
+        yes_if(v == "lo (down)")
+    }),
     ("caller's environment wiped", Jail::Environment, |v| {
         yes_if(v.starts_with("empty"))
     }),
@@ -379,7 +383,7 @@ mod tests {
             })
         };
         let jail = "user: 65534 (nobody), in no group\nroot: dev\n/dev: kvm\n\
-                    processes: 2 (the PIDs kill(pid, 0) finds: 1 2)\n\
+                    processes: 2 (the PIDs kill(pid, 0) finds from 1 to 1024: 1 2)\n\
                     capabilities: none (and the bounding set is empty)\nnetwork: lo (down)\n\
                     environment: empty (wiped)\nseccomp: allow-list of 9 system calls\n";
         let columns = [

@@ -179,7 +179,9 @@ fn tour_kvm(target: &Path) -> Result<()> {
         isolab::workshop::scorecard::GuestSummary::render(&columns)
     );
     println!("Below the first two rows, the walls of a jail around the VMM, as the VMM finds");
-    println!("them from inside (step 09). -: the step runs its VMM as a plain process, in no jail.");
+    println!(
+        "them from inside (step 09). -: the step runs its VMM as a plain process, in no jail."
+    );
     Ok(())
 }
 
