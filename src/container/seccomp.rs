@@ -194,7 +194,7 @@ pub fn verdict_name(verdict: u32) -> String {
         KILL_PROCESS => "KILL_PROCESS".into(),
         TRAP => "TRAP".into(),
         v if v & 0xffff_0000 == 0x0005_0000 => {
-            format!("ERRNO({})", Errno::from_raw((v & 0xffff) as i32))
+            format!("ERRNO({:?})", Errno::from_raw((v & 0xffff) as i32))
         }
         v => format!("{v:#x}"),
     }
