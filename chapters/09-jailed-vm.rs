@@ -260,6 +260,7 @@ fn init(spec: &JailSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infal
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     cgroups.join()?;
     mount_namespace::close_inherited_fds()?;
+    stdin_from_dev_null()?;
     let namespaces = CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNS
@@ -284,6 +285,21 @@ fn init(spec: &JailSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infal
         }),
         ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),
     }
+}
+
+/// The VMM reads nothing, so it gets nothing to read: the caller's terminal (or
+/// whatever stdin was) is replaced by the host's /dev/null while init can still open
+/// it, as the jailer's `--daemonize` does. Its output still reaches the caller.
+fn stdin_from_dev_null() -> Result<()> {
+    use std::os::fd::AsFd;
+    let null = File::open("/dev/null").context("open(/dev/null)")?;
+    let mut stdin = std::mem::ManuallyDrop::new(
+        // SAFETY: fd 0 stays open for the whole process; ManuallyDrop keeps this
+        // OwnedFd from closing it.
+        unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(0) },
+    );
+    nix::unistd::dup2(null.as_fd(), &mut stdin).context("dup2(/dev/null, 0)")?;
+    Ok(())
 }
 
 /// Where init builds the jail's root, in its own mount namespace: the tmpfs mounted

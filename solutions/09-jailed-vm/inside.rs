@@ -74,6 +74,11 @@ pub fn look_around() -> Result<String> {
     let environment: Vec<String> = std::env::vars_os()
         .map(|(k, _)| k.to_string_lossy().into_owned())
         .collect();
+    let stdin = match nix::sys::stat::fstat(std::io::stdin()) {
+        Ok(st) if st.st_rdev == nix::sys::stat::makedev(1, 3) => "/dev/null".to_string(),
+        Ok(_) => "READABLE: the caller's (a terminal, pipe or file)".to_string(),
+        Err(e) => format!("none ({e})"),
+    };
     let lines = [
         (
             Jail::User,
@@ -114,6 +119,7 @@ pub fn look_around() -> Result<String> {
                 format!("READABLE: {}", environment.join(" "))
             },
         ),
+        (Jail::Stdin, stdin),
     ];
     Ok(lines
         .into_iter()

@@ -101,6 +101,7 @@ impl Line {
     }
 }
 
+// ANCHOR: handler
 extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo_t, and for SIGSYS from seccomp it
     // fills the _sigsys member, whose layout SigsysInfo repeats.
@@ -138,6 +139,7 @@ extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, context: *mu
         libc::_exit(EXIT_CODE);
     }
 }
+// ANCHOR_END: handler
 
 #[cfg(test)]
 mod tests {

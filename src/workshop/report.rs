@@ -140,6 +140,7 @@ crate::keys! {
         NoNewPrivs = "no_new_privs",
         Network = "network",
         Environment = "environment",
+        Stdin = "stdin",
         Seccomp = "seccomp",
     }
 }
