@@ -11,7 +11,8 @@
 //!   an empty tmpfs, as `docker run --device /dev/kvm` does;
 //! - cgroup limits, which now limit the guest: its memory is the VMM's memory, and
 //!   its vCPU runs on the VMM's thread;
-//! - no capabilities, no_new_privs, and the caller's environment wiped;
+//! - the user nobody, no capabilities, no_new_privs, /dev/null for stdin, and the
+//!   caller's environment wiped from the VMM's memory;
 //! - then the VMM sets its VM up (step 08's long mode), and only then, before the
 //!   guest's first instruction, installs an **allow-list** seccomp filter: the few
 //!   calls its run loop makes, KVM_RUN on its own vCPU among them. Any other call is
@@ -22,12 +23,14 @@
 //! once the guest ran, act as one the guest took over; `--break WALL` leaves a wall
 //! out. `--show-filter` prints the filter and how it compares with step 05's.
 //!
-//! Syscalls: on top of steps 05 and 08, mount(2) with MS_BIND of a device node,
-//! prctl(2) with PR_SET_SECCOMP and a filter whose default is SECCOMP_RET_TRAP,
+//! Syscalls: on top of steps 05 and 08, mount(2) with MS_BIND of a device node;
+//! setgroups(2), setresgid(2), setresuid(2) and prctl(2) with PR_SET_KEEPCAPS;
+//! prctl(2) with PR_SET_SECCOMP and a filter whose default is SECCOMP_RET_TRAP;
 //! sigaction(2) for SIGSYS with SA_SIGINFO.
 //!
 //! ```text
 //! $ sudo target/debug/09-jailed-vm --memory 64m --cpus 0.5
+//! user: 65534 (nobody), in no group
 //! root: dev
 //! /dev: kvm
 //! capabilities: none (and the bounding set is empty)
@@ -68,12 +71,12 @@ pub use hardening::{cgroups, chroot, mount_namespace, namespaces, process};
 pub mod kvm_long_mode;
 use cgroups::BoxCgroups;
 use kvm_long_mode::Hypercall;
+pub use kvm_long_mode::kvm_real_mode;
 
 // What the VMM sees and tries from inside its jail, in a file of its own.
 #[path = "../solutions/09-jailed-vm/inside.rs"]
 mod inside;
 use inside::Attack;
-pub use kvm_long_mode::kvm_real_mode;
 
 /// Step 09: run step 08's kind of guest with its VMM jailed in a box, as
 /// Firecracker's jailer does.
@@ -303,7 +306,7 @@ fn stdin_from_dev_null() -> Result<()> {
 }
 
 /// Where init builds the jail's root, in its own mount namespace: the tmpfs mounted
-/// there hides the host's /tmp from nobody but the jail, and leaves nothing behind.
+/// there hides the host's /tmp from the jail alone, and leaves nothing behind.
 const JAIL: &str = "/tmp";
 
 /// Where the VMM finds KVM, inside the jail.
@@ -382,8 +385,8 @@ fn vmm(spec: &JailSpec) -> Result<Infallible> {
     }
     // The end, as in_child ends: _exit(2) (exit_group), not exit(3), whose at-exit
     // work is the runtime's (std's would also take down its signal stack: a call
-    // not on the list). So stdout is flushed by hand.
-    std::io::Write::flush(&mut std::io::stdout()).context("flushing stdout")?;
+    // not on the list). So stdout is flushed by hand; if it is gone, so is its reader.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     // SAFETY: _exit ends the process at once; it takes no pointers.
     unsafe { libc::_exit(code) }
 }
