@@ -342,6 +342,17 @@ fn host_roots_keyring() -> i64 {
     serial
 }
 
+/// A guest that never exits is stopped by the watchdog, under the filter: its
+/// SIGALRM handler returns through rt_sigreturn, which is why that call is on the
+/// list, and KVM_RUN's EINTR ends the run with one line.
+#[test]
+fn the_watchdog_works_under_the_filter() {
+    needs!(root, kvm);
+    let run = run_jail(&["--spin", "100000"]);
+    assert_one_line_error(&run, 125, "the guest ran for 5 s without an exit");
+    assert!(run.stdout.contains(FILTER_IN), "{}", run.stdout);
+}
+
 /// `--show-filter`: the list, the filter asked about calls and counted over every
 /// call by running it as the kernel would, step 05's counted the same way, and the
 /// program. Needs neither root nor KVM.
