@@ -15,8 +15,8 @@
 //!   caller's environment wiped from the VMM's memory;
 //! - then the VMM sets its VM up (step 08's long mode), and only then, before the
 //!   guest's first instruction, installs an **allow-list** seccomp filter: the few
-//!   calls its run loop makes, KVM_RUN on its own vCPU among them. Any other call is
-//!   stopped with SIGSYS, and the VMM ends with one line that names it.
+//!   calls its run loop makes, KVM_RUN on its own vCPU among them. Any other call
+//!   is stopped with SIGSYS, and the VMM ends with one line that names it.
 //!
 //! `--touch SIZE` runs a guest that writes to every page of SIZE of its memory,
 //! `--spin N` one that counts down from N million; `--attack WHAT` has the VMM,
@@ -34,15 +34,15 @@
 //! root: dev
 //! /dev: kvm
 //! capabilities: none (and the bounding set is empty)
-//! seccomp: allow-list of 9 system calls (of 382), 3 of them only with certain arguments
+//! seccomp: allow-list of 9 system calls (of 382), 3 of them only with certain ...
 //! guest said: Hello from the jail!
 //! $ sudo target/debug/09-jailed-vm --attack open-host-file
-//! 09-jailed-vm: error: the seccomp filter stopped the VMM at openat (system call 257, ...
+//! 09-jailed-vm: error: the seccomp filter stopped the VMM at openat (system ...
 //! ```
 
 // Your copy of step 09. Replace each todo!() with your code, then run
-// `cargo run -- check 9`. (Generated from solutions/09-jailed-vm.rs: `cargo run -- reset 9`
-// brings this version back.)
+// `cargo run -- check 9`. (Generated from solutions/09-jailed-vm.rs:
+// `cargo run -- reset 9` brings this version back.)
 
 use isolab::cli::{LimitArgs, parse_size};
 use isolab::container::cgroup::Usage;
@@ -190,7 +190,9 @@ fn main() -> ExitCode {
             print!("{}", show_filter()?);
             return Ok(0);
         }
-        isolab::run::need_root("building the VMM's jail (namespaces, mounts, cgroups)")?;
+        isolab::run::need_root(
+            "building the VMM's jail (namespaces, mounts, cgroups)",
+        )?;
         isolab::container::rootfs::need_root_mount()?;
         // The device must be there, and be KVM, before anything is built around it.
         let kvm = isolab::vm::open(&args.device)?;
@@ -259,7 +261,11 @@ fn explain_a_kill(code: i32, spec: &JailSpec, usage: &Usage) -> Result<i32> {
 
 /// PID 1 of the box: into its cgroups, namespaces, and the jail's root; then the
 /// VMM as its child, supervised until it ends.
-fn init(spec: &JailSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infallible> {
+fn init(
+    spec: &JailSpec,
+    cgroups: &BoxCgroups,
+    signals: &SigSet,
+) -> Result<Infallible> {
     prctl::set_name(c"init").context("prctl(PR_SET_NAME, init)")?;
     cgroups.join()?;
     mount_namespace::close_inherited_fds()?;
@@ -286,13 +292,16 @@ fn init(spec: &JailSpec, cgroups: &BoxCgroups, signals: &SigSet) -> Result<Infal
             nix::unistd::setsid().context("setsid()")?;
             vmm(spec)
         }),
-        ForkResult::Parent { child } => std::process::exit(namespaces::supervise(child, signals)?),
+        ForkResult::Parent { child } => {
+            std::process::exit(namespaces::supervise(child, signals)?)
+        }
     }
 }
 
 /// The VMM reads nothing, so it gets nothing to read: the caller's terminal (or
-/// whatever stdin was) is replaced by the host's /dev/null while init can still open
-/// it, as the jailer's `--daemonize` does. Its output still reaches the caller.
+/// whatever stdin was) is replaced by the host's /dev/null while init can still
+/// open it, as the jailer's `--daemonize` does. Its output still reaches the
+/// caller.
 fn stdin_from_dev_null() -> Result<()> {
     use std::os::fd::AsFd;
     let null = File::open("/dev/null").context("open(/dev/null)")?;
@@ -331,13 +340,15 @@ fn build_jail(device: &Path) -> Result<()> {
 /// owner and mode, and no new device is made (the tmpfs is nodev, the bind is not).
 fn bind_device(device: &Path, target: &Path) -> Result<()> {
     // ANCHOR: bind_device
-    // TODO: A bind mount needs something to mount on, of the same kind as what is mounted
-    //       (a file for a file): create `target`'s directory (std::fs::create_dir_all of
-    //       its parent) and an empty file at `target` (File::create). Then mount(2) with
-    //       source `device`, target `target`, no type, flags MsFlags::MS_BIND and no data.
-    //       Give each call a context that names it, e.g. "mount(/dev/kvm, ..., MS_BIND)".
+    // TODO: A bind mount needs something to mount on, of the same kind as what is
+    //       mounted (a file for a file): create `target`'s directory
+    //       (std::fs::create_dir_all of its parent) and an empty file at `target`
+    //       (File::create). Then mount(2) with source `device`, target `target`, no
+    //       type, flags MsFlags::MS_BIND and no data. Give each call a context that
+    //       names it, e.g. "mount(/dev/kvm, ..., MS_BIND)".
     todo!(
-        "step 09, `bind_device`: not written yet. Read the TODO above this line in chapters/09-jailed-vm.rs, or run `cargo run -- hint 9`"
+        "step 09, `bind_device`: not written yet. Read the TODO above this line in \
+         chapters/09-jailed-vm.rs, or run `cargo run -- hint 9`"
     );
     // ANCHOR_END: bind_device
 }
@@ -355,11 +366,12 @@ fn vmm(spec: &JailSpec) -> Result<Infallible> {
         spec.device
     };
     let kvm = isolab::vm::open(device)?;
+    // Step 05's drop first: the box's eight capabilities. The VMM needs none.
+    hardening::drop_capabilities()?;
     if spec.keeps(Wall::User) {
         become_nobody()?;
-    } else {
-        hardening::drop_capabilities(&[])?;
     }
+    drop_every_capability()?;
     prctl::set_no_new_privs().context("prctl(PR_SET_NO_NEW_PRIVS, 1)")?;
     if spec.keeps(Wall::Environment) {
         forget_environment();
@@ -374,7 +386,8 @@ fn vmm(spec: &JailSpec) -> Result<Infallible> {
     }
     println!("{}", line(Jail::Seccomp, seccomp_line(spec)));
     // From here on nothing is dropped, so nothing is closed: every way out, an
-    // error too (in_child), ends the process with _exit(2) and the kernel frees it all.
+    // error too (in_child), ends the process with _exit(2), and the kernel frees
+    // it all.
     let code = vm
         .run_guest(spec.guest)
         .unwrap_or_else(|e| in_child(|| Err(too_little(e, spec))));
@@ -385,7 +398,8 @@ fn vmm(spec: &JailSpec) -> Result<Infallible> {
     }
     // The end, as in_child ends: _exit(2) (exit_group), not exit(3), whose at-exit
     // work is the runtime's (std's would also take down its signal stack: a call
-    // not on the list). So stdout is flushed by hand; if it is gone, so is its reader.
+    // not on the list). So stdout is flushed by hand; if it is gone, so is its
+    // reader.
     let _ = std::io::Write::flush(&mut std::io::stdout());
     // SAFETY: _exit ends the process at once; it takes no pointers.
     unsafe { libc::_exit(code) }
@@ -418,26 +432,34 @@ fn too_little(err: anyhow::Error, spec: &JailSpec) -> anyhow::Error {
 /// and shared by every namespace: `--attack read-keyring`).
 const NOBODY: u32 = 65534;
 
-/// Become nobody, with no groups and no capabilities left in any set.
+/// Become nobody, with no groups. Step 05's eight capabilities include setuid and
+/// setgid, which the change takes, and setpcap, which emptying the bounding set
+/// afterwards takes: the kernel keeps the permitted set across the change (as it
+/// clears the effective one) only if asked to, with PR_SET_KEEPCAPS.
 fn become_nobody() -> Result<()> {
     use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
-    // Changing the uid takes setuid and setgid; emptying the bounding set afterwards
-    // takes setpcap, which the kernel keeps across the change only if asked to.
-    hardening::drop_capabilities(&["setuid", "setgid", "setpcap"])?;
     prctl::set_keepcaps(true).context("prctl(PR_SET_KEEPCAPS, 1)")?;
     let (uid, gid) = (Uid::from_raw(NOBODY), Gid::from_raw(NOBODY));
     setgroups(&[]).context("setgroups([])")?;
     setresgid(gid, gid, gid).context("setresgid(65534)")?;
     setresuid(uid, uid, uid).context("setresuid(65534)")?;
+    prctl::set_keepcaps(false).context("prctl(PR_SET_KEEPCAPS, 0)")?;
     let setpcap = caps::set_of(&["setpcap"]);
     caps::set(caps::Sets {
         effective: setpcap,
         permitted: setpcap,
         inheritable: 0,
-    })?;
-    hardening::drop_capabilities(&[])?;
-    prctl::set_keepcaps(false).context("prctl(PR_SET_KEEPCAPS, 0)")?;
-    Ok(())
+    })
+}
+
+/// Empty every capability set, the bounding set included (with setpcap, the last
+/// to go): what step 05 keeps for a box's programs, the VMM has no use for.
+fn drop_every_capability() -> Result<()> {
+    for cap in 0..=caps::last_cap() {
+        caps::drop_from_bounding(cap)?;
+    }
+    caps::clear_ambient()?;
+    caps::set(caps::Sets::default())
 }
 
 /// The VMM is a fork of the runtime, not a program of its own, so its memory still
@@ -449,8 +471,9 @@ fn forget_environment() {
         static mut environ: *mut *mut libc::c_char;
     }
     // SAFETY: this process has one thread, and nothing holds a reference into the
-    // environment (std::env hands out copies); `environ` is a NULL-terminated array
-    // of NUL-terminated strings, all writable (the initial stack, or setenv's heap).
+    // environment (std::env hands out copies); `environ` is a NULL-terminated
+    // array of NUL-terminated strings, all writable (the initial stack, or the heap
+    // for what setenv added).
     unsafe {
         let list = environ;
         if list.is_null() {
@@ -537,11 +560,13 @@ unsafe extern "C" {
     static GUEST_JAILED_END: u8;
 }
 
-/// The guest's machine code, as the assembler left it in this program's read-only data.
+/// The guest's machine code, as the assembler left it in this program's read-only
+/// data.
 fn guest_code() -> &'static [u8] {
     let (start, end) = (&raw const GUEST_JAILED_START, &raw const GUEST_JAILED_END);
-    // SAFETY: both symbols come from the global_asm! above, in one section, END after
-    // START; the bytes between them are read-only data that lives as long as the program.
+    // SAFETY: both symbols come from the global_asm! above, in one section, END
+    // after START; the bytes between them are read-only data that lives as long as
+    // the program.
     unsafe { std::slice::from_raw_parts(start, end as usize - start as usize) }
 }
 
@@ -558,7 +583,8 @@ impl Vm {
     fn new(kvm: &File, guest: Guest) -> Result<Vm> {
         let mut memory = GuestMemory::new(guest.memory_size())?;
         memory.write(kvm_long_mode::GDT_ADDRESS, &isolab::vm::x86::gdt_bytes())?;
-        let tables = isolab::vm::x86::identity_page_tables(kvm_long_mode::PML4_ADDRESS);
+        let tables =
+            isolab::vm::x86::identity_page_tables(kvm_long_mode::PML4_ADDRESS);
         memory.write(kvm_long_mode::PML4_ADDRESS, &tables)?;
         memory.write(kvm_long_mode::GUEST_ADDRESS, guest_code())?;
         let vm = kvm_real_mode::create_vm(kvm, &memory)?;
@@ -641,12 +667,12 @@ fn cpu_time() -> Result<Duration> {
 /// arguments. The list comes from watching the loop under strace, plus what the
 /// heap needs to grow and shrink (the loop allocates: the trace, the guest's text).
 const ALLOWED: [(i64, &str); 6] = [
-    (libc::SYS_brk, "brk"),                     // the heap, grown and given back
-    (libc::SYS_munmap, "munmap"),               // large blocks of the heap, given back
+    (libc::SYS_brk, "brk"),       // the heap, grown and given back
+    (libc::SYS_munmap, "munmap"), // large blocks of the heap, given back
     (libc::SYS_clock_gettime, "clock_gettime"), // how long the guest ran
-    (libc::SYS_alarm, "alarm"),                 // the watchdog, disarmed
-    (libc::SYS_rt_sigreturn, "rt_sigreturn"),   // back from the watchdog's handler
-    (libc::SYS_exit_group, "exit_group"),       // the end, by _exit(2)
+    (libc::SYS_alarm, "alarm"),   // the watchdog, disarmed
+    (libc::SYS_rt_sigreturn, "rt_sigreturn"), // back from the watchdog's handler
+    (libc::SYS_exit_group, "exit_group"), // the end, by _exit(2)
 ];
 
 /// And the calls it makes only with certain arguments, which the filter checks.
@@ -688,10 +714,12 @@ fn filter(vcpu: RawFd) -> Vec<seccomp::Instruction> {
     ];
     // ANCHOR: allow_list
     // TODO: Step 05's deny-list, turned round. For each (number, _) in ALLOWED, two
-    //       instructions: jump_if_equal(number as u32, 0, 1), then ret(ALLOW). The call
-    //       goes on to its ALLOW; any other call skips it and goes on down the list.
+    //       instructions: jump_if_equal(number as u32, 0, 1), then ret(ALLOW). The
+    //       call goes on to its ALLOW; any other call skips it and goes on down the
+    //       list.
     todo!(
-        "step 09, `allow_list`: not written yet. Read the TODO above this line in chapters/09-jailed-vm.rs, or run `cargo run -- hint 9`"
+        "step 09, `allow_list`: not written yet. Read the TODO above this line in \
+         chapters/09-jailed-vm.rs, or run `cargo run -- hint 9`"
     );
     // ANCHOR_END: allow_list
     // The calls allowed only with certain arguments.
@@ -712,7 +740,10 @@ fn filter(vcpu: RawFd) -> Vec<seccomp::Instruction> {
 }
 
 /// Call `number` is allowed when each argument (index, value) has that value.
-fn allow_if_all(number: i64, conditions: &[(u32, u32)]) -> Vec<seccomp::Instruction> {
+fn allow_if_all(
+    number: i64,
+    conditions: &[(u32, u32)],
+) -> Vec<seccomp::Instruction> {
     use seccomp::*;
     let n = conditions.len() as u8;
     let mut rule = vec![load(NR), jump_if_equal(number as u32, 0, 2 * n + 1)];
@@ -726,7 +757,11 @@ fn allow_if_all(number: i64, conditions: &[(u32, u32)]) -> Vec<seccomp::Instruct
 }
 
 /// Call `number` is allowed when its argument `arg` has none of `bits` set.
-fn allow_unless_any_bit(number: i64, arg: u32, bits: u32) -> Vec<seccomp::Instruction> {
+fn allow_unless_any_bit(
+    number: i64,
+    arg: u32,
+    bits: u32,
+) -> Vec<seccomp::Instruction> {
     use seccomp::*;
     vec![
         load(NR),
@@ -738,8 +773,8 @@ fn allow_unless_any_bit(number: i64, arg: u32, bits: u32) -> Vec<seccomp::Instru
 }
 // ANCHOR_END: filter
 
-/// The vCPU's fd that `--show-filter` shows: the one the VMM gets in its jail, where
-/// 0-2 are stdin, stdout and stderr, 3 is /dev/kvm and 4 the VM.
+/// The vCPU's fd that `--show-filter` shows: the one the VMM gets in its jail,
+/// where 0-2 are stdin, stdout and stderr, 3 is /dev/kvm and 4 the VM.
 const VCPU_FD_IN_JAIL: RawFd = 5;
 
 /// What `--show-filter` prints: the list; the filter asked about a few calls, and
@@ -798,7 +833,8 @@ fn show_filter() -> Result<String> {
     ];
     out += "\nAsked, the filter answers (run here as the kernel runs it):\n";
     for (what, call) in asked {
-        out += &format!("  {what:<34}{}\n", verdict_name(evaluate(&program, &call)?));
+        out +=
+            &format!("  {what:<34}{}\n", verdict_name(evaluate(&program, &call)?));
     }
     // Over every call: allowed with some arguments (these cover every rule above)?
     let tries = [[0, 0, 0], [vcpu, KVM_RUN.into(), 0], [1, 0, 0], [2, 0, 0]];

@@ -144,7 +144,8 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
         start("kvm", "VM: step 07's guest", Vm,
             lab.command::<&str>("07-kvm-real-mode-solution", &[])?)
             .how("07-kvm-real-mode: 22 port writes, then HLT"),
-        start("jailed-vm", "VM in a jail: step 09's", Vm, lab.command("09-jailed-vm-solution", &LIMITS)?)
+        start("jailed-vm", "VM in a jail: step 09's", Vm,
+            lab.command("09-jailed-vm-solution", &LIMITS)?)
             .how("09-jailed-vm --memory 64m ...: the box, the filter, 2 exits"),
 
         // One operation, in ns: a system call from the host and from inside the

@@ -55,7 +55,9 @@ pub fn look_around() -> Result<String> {
     // A new PID namespace numbers its processes from 1, so the first few hundred
     // PIDs are enough to find them all, and the host's would answer here too.
     let pids: Vec<i32> = (1..=PID_SCAN)
-        .filter(|&pid| nix::sys::signal::kill(Pid::from_raw(pid), None) != Err(Errno::ESRCH))
+        .filter(|&pid| {
+            nix::sys::signal::kill(Pid::from_raw(pid), None) != Err(Errno::ESRCH)
+        })
         .collect();
     let uid = nix::unistd::getuid().as_raw();
     let sets = caps::get()?;
@@ -75,7 +77,9 @@ pub fn look_around() -> Result<String> {
         .map(|(k, _)| k.to_string_lossy().into_owned())
         .collect();
     let stdin = match nix::sys::stat::fstat(std::io::stdin()) {
-        Ok(st) if st.st_rdev == nix::sys::stat::makedev(1, 3) => "/dev/null".to_string(),
+        Ok(st) if st.st_rdev == nix::sys::stat::makedev(1, 3) => {
+            "/dev/null".to_string()
+        }
         Ok(_) => "READABLE: the caller's (a terminal, pipe or file)".to_string(),
         Err(e) => format!("none ({e})"),
     };
@@ -150,9 +154,13 @@ impl Attack {
                 Ok(entries) => {
                     let n = entries
                         .flatten()
-                        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+                        .filter(|e| {
+                            e.file_name().to_string_lossy().parse::<u32>().is_ok()
+                        })
                         .count();
-                    format!("list the host's processes: READABLE: /proc lists {n} processes")
+                    format!(
+                        "list the host's processes: READABLE: /proc lists {n} processes"
+                    )
                 }
                 Err(e) => format!(
                     "list the host's processes: {}",
@@ -160,22 +168,29 @@ impl Attack {
                 ),
             },
             Attack::RunAShell => {
-                let argv = [c"sh", c"-c", c"echo a shell, as uid $(id -u), in $(pwd)"];
+                let argv =
+                    [c"sh", c"-c", c"echo a shell, as uid $(id -u), in $(pwd)"];
                 let Err(e) = nix::unistd::execv(c"/bin/sh", &argv);
                 format!(
                     "run a shell: {}",
                     refused(e.into(), "there is no /bin/sh in my root")
                 )
             }
-            Attack::ConnectOut => match std::net::TcpStream::connect(("1.1.1.1", 53)) {
-                Ok(_) => "connect out: CONNECTED to 1.1.1.1:53".into(),
-                Err(e) => format!(
-                    "connect out: {}",
-                    refused(e, "my network namespace has only lo, and it is down")
-                ),
-            },
+            Attack::ConnectOut => {
+                match std::net::TcpStream::connect(("1.1.1.1", 53)) {
+                    Ok(_) => "connect out: CONNECTED to 1.1.1.1:53".into(),
+                    Err(e) => format!(
+                        "connect out: {}",
+                        refused(
+                            e,
+                            "my network namespace has only lo, and it is down"
+                        )
+                    ),
+                }
+            }
             Attack::AnotherVm => {
-                let vm = GuestMemory::new(4096).and_then(|m| kvm_real_mode::create_vm(kvm, &m));
+                let vm = GuestMemory::new(4096)
+                    .and_then(|m| kvm_real_mode::create_vm(kvm, &m));
                 match vm {
                     Ok(vm) => format!(
                         "make another VM: ALLOWED: a second VM on fd {}",
@@ -190,9 +205,13 @@ impl Attack {
                      every process of uid 0 on the host shares"
                 ),
                 Ok((serial, description)) => {
-                    format!("read my user's keyring: keyring {serial} ({description}), not root's")
+                    format!(
+                        "read my user's keyring: keyring {serial} ({description}), not root's"
+                    )
                 }
-                Err(e) => format!("read my user's keyring: {}", refused(e, "keyctl")),
+                Err(e) => {
+                    format!("read my user's keyring: {}", refused(e, "keyctl"))
+                }
             },
             Attack::TraceInit => {
                 // SAFETY: PTRACE_SEIZE takes a PID and flags; it stops nothing, and

@@ -1,10 +1,10 @@
 //! Naming the system call a seccomp filter refused. A filter whose verdict is
-//! [`TRAP`](super::seccomp::TRAP) stops the call before it runs and sends the thread
-//! SIGSYS; the signal's `siginfo_t` holds the call's number (`si_syscall`) and the
-//! saved registers hold its arguments. The handler here writes one line that names
-//! the call, and ends the process at once, as Firecracker's does: a VMM that makes
-//! a call it never makes is no longer running its own code, and must not get to try
-//! another.
+//! [`TRAP`](super::seccomp::TRAP) stops the call before it runs and sends the
+//! thread SIGSYS; the signal's `siginfo_t` holds the call's number (`si_syscall`)
+//! and the saved registers hold its arguments. The handler here writes one line
+//! that names the call, and ends the process at once, as Firecracker's does: a VMM
+//! that makes a call it never makes is no longer running its own code, and must not
+//! get to try another.
 //!
 //! A signal handler may only do what is async-signal-safe: no allocation, no locks,
 //! no formatting machinery. So the line is put together in a buffer on the stack,
@@ -13,6 +13,7 @@
 
 use super::syscalls;
 use anyhow::{Context, Result};
+use libc::{c_int, c_void, siginfo_t};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use std::sync::OnceLock;
 
@@ -102,13 +103,14 @@ impl Line {
 }
 
 // ANCHOR: handler
-extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+extern "C" fn on_sigsys(_: c_int, info: *mut siginfo_t, context: *mut c_void) {
     // SAFETY: the kernel passes a valid siginfo_t, and for SIGSYS from seccomp it
     // fills the _sigsys member, whose layout SigsysInfo repeats.
     let number = unsafe { (*info.cast::<SigsysInfo>()).syscall } as u32;
+    let context = context.cast::<libc::ucontext_t>();
     // SAFETY: with SA_SIGINFO the third argument is the interrupted thread's
     // ucontext_t; its saved registers hold the call's arguments (rdi, rsi, rdx).
-    let registers = unsafe { (*context.cast::<libc::ucontext_t>()).uc_mcontext.gregs };
+    let registers = unsafe { (*context).uc_mcontext.gregs };
     let mut line = Line {
         bytes: [0; 320],
         len: 0,

@@ -3,7 +3,7 @@
 //! Linux 6.18. A seccomp filter sees only the number; this table puts a name to it,
 //! for the message that names a refused call, and lets step 09 count what a filter
 //! lets through. Some numbers are retired calls the kernel still reserves
-//! (create_module, tuxcall, ...): they are in the table, as they are in the kernel's.
+//! (create_module, tuxcall, ...): they are in the table, as in the kernel's.
 
 /// Every x86-64 system call, in number order.
 #[rustfmt::skip] // a table, four to a line
