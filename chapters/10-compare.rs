@@ -10,8 +10,8 @@
 //!
 //! - start to exit of a trivial command: a plain process (00), chrooted (01), in
 //!   namespaces (02, 03), in the full container with limits (04); and a VM: its
-//!   ioctls alone (create a VM, run one `hlt`, close it, in this process) and step
-//!   07's whole process;
+//!   ioctls alone (create a VM, run one `hlt`, close it, in this process), step
+//!   07's whole process, and step 09's, the VMM in a box of its own;
 //! - one system call, on the host and inside the container, against one guest exit
 //!   to this process (a port write), and one that KVM handles in the kernel;
 //! - memory: what the box costs, against what the VM costs.
@@ -148,6 +148,9 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
         start("kvm", "VM: step 07's guest", Vm,
             lab.command::<&str>("07-kvm-real-mode-solution", &[])?)
             .how("07-kvm-real-mode: 22 port writes, then HLT"),
+        start("jailed-vm", "VM in a jail: step 09's", Vm,
+            lab.command("09-jailed-vm-solution", &LIMITS)?)
+            .how("09-jailed-vm --memory 64m ...: the box, the filter, 2 exits"),
 
         // One operation, in ns: a system call from the host and from inside the
         // box ...

@@ -19,6 +19,7 @@ const ROWS: &[(&str, &str, &str)] = &[
     ("container", "start", "ms"),
     ("kvm-ioctls", "start", "ms"),
     ("kvm", "start", "ms"),
+    ("jailed-vm", "start", "ms"),
     ("syscall-host", "operation", "ns"),
     ("syscall-container", "operation", "ns"),
     ("exit-vmm", "operation", "ns"),

@@ -76,7 +76,7 @@ pub fn tour() -> Result<ExitCode> {
     println!("limits (no cgroup filesystem inside it). no /proc, none: nothing to try it with.");
     println!("-: not tried.");
     tour_kvm(&target)?;
-    if let Some(step) = STEPS.iter().find(|s| s.needs == Needs::RootAndKvm) {
+    if let Some(step) = STEPS.iter().find(|s| s.slug == "compare") {
         println!(
             "Step {:02} measures both worlds on this machine: `cargo build --release`, then \
              `sudo target/release/{}`",
@@ -136,9 +136,9 @@ fn as_normal_user(
 }
 
 /// The other side: run each KVM reference step and show what its guest had of its
-/// own and how many exits the host handled for it.
+/// own and how many exits the host handled for it, and the walls around a jailed VMM.
 fn tour_kvm(target: &Path) -> Result<()> {
-    let steps: Vec<&Step> = STEPS.iter().filter(|s| s.needs == Needs::Kvm).collect();
+    let steps: Vec<&Step> = STEPS.iter().filter(|s| s.runs_a_guest()).collect();
     if steps.is_empty() {
         return Ok(());
     }
@@ -177,6 +177,10 @@ fn tour_kvm(target: &Path) -> Result<()> {
     println!(
         "{}",
         isolab::workshop::scorecard::GuestSummary::render(&columns)
+    );
+    println!("Below the first two rows, the walls of a jail around the VMM, as the VMM finds");
+    println!(
+        "them from inside (step 09). -: the step runs its VMM as a plain process, in no jail."
     );
     Ok(())
 }
