@@ -115,6 +115,7 @@ pub fn check_book() -> Result<ExitCode> {
     problems.append(&mut broken);
     let (images, mut broken) = check_svgs(&src.join("images"))?;
     problems.append(&mut broken);
+    problems.extend(check_translation_links(&src)?);
     let (code_lines, mut too_wide) = isolab::workshop::codebox::check(&src)?;
     problems.append(&mut too_wide);
     if !problems.is_empty() {
@@ -254,26 +255,69 @@ fn check_links(src: &std::path::Path) -> Result<(usize, Vec<String>)> {
 /// background first: a page shows it as an image, on whatever the reader's theme
 /// puts behind it, and black lines on a transparent ground vanish on coal, navy or
 /// ayu.
+/// Every diagram in `dir` and its subdirectories (images/ko/ holds the Korean
+/// book's): well formed, and painting its own background.
 fn check_svgs(dir: &std::path::Path) -> Result<(usize, Vec<String>)> {
     let mut problems = Vec::new();
     let mut count = 0;
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
+        if path.is_dir() {
+            let (n, mut more) = check_svgs(&path)?;
+            count += n;
+            problems.append(&mut more);
+            continue;
+        }
         if path.extension().is_none_or(|e| e != "svg") {
             continue;
         }
         count += 1;
         let name = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+            .strip_prefix(
+                dir.ancestors()
+                    .find(|a| a.ends_with("images"))
+                    .unwrap_or(dir),
+            )
+            .unwrap_or(&path)
+            .display()
+            .to_string();
         let text = std::fs::read_to_string(&path)?;
         if let Err(why) = svg_well_formed(&text).and_then(|()| svg_has_panel(&text)) {
             problems.push(format!("images/{name}: {why}"));
         }
     }
     Ok((count, problems))
+}
+
+/// The Korean book's pages are book/po/ko.po's translations: every image or page a
+/// translation links to must exist too (a Korean diagram under images/ko/).
+fn check_translation_links(src: &std::path::Path) -> Result<Vec<String>> {
+    let po = src.parent().unwrap_or(src).join("po/ko.po");
+    let Ok(text) = std::fs::read_to_string(&po) else {
+        return Ok(Vec::new());
+    };
+    let mut problems = Vec::new();
+    for (line_no, line) in text.lines().enumerate() {
+        if !(line.starts_with("msgstr") || line.starts_with('"')) {
+            continue;
+        }
+        for part in line.split("](").skip(1) {
+            let target = part.split([')', ' ', '#', '"']).next().unwrap_or("");
+            if target.is_empty()
+                || target.contains("://")
+                || !target.ends_with(".svg") && !target.ends_with(".md")
+            {
+                continue;
+            }
+            if !src.join(target).exists() {
+                problems.push(format!(
+                    "po/ko.po:{}: links to {target}, which does not exist",
+                    line_no + 1
+                ));
+            }
+        }
+    }
+    Ok(problems)
 }
 
 fn svg_well_formed(text: &str) -> std::result::Result<(), String> {
