@@ -245,6 +245,30 @@ fn the_tour_prints_the_scorecard() {
         );
     }
     assert!(out.contains("columns: 00 process, 01 chroot"), "{out}");
+    // The real kernel: the box shares the host's release, the Linux guest runs
+    // another, and neither reaches the canary.
+    if common::missing("guest").is_none() {
+        let row = |name: &str| -> Vec<String> {
+            let line = out
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no row {name:?} in:\n{out}"));
+            line[name.len()..]
+                .split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let kernels = row("kernel release");
+        assert_eq!(kernels.len(), 3, "{kernels:?}");
+        assert_eq!(kernels[0], kernels[1], "a box runs on the host's kernel");
+        assert_ne!(kernels[0], kernels[2], "a VM boots its own");
+        assert_eq!(
+            row("host canary reachable"),
+            ["yes", "no route", "no route"]
+        );
+    }
 }
 
 /// `run --reference N` runs the reference of step N (a learner who starts at step 05
