@@ -168,6 +168,14 @@ fn check_solve_list_reset() {
         original,
         "reset restores the skeleton exactly"
     );
+
+    // The challenge tier: its check keeps the answer back, and points at `hint`.
+    let (code, _, _) = run(&["reset", "0", "--challenge", "--yes"]);
+    assert_eq!(code, 0);
+    let (code, out, _) = run(&["check", "0"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("hint: fork(2)"), "{out}");
+    assert!(out.contains("`cargo run -- hint 0` tells one level more"), "{out}");
 }
 
 /// The tour runs every reference step on the probe and prints the scorecard: the

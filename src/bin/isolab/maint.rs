@@ -6,26 +6,35 @@ use anyhow::{Context, Result, bail};
 use isolab::workshop::steps::STEPS;
 use std::process::ExitCode;
 
+/// Regenerate the skeletons from solutions/: the learner's copies in chapters/, and
+/// the book's in book/skeletons/, which the pages include (so that a page shows
+/// the untouched exercise, never a learner's half-written code).
 pub fn sync_chapters(check: bool) -> Result<ExitCode> {
     let mut stale = Vec::new();
     for step in STEPS {
         let skeleton =
             isolab::workshop::exercise::skeleton(step.number, &step.file(), step.solution)?;
-        let path = repo().join("chapters").join(step.file());
-        let current = std::fs::read_to_string(&path).unwrap_or_default();
-        if current != skeleton {
+        for dir in ["chapters", "book/skeletons"] {
+            let path = repo().join(dir).join(step.file());
+            let current = std::fs::read_to_string(&path).unwrap_or_default();
+            if current == skeleton {
+                continue;
+            }
             if check {
-                stale.push(step.file());
+                stale.push(format!("{dir}/{}", step.file()));
             } else {
-                std::fs::write(&path, skeleton)
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&path, &skeleton)
                     .with_context(|| format!("writing {}", path.display()))?;
-                println!("wrote chapters/{}", step.file());
+                println!("wrote {dir}/{}", step.file());
             }
         }
     }
     if !stale.is_empty() {
         bail!(
-            "chapters/ is stale ({}): run `cargo run -- dev sync-chapters`",
+            "the skeletons are stale ({}): run `cargo run -- dev sync-chapters`",
             stale.join(", ")
         );
     }
@@ -164,6 +173,9 @@ fn unshown_anchors(included: &[(std::path::PathBuf, String)]) -> Result<Vec<Stri
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
         {
             Some(d) if d == "chapters" => root.join("solutions").join(parts.as_path()),
+            Some(d) if d == "book" && rel.starts_with("book/skeletons") => root
+                .join("solutions")
+                .join(rel.strip_prefix("book/skeletons").unwrap_or(rel)),
             Some(d) if d == "solutions" => root.join("chapters").join(parts.as_path()),
             _ => path.to_path_buf(),
         }
@@ -182,7 +194,7 @@ fn unshown_anchors(included: &[(std::path::PathBuf, String)]) -> Result<Vec<Stri
             let anchor = anchor.trim();
             let shown = included
                 .iter()
-                .any(|(f, a)| a == anchor && (*f == file || *f == twin(&file)));
+                .any(|(f, a)| a == anchor && (*f == file || twin(f) == file));
             if !shown {
                 let rel = file.strip_prefix(&root).unwrap_or(&file);
                 problems.push(format!(
