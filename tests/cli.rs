@@ -175,7 +175,10 @@ fn check_solve_list_reset() {
     let (code, out, _) = run(&["check", "0"]);
     assert_eq!(code, 1, "{out}");
     assert!(!out.contains("hint: fork(2)"), "{out}");
-    assert!(out.contains("`cargo run -- hint 0` tells one level more"), "{out}");
+    assert!(
+        out.contains("`cargo run -- hint 0` tells one level more"),
+        "{out}"
+    );
 }
 
 /// The tour runs every reference step on the probe and prints the scorecard: the
