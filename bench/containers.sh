@@ -8,13 +8,18 @@
 # Needs root, hyperfine and jq; crun and runc are used when installed. Builds the
 # release binaries (numbers from debug builds are not worth comparing), makes its
 # own rootfs and OCI bundle in a temporary directory and removes them at the end.
-# Not run by CI: it measures, it asserts nothing.
+# With a C compiler and the kernel's headers, it also builds the real-mode KVM step
+# written in C (bench/kvm-real-mode.c: the same ioctls, guest and output) as that
+# step's floor. Not run by CI: it measures, it asserts nothing.
 #
 # Knobs (environment): ROUNDS (5) rounds of RUNS (50) runs per command, after
 # WARMUP (10); COLD_RUNS (30) runs per command with the machine idle for 50 ms
 # before each (0 skips that table). hyperfine runs one command's runs back to back,
 # then the next command's; several shorter rounds spread a busy moment of the
-# machine over all the commands instead of one.
+# machine over all the commands instead of one. PAIRS (100): the real-mode step and
+# its C twin timed in turn, 5 runs each after one warm-up, that many times; the bar
+# takes the median of the pairs' ratios, which a busy moment shifts far less than
+# it shifts a ratio of two medians taken seconds apart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +27,7 @@ ROUNDS=${ROUNDS:-5}
 RUNS=${RUNS:-50}
 WARMUP=${WARMUP:-10}
 COLD_RUNS=${COLD_RUNS:-30}
+PAIRS=${PAIRS:-100}
 OUT=${1:-}
 
 die() { echo "containers.sh: $*" >&2; exit 1; }
@@ -82,9 +88,23 @@ for runtime in "${runtimes[@]}"; do
     version=$("$runtime" --version | head -1 | awk '{print $3}')
     containers+=("$runtime $version|$runtime run --bundle $work/bundle $ID")
 done
+# The real-mode step in C: the same work as a process, without what Rust brings (its
+# standard library's start-up, clap). It must print exactly what the step prints.
+C07="step 07 in C: the same ioctls, guest and output"
+c07=()
+if command -v cc >/dev/null && cc -O2 -o "$work/kvm-real-mode" bench/kvm-real-mode.c 2>"$work/cc.log"; then
+    "$work/kvm-real-mode" >"$work/c07.out" || die "bench/kvm-real-mode.c failed (above)"
+    "$T/07-kvm-real-mode-solution" >"$work/rust07.out" || die "step 07 failed (above)"
+    cmp -s "$work/c07.out" "$work/rust07.out" ||
+        die "step 07 and bench/kvm-real-mode.c print different things: $(diff "$work/rust07.out" "$work/c07.out")"
+    c07=("$C07|$work/kvm-real-mode")
+else
+    echo "containers.sh: step 07 is not timed against C: no cc, or it failed: $(head -1 "$work/cc.log" 2>/dev/null)" >&2
+fi
 vms=(
     "a Rust process that does nothing|$T/probe exit 0"
     "KVM floor as a process: open, create, HLT, close|$T/kvm-floor"
+    "${c07[@]}"
     "ours: step 07, the whole process|$T/07-kvm-real-mode-solution"
 )
 
@@ -160,12 +180,28 @@ ioctls=$(awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + 
 ioctls_min=$(head -1 "$work/ioctls.txt")
 ioctls_max=$(tail -1 "$work/ioctls.txt")
 
+# The real-mode step against its C twin, in pairs: hyperfine times one, then the
+# other (5 runs each after a warm-up run, the order swapped every pair), PAIRS
+# times. Each pair gives one ratio of medians, step over C, a line of pairs.txt.
+if ((${#c07[@]})); then
+    echo "timing step 07 against its C twin: $PAIRS pairs..." >&2
+    for ((i = 0; i < PAIRS; i++)); do
+        pair=(-n c "$work/kvm-real-mode" -n rust "$T/07-kvm-real-mode-solution")
+        ((i % 2)) && pair=(-n rust "$T/07-kvm-real-mode-solution" -n c "$work/kvm-real-mode")
+        run_hyperfine -N --style none --runs 5 --warmup 1 --export-json "$work/pair.json" "${pair[@]}" \
+            >/dev/null 2>"$work/hyperfine.log" || { cat "$work/hyperfine.log" >&2; die "hyperfine failed (above)"; }
+        jq -r '[.results[] | {(.command): .median}] | add | .rust / .c' "$work/pair.json"
+    done | sort -g >"$work/pairs.txt"
+fi
+quantile() { awk -v q="$1" '{v[NR] = $1} END {i = int(q * (NR - 1) + 0.5) + 1; printf "%.2f", v[i]}' "$2"; }
+
 median_of() { jq -r --arg n "$2" '.[] | select(.name == $n) | .median' "$1"; }
-# The ratio of two commands' medians in each round: how steady a verdict is.
+# The ratio of two commands' medians in each round: how steady a verdict is. $3 is
+# which table's rounds (containers by default, or vms).
 per_round() {
     local round
     for ((round = 1; round <= ROUNDS; round++)); do
-        summarize "$work/containers-$round.json" >"$work/round.json"
+        summarize "$work/${3:-containers}-$round.json" >"$work/round.json"
         ratio "$(median_of "$work/round.json" "$1")" "$(median_of "$work/round.json" "$2")"
         printf ' '
     done
@@ -220,6 +256,16 @@ report() {
     r=$(ratio "$ours" "$bare")
     echo "- ours (04) against a bare unshare with chroot: $r x (bar: at most 1.5): $(verdict "$r" 1.5)" \
         "(round by round: $(per_round "ours: full container, limits (04)" "unshare + chroot"))"
+    if ((${#c07[@]})); then
+        local c07_ms r07
+        c07_ms=$(median_of "$work/vms.json" "$C07")
+        r07=$(quantile 0.5 "$work/pairs.txt")
+        echo "- step 07's whole process against the same ioctls in C, run as a process" \
+            "(bench/kvm-real-mode.c, $(printf %.2f "$c07_ms") ms): $r07 x, the median of $PAIRS pairs" \
+            "(quartiles $(quantile 0.25 "$work/pairs.txt") to $(quantile 0.75 "$work/pairs.txt")) (bar: at most 1.1):" \
+            "$(verdict "$r07" 1.1) (from the table's medians: $(ratio "$vm" "$c07_ms");" \
+            "round by round: $(per_round "ours: step 07, the whole process" "$C07" vms))"
+    fi
     echo "- step 07's whole process against the floor of its ioctls ($(printf %.2f "$ioctls") ms in-process): $(ratio "$vm" "$ioctls") x;" \
         "against the floor as a process ($(printf %.2f "$floor_process") ms): $(ratio "$vm" "$floor_process") x;" \
         "a process that does nothing costs $(printf %.2f "$nothing") ms here"

@@ -91,21 +91,21 @@ impl Mistake {
 
 // ANCHOR: layout
 /// Guest RAM: 2 MiB at guest-physical address 0.
-const MEMORY_SIZE: usize = 2 << 20;
+pub const MEMORY_SIZE: usize = 2 << 20;
 /// The GDT: three descriptors (see isolab::vm::GDT).
-const GDT_ADDRESS: u64 = 0x1000;
+pub const GDT_ADDRESS: u64 = 0x1000;
 /// The page tables: PML4 here, PDPT at +0x1000, PD at +0x2000.
-const PML4_ADDRESS: u64 = 0x2000;
+pub const PML4_ADDRESS: u64 = 0x2000;
 /// The guest's code and data.
-const GUEST_ADDRESS: u64 = 0x1_0000;
+pub const GUEST_ADDRESS: u64 = 0x1_0000;
 /// The stack grows down from the end of RAM.
 const STACK_TOP: u64 = MEMORY_SIZE as u64;
 /// The doubler: a device with no memory behind it. Mapped by the page tables (they
 /// cover the first GiB), but not by any memory slot, so each access exits to us.
 const DOUBLER: u64 = 0x1000_0000;
 /// Hypercalls: `out` to these ports with eax holding the argument.
-const HYPERCALL_PRINT: u16 = 0x500; // eax: guest address of a NUL-terminated string
-const HYPERCALL_EXIT: u16 = 0x501; // eax: the exit code (QEMU's isa-debug-exit)
+pub const HYPERCALL_PRINT: u16 = 0x500; // eax: address of a NUL-terminated string
+pub const HYPERCALL_EXIT: u16 = 0x501; // eax: the exit code (QEMU's isa-debug-exit)
 // ANCHOR_END: layout
 
 // ANCHOR: control_bits
@@ -273,7 +273,7 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
 // ANCHOR_END: run_guest
 
 /// Set the registers a 64-bit guest starts with: what its boot loader would have done.
-fn set_long_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
+pub fn set_long_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
     // No interrupt table yet: an exception in the guest is fatal (a triple fault).
     sregs.idt = kvm_dtable::default();
     // ANCHOR: long_mode
@@ -297,14 +297,14 @@ fn set_long_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
 
 // ANCHOR: hypercall_type
 /// What the guest asks of the host through the hypercall ports.
-enum Hypercall {
+pub enum Hypercall {
     Print(String),
     Exit(i32),
 }
 // ANCHOR_END: hypercall_type
 
 /// The guest wrote `value` to `port`: which hypercall is it?
-fn hypercall(port: u16, value: u32, memory: &GuestMemory) -> Result<Hypercall> {
+pub fn hypercall(port: u16, value: u32, memory: &GuestMemory) -> Result<Hypercall> {
     // ANCHOR: hypercall
     // TODO: HYPERCALL_PRINT: `value` is the guest-physical address of a
     //       NUL-terminated string; read it from guest memory (memory.read_c_string)

@@ -10,8 +10,8 @@
 //!
 //! - start to exit of a trivial command: a plain process (00), chrooted (01), in
 //!   namespaces (02, 03), in the full container with limits (04); and a VM: its
-//!   ioctls alone (create a VM, run one `hlt`, close it, in this process) and step
-//!   07's whole process;
+//!   ioctls alone (create a VM, run one `hlt`, close it, in this process), step
+//!   07's whole process, and step 09's, the VMM in a box of its own;
 //! - one system call, on the host and inside the container, against one guest exit
 //!   to this process (a port write), and one that KVM handles in the kernel;
 //! - memory: what the box costs, against what the VM costs.
@@ -75,6 +75,10 @@ struct Args {
     /// Also draw the results as an SVG bar chart in FILE
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// Also boot a real Linux kernel under QEMU in every round, and time it from
+    /// QEMU's start to the probe's exit inside (seconds a round when emulated)
+    #[arg(long)]
+    linux_guest: bool,
 }
 
 /// The limits of the full container: the tour's, and docker's flags.
@@ -93,7 +97,11 @@ fn main() -> ExitCode {
         let kvm = isolab::vm::open(Path::new("/dev/kvm"))?;
         isolab::measure::catch_interrupts()?;
         let lab = Lab::new()?;
-        let rows = measure(measurements(&lab, &kvm)?, args.runs)?;
+        let mut all = measurements(&lab, &kvm)?;
+        if args.linux_guest {
+            all.push(linux_guest(&lab)?);
+        }
+        let rows = measure(all, args.runs)?;
         let table = Table {
             runs: args.runs,
             trivial: lab.trivial().join(" "),
@@ -148,6 +156,9 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
         start("kvm", "VM: step 07's guest", Vm,
             lab.command::<&str>("07-kvm-real-mode-solution", &[])?)
             .how("07-kvm-real-mode: 22 port writes, then HLT"),
+        start("jailed-vm", "VM in a jail: step 09's", Vm,
+            lab.command("09-jailed-vm-solution", &LIMITS)?)
+            .how("09-jailed-vm --memory 64m ...: the box, the filter, 2 exits"),
 
         // One operation, in ns: a system call from the host and from inside the
         // box ...
@@ -220,6 +231,40 @@ fn start<'a>(
             Ok(Sample::Value(time_run(&mut command)?.as_secs_f64() * 1e3))
         }),
     )
+}
+
+/// A real kernel under QEMU: one sample is one boot, from QEMU's start to the
+/// probe's exit inside the guest. Labelled with the accelerator the first boot
+/// used (KVM if it keeps up with a whole kernel here, else emulation); where QEMU
+/// or the guest kernel is missing, the row says so.
+fn linux_guest<'a>(lab: &Lab) -> Result<Measurement<'a>> {
+    use isolab::vm::linux::{Guest, run};
+    let mut guest = Guest::new(lab.bin("probe")?);
+    guest.commands.push("/rootfs/bin/probe exit 0".into());
+    let name = "VM: a real kernel, start to probe";
+    let how = match run(&guest) {
+        Ok(ran) => format!("{}: {}, init, the probe", ran.accel, ran.release),
+        Err(e) => {
+            let why = format!("{e:#}");
+            return Ok(Measurement::ms(
+                "linux-guest",
+                name,
+                World::Vm,
+                "QEMU",
+                Box::new(move || Ok(Sample::NotAvailable(why.clone()))),
+            ));
+        }
+    };
+    Ok(Measurement::ms(
+        "linux-guest",
+        name,
+        World::Vm,
+        &how,
+        Box::new(move || {
+            let ran = run(&guest)?;
+            Ok(Sample::Value(ran.outputs[0].ended.as_secs_f64() * 1e3))
+        }),
+    ))
 }
 
 /// One syscall sample: run the probe's loop and read what one call cost.

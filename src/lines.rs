@@ -40,7 +40,7 @@ pub fn line<K: Key>(key: K, value: impl fmt::Display) -> String {
 
 /// Lines read back, in order. `## section` headings, and lines without `: `, are
 /// not lines.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Lines {
     pub lines: Vec<(String, String)>,
 }

@@ -168,6 +168,17 @@ fn check_solve_list_reset() {
         original,
         "reset restores the skeleton exactly"
     );
+
+    // The challenge tier: its check keeps the answer back, and points at `hint`.
+    let (code, _, _) = run(&["reset", "0", "--challenge", "--yes"]);
+    assert_eq!(code, 0);
+    let (code, out, _) = run(&["check", "0"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("hint: fork(2)"), "{out}");
+    assert!(
+        out.contains("`cargo run -- hint 0` tells one level more"),
+        "{out}"
+    );
 }
 
 /// The tour runs every reference step on the probe and prints the scorecard: the
@@ -210,8 +221,12 @@ fn the_tour_prints_the_scorecard() {
         ("caller's terminal kept out", "no no no no yes yes"),
         ("setuid planting refused", "no no no no yes yes"),
         ("device nodes refused", "no no no no yes yes"),
-        ("own kernel code", "yes yes"),
-        ("exits handled by the host", "23 5"),
+        // The VM table: steps 07, 08 and 09, the last in its jail.
+        ("own kernel code", "yes yes yes"),
+        ("exits handled by the host", "23 5 2"),
+        ("VMM's root holds only /dev/kvm", "- - yes"),
+        ("VMM runs as nobody", "- - yes"),
+        ("seccomp allow-list", "- - yes"),
     ];
     for (wall, cells) in expected {
         let line = out
@@ -243,6 +258,30 @@ fn the_tour_prints_the_scorecard() {
         );
     }
     assert!(out.contains("columns: 00 process, 01 chroot"), "{out}");
+    // The real kernel: the box shares the host's release, the Linux guest runs
+    // another, and neither reaches the canary.
+    if common::missing("guest").is_none() {
+        let row = |name: &str| -> Vec<String> {
+            let line = out
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no row {name:?} in:\n{out}"));
+            line[name.len()..]
+                .split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let kernels = row("kernel release");
+        assert_eq!(kernels.len(), 3, "{kernels:?}");
+        assert_eq!(kernels[0], kernels[1], "a box runs on the host's kernel");
+        assert_ne!(kernels[0], kernels[2], "a VM boots its own");
+        assert_eq!(
+            row("host canary reachable"),
+            ["yes", "no route", "no route"]
+        );
+    }
 }
 
 /// `run --reference N` runs the reference of step N (a learner who starts at step 05

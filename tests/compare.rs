@@ -19,6 +19,7 @@ const ROWS: &[(&str, &str, &str)] = &[
     ("container", "start", "ms"),
     ("kvm-ioctls", "start", "ms"),
     ("kvm", "start", "ms"),
+    ("jailed-vm", "start", "ms"),
     ("syscall-host", "operation", "ns"),
     ("syscall-container", "operation", "ns"),
     ("exit-vmm", "operation", "ns"),
@@ -193,4 +194,54 @@ fn bad_runs_are_one_line() {
         let run = run(&step(STEP), &["--runs", runs]);
         assert_one_line_error(&run, 2, says);
     }
+}
+
+/// `--linux-guest` adds a row: a real kernel booted under QEMU, from QEMU's start
+/// to the probe's exit inside, labelled with the accelerator that ran it. It takes
+/// seconds where the containers take milliseconds.
+#[test]
+fn a_real_kernel_is_timed_on_request() {
+    needs!(root, kvm, guest);
+    let out = tempfile::tempdir().expect("temp dir");
+    let json = out.path().join("compare.json");
+    let args = [
+        "--runs",
+        "1",
+        "--linux-guest",
+        "--json",
+        json.to_str().expect("a UTF-8 path"),
+    ];
+    let mut cmd = command(&step(STEP), &args, None);
+    // The guest kernel is in the caller's cache, under HOME.
+    if let Some(home) = std::env::var_os("HOME") {
+        cmd.env("HOME", home);
+    }
+    let run = run_with(cmd);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("read JSON")).expect("JSON");
+    let rows = doc["rows"].as_array().expect("rows");
+    let guest = rows
+        .iter()
+        .find(|r| r["key"] == "linux-guest")
+        .expect("a linux-guest row");
+    assert_eq!(guest["status"], "ok", "{guest}");
+    assert!(
+        guest["how"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("QEMU, ")),
+        "{guest}"
+    );
+    let container = rows
+        .iter()
+        .find(|r| r["key"] == "container")
+        .expect("container");
+    let (vm, boxed) = (
+        guest["median"].as_f64().unwrap_or(0.0),
+        container["median"].as_f64().unwrap_or(f64::MAX),
+    );
+    assert!(
+        vm > boxed,
+        "a boot ({vm} ms) should take longer than a box ({boxed} ms)"
+    );
 }

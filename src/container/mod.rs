@@ -6,7 +6,9 @@
 //! - [`caps`] and [`seccomp`]: thin wrappers over capget/capset/prctl and BPF;
 //! - [`relay`]: the caller's terminal kept out of the box: pipes, or a
 //!   pseudo-terminal of the box's own, relayed by the runtime;
-//! - [`subid`]: the ranges of IDs `/etc/subuid` and `/etc/subgid` hand a user.
+//! - [`subid`]: the ranges of IDs `/etc/subuid` and `/etc/subgid` hand a user;
+//! - [`syscalls`] and [`sigsys`]: the system calls by name, and naming the one a
+//!   filter refused (step 09).
 //!
 //! The lessons themselves (namespaces, pivot_root, the cgroup files, the filter)
 //! are in `solutions/`.
@@ -17,4 +19,6 @@ pub mod cgroup;
 pub mod relay;
 pub mod rootfs;
 pub mod seccomp;
+pub mod sigsys;
 pub mod subid;
+pub mod syscalls;

@@ -35,14 +35,22 @@ impl Table {
             y += 10.0;
             // The scale leaves room beyond the largest median; a whisker longer than
             // that (one slow run on a busy machine) is cut at the edge, with an arrow.
-            let scale = 1.3
-                * rows
-                    .iter()
-                    .filter_map(|r| match &r.outcome {
-                        Outcome::Measured { summary, .. } => Some(summary.median),
-                        _ => None,
-                    })
-                    .fold(0.0_f64, f64::max);
+            // A row twenty times the next (a real kernel's boot among process starts)
+            // would flatten the others to nothing: the scale then ends past the
+            // next one, and that row's bar is drawn broken, with its number.
+            let mut medians: Vec<f64> = rows
+                .iter()
+                .filter_map(|r| match &r.outcome {
+                    Outcome::Measured { summary, .. } => Some(summary.median),
+                    _ => None,
+                })
+                .collect();
+            medians.sort_by(|a, b| b.total_cmp(a));
+            let scale = match medians[..] {
+                [top, next, ..] if top > 20.0 * next => 1.3 * next,
+                [top, ..] => 1.3 * top,
+                [] => 0.0,
+            };
             for row in rows {
                 let mid = y + ROW / 2.0;
                 let _ = writeln!(
@@ -53,6 +61,34 @@ impl Table {
                     escape(row.name)
                 );
                 match &row.outcome {
+                    Outcome::Measured { summary, .. } if summary.median > scale && scale > 0.0 => {
+                        // Off the scale: a bar to the edge, cut twice, and its number.
+                        let cut = LABEL + BARS * 0.8;
+                        let _ = writeln!(
+                            body,
+                            r#"<rect x="{LABEL}" y="{}" width="{BARS}" height="{}" fill="{}"/>"#,
+                            y + 4.0,
+                            ROW - 8.0,
+                            row.world.colour()
+                        );
+                        let _ = writeln!(
+                            body,
+                            r##"<path d="M{:.1} {}l6 {}M{:.1} {}l6 {}" stroke="#ffffff" stroke-width="3"/>"##,
+                            cut - 6.0,
+                            y + 2.0,
+                            ROW - 4.0,
+                            cut + 2.0,
+                            y + 2.0,
+                            ROW - 4.0
+                        );
+                        let _ = writeln!(
+                            body,
+                            r#"<text x="{:.1}" y="{}" class="value">{} (off this scale)</text>"#,
+                            LABEL + BARS + 6.0,
+                            mid + 4.0,
+                            escape(&number(summary.median))
+                        );
+                    }
                     Outcome::Measured { summary, .. } if scale > 0.0 => {
                         let x = |v: f64| LABEL + BARS * v / scale;
                         let _ = writeln!(
@@ -161,4 +197,44 @@ fn escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Machine, Outcome, Row, Section, Spread, Table, World};
+
+    fn row(key: &'static str, median: f64) -> Row {
+        Row {
+            section: Section::Start,
+            key,
+            name: key,
+            world: World::Vm,
+            unit: "ms",
+            how: String::new(),
+            outcome: Outcome::Measured {
+                samples: vec![median],
+                summary: Spread {
+                    median,
+                    min: median,
+                    max: median,
+                },
+            },
+        }
+    }
+
+    /// A row twenty times the next is drawn broken, and the others keep a scale on
+    /// which they can be read: the largest of them fills most of the panel.
+    #[test]
+    fn a_row_far_beyond_the_others_is_drawn_broken() {
+        let table = Table {
+            runs: 1,
+            trivial: String::new(),
+            machine: Machine::default(),
+            rows: vec![row("box", 3.0), row("vm", 2.6), row("kernel", 2400.0)],
+        };
+        let svg = table.to_svg();
+        assert!(svg.contains("2400 (off this scale)"), "{svg}");
+        // 3.0 on a scale of 1.3 * 3.0: 440 / 1.3 wide.
+        assert!(svg.contains(r#"width="338.5""#), "{svg}");
+    }
 }

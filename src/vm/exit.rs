@@ -35,16 +35,38 @@ pub enum Exit {
 impl Exit {
     /// The exit without its data: what the trace counts.
     pub fn kind(&self) -> String {
-        match self {
-            Exit::IoOut { port, .. } => format!("IO out port {port:#x}"),
-            Exit::IoIn { port, .. } => format!("IO in port {port:#x}"),
-            Exit::MmioWrite { addr, .. } => format!("MMIO write {addr:#x}"),
-            Exit::MmioRead { addr, .. } => format!("MMIO read {addr:#x}"),
-            Exit::Hlt => "HLT".into(),
-            Exit::Shutdown => "SHUTDOWN".into(),
-            Exit::FailEntry { .. } => "FAIL_ENTRY".into(),
-            Exit::InternalError { .. } => "INTERNAL_ERROR".into(),
-            Exit::Other { reason } => format!("exit reason {reason}"),
+        Kind(self).to_string()
+    }
+
+    /// Whether two exits are of one kind (what [`Exit::kind`] says), without formatting
+    /// either: the trace groups and counts every exit by its kind.
+    pub(super) fn same_kind(&self, other: &Exit) -> bool {
+        match (self, other) {
+            (Exit::IoOut { port: a, .. }, Exit::IoOut { port: b, .. })
+            | (Exit::IoIn { port: a, .. }, Exit::IoIn { port: b, .. }) => a == b,
+            (Exit::MmioWrite { addr: a, .. }, Exit::MmioWrite { addr: b, .. })
+            | (Exit::MmioRead { addr: a, .. }, Exit::MmioRead { addr: b, .. }) => a == b,
+            (Exit::Other { reason: a }, Exit::Other { reason: b }) => a == b,
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
+/// An exit's kind, written where it is printed instead of into a new `String`.
+pub(super) struct Kind<'a>(pub(super) &'a Exit);
+
+impl fmt::Display for Kind<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Exit::IoOut { port, .. } => write!(f, "IO out port {port:#x}"),
+            Exit::IoIn { port, .. } => write!(f, "IO in port {port:#x}"),
+            Exit::MmioWrite { addr, .. } => write!(f, "MMIO write {addr:#x}"),
+            Exit::MmioRead { addr, .. } => write!(f, "MMIO read {addr:#x}"),
+            Exit::Hlt => f.write_str("HLT"),
+            Exit::Shutdown => f.write_str("SHUTDOWN"),
+            Exit::FailEntry { .. } => f.write_str("FAIL_ENTRY"),
+            Exit::InternalError { .. } => f.write_str("INTERNAL_ERROR"),
+            Exit::Other { reason } => write!(f, "exit reason {reason}"),
         }
     }
 }
@@ -55,7 +77,7 @@ fn bytes(n: usize) -> &'static str {
 
 impl fmt::Display for Exit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = self.kind();
+        let kind = Kind(self);
         match *self {
             Exit::IoOut { size, value, .. } => {
                 write!(f, "{kind}, {size} {}: {value:#x}", bytes(size.into()))?;

@@ -1,7 +1,8 @@
 //! The exits of one run, in order, as the KVM steps print them.
 
 use super::Exit;
-use std::fmt;
+use super::exit::Kind;
+use std::fmt::{self, Write as _};
 
 /// The exits of one run, in order, each with an optional note on what the host did
 /// about it. Printed compactly: a run of the same kind shows its first
@@ -36,16 +37,19 @@ impl Trace {
     /// `exits: 22 x IO out port 0x3f8, 1 x HLT`: each kind with its count, in order of
     /// first appearance.
     pub fn summary(&self) -> String {
-        let mut counts: Vec<(String, usize)> = Vec::new();
+        let mut counts: Vec<(&Exit, usize)> = Vec::new();
         for (exit, _) in &self.exits {
-            let kind = exit.kind();
-            match counts.iter_mut().find(|(k, _)| *k == kind) {
+            match counts.iter_mut().find(|(k, _)| k.same_kind(exit)) {
                 Some((_, n)) => *n += 1,
-                None => counts.push((kind, 1)),
+                None => counts.push((exit, 1)),
             }
         }
-        let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} x {k}")).collect();
-        format!("exits: {}", parts.join(", "))
+        let mut summary = String::from("exits: ");
+        for (i, (exit, n)) in counts.iter().enumerate() {
+            let comma = if i == 0 { "" } else { ", " };
+            let _ = write!(summary, "{comma}{n} x {}", Kind(exit));
+        }
+        summary
     }
 }
 
@@ -54,10 +58,10 @@ impl fmt::Display for Trace {
         writeln!(f, "exit trace:")?;
         let mut i = 0;
         while i < self.exits.len() {
-            let kind = self.exits[i].0.kind();
+            let first = &self.exits[i].0;
             let same = self.exits[i..]
                 .iter()
-                .take_while(|(e, _)| e.kind() == kind)
+                .take_while(|(e, _)| e.same_kind(first))
                 .count();
             let shown = if same > Self::SHOWN + 1 {
                 Self::SHOWN
@@ -72,7 +76,7 @@ impl fmt::Display for Trace {
                 }
             }
             if same > shown {
-                writeln!(f, "        ... {} more {kind}", same - shown)?;
+                writeln!(f, "        ... {} more {}", same - shown, Kind(first))?;
             }
             i += same;
         }

@@ -131,6 +131,23 @@ crate::keys! {
 }
 
 crate::keys! {
+    /// The lines step 09's VMM prints about its jail, looking around from inside it
+    /// before its guest runs (the probe cannot run there: the jail holds no programs).
+    pub enum Jail {
+        User = "user",
+        Root = "root",
+        Dev = "/dev",
+        Processes = "processes",
+        Capabilities = "capabilities",
+        NoNewPrivs = "no_new_privs",
+        Network = "network",
+        Environment = "environment",
+        Stdin = "stdin",
+        Seccomp = "seccomp",
+    }
+}
+
+crate::keys! {
     /// The lines of `probe syscalls`, the timer step 10 reads.
     pub enum Timer {
         Syscall = "syscall",

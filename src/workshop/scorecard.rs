@@ -1,6 +1,6 @@
 //! The tour's scorecard: which walls exist at each step, read from probe reports.
 
-use crate::workshop::report::{Key, Report};
+use crate::workshop::report::{Jail, Key, Report};
 
 /// One wall: a row of the scorecard, the report lines it reads, and how it reads
 /// them. A report without one of those lines shows `?`, never a wall that stands.
@@ -286,27 +286,71 @@ pub struct GuestSummary {
     pub said: String,
     /// How many exits the host handled (the sum of the `exits:` line).
     pub exits: u32,
+    /// What a jailed VMM saw of its jail (step 09's `## the jail` lines); `None` for
+    /// a VMM that runs as a plain process and prints no such section.
+    pub jail: Option<Report>,
 }
+
+/// A row of the VM table: its name, and its cell for a VMM in a jail (a VMM without
+/// one shows `-` in the rows that read the jail).
+type JailRow = (&'static str, Jail, fn(&str) -> &'static str);
+
+/// The walls around a jailed VMM, each read from a line of its jail section.
+const JAIL_ROWS: &[JailRow] = &[
+    ("VMM's root holds only /dev/kvm", Jail::Dev, |v| {
+        yes_if(v == "kvm")
+    }),
+    ("VMM sees only its own PIDs", Jail::Processes, |v| {
+        yes_if(v.starts_with("2 "))
+    }),
+    ("VMM runs as nobody", Jail::User, |v| {
+        yes_if(v.starts_with("65534"))
+    }),
+    ("VMM has no capabilities", Jail::Capabilities, |v| {
+        yes_if(v.starts_with("none"))
+    }),
+    ("VMM has no network", Jail::Network, |v| {
+        yes_if(v == "lo (down)")
+    }),
+    ("caller's environment wiped", Jail::Environment, |v| {
+        yes_if(v.starts_with("empty"))
+    }),
+    ("seccomp allow-list", Jail::Seccomp, |v| {
+        yes_if(v.starts_with("allow-list"))
+    }),
+];
 
 impl GuestSummary {
     /// The tour's rows for the KVM steps: one column per step.
     pub fn render(columns: &[(String, Option<GuestSummary>)]) -> String {
         let width = columns.iter().map(|(h, _)| h.len()).max().unwrap_or(0);
-        type Cell = fn(&GuestSummary) -> String;
-        let rows: [(&str, Cell); 2] = [
-            ("own kernel code", |_| "yes".into()),
-            ("exits handled by the host", |s| s.exits.to_string()),
-        ];
+        let mut rows: Vec<(&str, Vec<String>)> = Vec::new();
+        let cells = |cell: &dyn Fn(&GuestSummary) -> String| -> Vec<String> {
+            columns
+                .iter()
+                .map(|(_, s)| s.as_ref().map(cell).unwrap_or_else(|| "?".into()))
+                .collect()
+        };
+        rows.push(("own kernel code", cells(&|_| "yes".into())));
+        rows.push(("exits handled by the host", cells(&|s| s.exits.to_string())));
+        for (name, key, cell) in JAIL_ROWS {
+            rows.push((
+                name,
+                cells(&|s| match &s.jail {
+                    None => "-".into(),
+                    Some(jail) => jail.get(*key).map_or("?", cell).into(),
+                }),
+            ));
+        }
         let label = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
         let mut out = format!("{:label$}", "");
         for (heading, _) in columns {
             out += &format!("  {heading:>width$}");
         }
         out.push('\n');
-        for (name, cell) in rows {
+        for (name, values) in rows {
             out += &format!("{name:label$}");
-            for (_, summary) in columns {
-                let value = summary.as_ref().map(cell).unwrap_or_else(|| "?".into());
+            for value in values {
                 out += &format!("  {value:>width$}");
             }
             out.push('\n');
@@ -325,7 +369,11 @@ impl GuestSummary {
             .split(", ")
             .map(|part| part.split(" x ").next()?.parse::<u32>().ok())
             .sum::<Option<u32>>()?;
-        Some(GuestSummary { said, exits })
+        let jail = stdout
+            .lines()
+            .any(|l| l.starts_with("## the jail"))
+            .then(|| Report::parse(stdout));
+        Some(GuestSummary { said, exits, jail })
     }
 }
 
@@ -335,15 +383,22 @@ mod tests {
 
     #[test]
     fn tour_rows() {
-        let summary = |exits| {
+        let summary = |exits, jail: Option<&str>| {
             Some(GuestSummary {
                 said: String::new(),
                 exits,
+                jail: jail.map(Report::parse),
             })
         };
+        let jail = "user: 65534 (nobody), in no group\nroot: dev\n/dev: kvm\n\
+                    processes: 2 (the PIDs kill(pid, 0) finds from 1 to 1024: 1 2)\n\
+                    capabilities: none (and the bounding set is empty)\nnetwork: lo (down)\n\
+                    environment: empty (wiped)\nseccomp: allow-list of 9 system calls\n";
         let columns = [
-            ("07-kvm-real-mode".to_string(), summary(23)),
-            ("08-kvm-long-mode".to_string(), summary(5)),
+            ("07-kvm-real-mode".to_string(), summary(23, None)),
+            ("08-kvm-long-mode".to_string(), summary(5, None)),
+            ("09-jailed-vm".to_string(), summary(2, Some(jail))),
+            ("09, silent".to_string(), summary(2, Some(""))),
         ];
         insta::assert_snapshot!("tour_rows", GuestSummary::render(&columns));
     }
@@ -363,7 +418,8 @@ mod tests {
             GuestSummary::parse(out),
             Some(GuestSummary {
                 said: "Hello".into(),
-                exits: 7
+                exits: 7,
+                jail: None,
             })
         );
     }

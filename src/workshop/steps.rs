@@ -55,6 +55,12 @@ impl Step {
         self.slug.replace('-', "_")
     }
 
+    /// Does it run a guest, for the tour's table of VMs? The KVM steps do, and the
+    /// jailed VM, which also needs root for its box.
+    pub fn runs_a_guest(&self) -> bool {
+        self.needs == Needs::Kvm || self.slug == "jailed-vm"
+    }
+
     /// `01-chroot.rs`, under both solutions/ and chapters/.
     pub fn file(&self) -> String {
         format!("{}.rs", self.name())
@@ -234,6 +240,22 @@ pub const STEPS: &[Step] = &[
                answer into run.run_mut().__bindgen_anon_1.mmio.data before the next KVM_RUN.",
         built: "a 64-bit guest in the long mode you switched on, a device it reaches by MMIO, and an exit code it hands back",
         tour_args: &[],
+    },
+    Step {
+        number: 9,
+        slug: "jailed-vm",
+        title: "the hypervisor in a jail: both walls at once",
+        needs: Needs::RootAndKvm,
+        rootfs: false,
+        solution: include_str!("../../solutions/09-jailed-vm.rs"),
+        hint: "bind_device: a bind mount's target must exist and be of the same kind as its \
+               source, so make an empty file for a device (File::create), then mount(Some(device), \
+               target, None::<&str>, MsFlags::MS_BIND, None::<&str>). allow_list: the opposite of \
+               step 05's deny_list, jump_if_equal(number as u32, 0, 1) then ret(ALLOW) for each \
+               call; the ret(TRAP) after all the rules is the verdict for the rest. `09-jailed-vm \
+               --show-filter` runs your filter over every call and prints what it allows.",
+        built: "a VMM in a jail of its own: its guest's memory and CPU time charged to the box, and a VMM the guest takes over still held by an allow-list",
+        tour_args: &["--memory", "64m", "--pids-limit", "16", "--cpus", "0.5"],
     },
     Step {
         number: 10,

@@ -29,6 +29,35 @@ fn started(step: &Step) -> Result<bool> {
     Ok(current != skeleton(step)? && current != challenge(step)?)
 }
 
+/// Did the learner start from the challenge skeleton? Its header says so, and stays
+/// in the file as they work.
+fn on_challenge_tier(step: &Step) -> bool {
+    std::fs::read_to_string(chapter_path(step)).is_ok_and(|text| {
+        text.contains(&format!(
+            "// Your copy of step {:02}, the challenge",
+            step.number
+        ))
+    })
+}
+
+/// `text` in lines of at most `width` columns, every line after the first indented.
+fn wrap(text: &str, width: usize, indent: &str) -> String {
+    let mut lines: Vec<String> = vec![String::new()];
+    for word in text.split_whitespace() {
+        let lead = if lines.len() == 1 { 6 } else { 0 };
+        let line = lines.last_mut().expect("one line");
+        if !line.trim().is_empty() && lead + line.len() + 1 + word.len() > width {
+            lines.push(format!("{indent}{word}"));
+        } else {
+            if !line.trim().is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines.join("\n")
+}
+
 fn challenge(step: &Step) -> Result<String> {
     exercise::skeleton_of(
         exercise::Tier::Challenge,
@@ -54,7 +83,7 @@ fn run_checks(step: &Step, announce: bool) -> Result<Checked> {
         None
     };
     if announce {
-        println!("building the tests (the first time, a minute or two on a 2-core machine)...");
+        println!("building the tests (a minute or two the first time, seconds after)...");
     }
     let executable = build_test(step)?;
     let mut env = vec![
@@ -246,10 +275,19 @@ pub fn check(number: u8) -> Result<ExitCode> {
         step.number,
         explain_failure(&checked.output)
     );
-    println!("\nhint: {}", step.hint);
-    println!(
-        "(`cargo run -- hint {number}` says what each todo!() needs; the check changed no file.)"
-    );
+    // A learner on the challenge tier has asked for some hint levels, and the nudge
+    // would tell the rest: show it only once they have asked for all of them.
+    if on_challenge_tier(step) && hints_used(step.number) < exercise::LEVELS {
+        println!(
+            "\n(`cargo run -- hint {number}` tells one level more; the check changed no file.)"
+        );
+    } else {
+        println!("\nhint: {}", wrap(step.hint, 84, "      "));
+        println!(
+            "(`cargo run -- hint {number}` says what each todo!() needs; the check changed no \
+             file.)"
+        );
+    }
     Ok(ExitCode::FAILURE)
 }
 
@@ -312,9 +350,9 @@ pub fn hint(number: u8, level: Option<usize>) -> Result<ExitCode> {
         }
     }
     if shown == exercise::LEVELS {
-        println!("\na nudge: {}", step.hint);
+        println!("\na nudge: {}", wrap(step.hint, 84, "  "));
         println!(
-            "\nThat is every hint. The guided skeleton's TODOs say the same; \
+            "\nThat is every hint. The guided skeleton's TODOs say the same;\n\
              `cargo run -- solve {number}` puts the reference in your file."
         );
     } else {

@@ -120,6 +120,9 @@ enum Cmd {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
         cpus: u32,
     },
+    /// Build the book in English and in Korean (한국어판): book/book/index.html and
+    /// book/book/ko/index.html, each page linking to the other language's
+    Book,
     /// Maintainer tasks: regenerate the skeletons, check the book
     #[command(hide = true, subcommand)]
     Dev(Dev),
@@ -169,6 +172,7 @@ fn main() -> ExitCode {
         } => learner::run(step, reference, &args),
         Cmd::Rootfs { dir } => learner::rootfs(&dir),
         Cmd::GuestKernel => guest_kernel(),
+        Cmd::Book => maint::build_books(),
         Cmd::Guest { memory, cpus } => guest::guest(memory, cpus),
         Cmd::Dev(Dev::SyncChapters { check }) => maint::sync_chapters(check),
         Cmd::Dev(Dev::CheckBook) => maint::check_book(),

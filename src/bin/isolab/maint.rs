@@ -6,26 +6,35 @@ use anyhow::{Context, Result, bail};
 use isolab::workshop::steps::STEPS;
 use std::process::ExitCode;
 
+/// Regenerate the skeletons from solutions/: the learner's copies in chapters/, and
+/// the book's in book/skeletons/, which the pages include (so that a page shows
+/// the untouched exercise, never a learner's half-written code).
 pub fn sync_chapters(check: bool) -> Result<ExitCode> {
     let mut stale = Vec::new();
     for step in STEPS {
         let skeleton =
             isolab::workshop::exercise::skeleton(step.number, &step.file(), step.solution)?;
-        let path = repo().join("chapters").join(step.file());
-        let current = std::fs::read_to_string(&path).unwrap_or_default();
-        if current != skeleton {
+        for dir in ["chapters", "book/skeletons"] {
+            let path = repo().join(dir).join(step.file());
+            let current = std::fs::read_to_string(&path).unwrap_or_default();
+            if current == skeleton {
+                continue;
+            }
             if check {
-                stale.push(step.file());
+                stale.push(format!("{dir}/{}", step.file()));
             } else {
-                std::fs::write(&path, skeleton)
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&path, &skeleton)
                     .with_context(|| format!("writing {}", path.display()))?;
-                println!("wrote chapters/{}", step.file());
+                println!("wrote {dir}/{}", step.file());
             }
         }
     }
     if !stale.is_empty() {
         bail!(
-            "chapters/ is stale ({}): run `cargo run -- dev sync-chapters`",
+            "the skeletons are stale ({}): run `cargo run -- dev sync-chapters`",
             stale.join(", ")
         );
     }
@@ -115,6 +124,7 @@ pub fn check_book() -> Result<ExitCode> {
     problems.append(&mut broken);
     let (images, mut broken) = check_svgs(&src.join("images"))?;
     problems.append(&mut broken);
+    problems.extend(check_translation_links(&src)?);
     let (code_lines, mut too_wide) = isolab::workshop::codebox::check(&src)?;
     problems.append(&mut too_wide);
     if !problems.is_empty() {
@@ -163,6 +173,9 @@ fn unshown_anchors(included: &[(std::path::PathBuf, String)]) -> Result<Vec<Stri
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
         {
             Some(d) if d == "chapters" => root.join("solutions").join(parts.as_path()),
+            Some(d) if d == "book" && rel.starts_with("book/skeletons") => root
+                .join("solutions")
+                .join(rel.strip_prefix("book/skeletons").unwrap_or(rel)),
             Some(d) if d == "solutions" => root.join("chapters").join(parts.as_path()),
             _ => path.to_path_buf(),
         }
@@ -181,7 +194,7 @@ fn unshown_anchors(included: &[(std::path::PathBuf, String)]) -> Result<Vec<Stri
             let anchor = anchor.trim();
             let shown = included
                 .iter()
-                .any(|(f, a)| a == anchor && (*f == file || *f == twin(&file)));
+                .any(|(f, a)| a == anchor && (*f == file || twin(f) == file));
             if !shown {
                 let rel = file.strip_prefix(&root).unwrap_or(&file);
                 problems.push(format!(
@@ -254,26 +267,69 @@ fn check_links(src: &std::path::Path) -> Result<(usize, Vec<String>)> {
 /// background first: a page shows it as an image, on whatever the reader's theme
 /// puts behind it, and black lines on a transparent ground vanish on coal, navy or
 /// ayu.
+/// Every diagram in `dir` and its subdirectories (images/ko/ holds the Korean
+/// book's): well formed, and painting its own background.
 fn check_svgs(dir: &std::path::Path) -> Result<(usize, Vec<String>)> {
     let mut problems = Vec::new();
     let mut count = 0;
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
+        if path.is_dir() {
+            let (n, mut more) = check_svgs(&path)?;
+            count += n;
+            problems.append(&mut more);
+            continue;
+        }
         if path.extension().is_none_or(|e| e != "svg") {
             continue;
         }
         count += 1;
         let name = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+            .strip_prefix(
+                dir.ancestors()
+                    .find(|a| a.ends_with("images"))
+                    .unwrap_or(dir),
+            )
+            .unwrap_or(&path)
+            .display()
+            .to_string();
         let text = std::fs::read_to_string(&path)?;
         if let Err(why) = svg_well_formed(&text).and_then(|()| svg_has_panel(&text)) {
             problems.push(format!("images/{name}: {why}"));
         }
     }
     Ok((count, problems))
+}
+
+/// The Korean book's pages are book/po/ko.po's translations: every image or page a
+/// translation links to must exist too (a Korean diagram under images/ko/).
+fn check_translation_links(src: &std::path::Path) -> Result<Vec<String>> {
+    let po = src.parent().unwrap_or(src).join("po/ko.po");
+    let Ok(text) = std::fs::read_to_string(&po) else {
+        return Ok(Vec::new());
+    };
+    let mut problems = Vec::new();
+    for (line_no, line) in text.lines().enumerate() {
+        if !(line.starts_with("msgstr") || line.starts_with('"')) {
+            continue;
+        }
+        for part in line.split("](").skip(1) {
+            let target = part.split([')', ' ', '#', '"']).next().unwrap_or("");
+            if target.is_empty()
+                || target.contains("://")
+                || !target.ends_with(".svg") && !target.ends_with(".md")
+            {
+                continue;
+            }
+            if !src.join(target).exists() {
+                problems.push(format!(
+                    "po/ko.po:{}: links to {target}, which does not exist",
+                    line_no + 1
+                ));
+            }
+        }
+    }
+    Ok(problems)
 }
 
 fn svg_well_formed(text: &str) -> std::result::Result<(), String> {
@@ -455,4 +511,46 @@ pub fn translation(check: bool) -> Result<ExitCode> {
     }
     println!("book/po/ko.po: {stats}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Korean book's title: book.toml's is English, and mdbook-gettext translates
+/// pages, not the title.
+const KOREAN_TITLE: &str = "isolab: 격리를 한 겹씩";
+
+/// `isolab book`: both books, the English one into book/book and the Korean one
+/// into book/book/ko (in that order: an mdbook build empties its directory).
+pub fn build_books() -> Result<ExitCode> {
+    use std::process::Command;
+    let book = repo().join("book");
+    let out = book.join("book");
+    for (language, dir) in [("en", out.clone()), ("ko", out.join("ko"))] {
+        let mut cmd = Command::new("mdbook");
+        cmd.arg("build").arg(&book).arg("-d").arg(&dir);
+        if language == "ko" {
+            if which("mdbook-gettext").is_none() {
+                bail!(
+                    "the Korean book needs mdbook-gettext: cargo install \
+                     mdbook-i18n-helpers@0.4.0"
+                );
+            }
+            cmd.env("MDBOOK_BOOK__LANGUAGE", "ko")
+                .env("MDBOOK_BOOK__TITLE", KOREAN_TITLE);
+        }
+        let status = cmd
+            .status()
+            .context("running mdbook (cargo install mdbook@0.5.4)")?;
+        if !status.success() {
+            bail!("mdbook build ({language}) failed ({status})");
+        }
+    }
+    println!(
+        "the books: {} and {}",
+        out.join("index.html").display(),
+        out.join("ko/index.html").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    isolab::vm::linux::kernel::which(program)
 }

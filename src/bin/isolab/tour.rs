@@ -78,7 +78,8 @@ pub fn tour() -> Result<ExitCode> {
     println!("limits (no cgroup filesystem inside it). no /proc, none: nothing to try it with.");
     println!("-: not tried.");
     tour_kvm(&target)?;
-    if let Some(step) = STEPS.iter().find(|s| s.needs == Needs::RootAndKvm) {
+    tour_guest(&columns)?;
+    if let Some(step) = STEPS.iter().find(|s| s.slug == "compare") {
         println!(
             "Step {:02} measures both worlds on this machine: `cargo build --release`, then \
              `sudo target/release/{}`",
@@ -138,9 +139,9 @@ fn as_normal_user(
 }
 
 /// The other side: run each KVM reference step and show what its guest had of its
-/// own and how many exits the host handled for it.
+/// own and how many exits the host handled for it, and the walls around a jailed VMM.
 fn tour_kvm(target: &Path) -> Result<()> {
-    let steps: Vec<&Step> = STEPS.iter().filter(|s| s.needs == Needs::Kvm).collect();
+    let steps: Vec<&Step> = STEPS.iter().filter(|s| s.runs_a_guest()).collect();
     if steps.is_empty() {
         return Ok(());
     }
@@ -179,6 +180,104 @@ fn tour_kvm(target: &Path) -> Result<()> {
     println!(
         "{}",
         isolab::workshop::scorecard::GuestSummary::render(&columns)
+    );
+    println!("Below the first two rows, the walls of a jail around the VMM, as the VMM finds");
+    println!(
+        "them from inside (step 09). -: the step runs its VMM as a plain process, in no jail."
+    );
+    Ok(())
+}
+
+/// A real kernel: the probe as a plain process of a Linux VM under QEMU, beside the
+/// host and the last box of the table. Left out, with the remedy, where QEMU or the
+/// guest kernel is missing.
+fn tour_guest(boxes: &[(String, isolab::workshop::report::Report)]) -> Result<()> {
+    use isolab::workshop::report::Key;
+    println!();
+    let ran = match crate::guest::probe_in_guest(512, 1) {
+        Ok(ran) => ran,
+        Err(why) => {
+            println!("The real kernel is skipped: {why:#}");
+            println!("(`cargo run -- doctor` says how to get QEMU and the guest kernel.)");
+            return Ok(());
+        }
+    };
+    let Some(output) = ran.outputs.first().filter(|o| o.code == 0) else {
+        println!("The real kernel: the probe failed in the guest; its column is left out");
+        return Ok(());
+    };
+    let guest = isolab::workshop::report::Report::parse(&output.stdout);
+    println!(
+        "A real kernel: the probe as a process of a Linux VM ({}), beside a box.",
+        ran.accel
+    );
+    println!("A box runs on the host's kernel; a VM boots its own.\n");
+    // Step 05's box: the hardened one, with its limits visible inside.
+    let (name, last_box) = boxes
+        .iter()
+        .find(|(n, _)| n == "05")
+        .or(boxes.last())
+        .context("no box ran")?;
+    let host = nix::sys::utsname::uname().context("uname()")?;
+    let value = |report: &isolab::workshop::report::Report, key: Key| {
+        report.get(key).unwrap_or("?").to_string()
+    };
+    let release = |report: &isolab::workshop::report::Report| {
+        value(report, Key::Kernel)
+            .split(' ')
+            .nth(1)
+            .unwrap_or("?")
+            .to_string()
+    };
+    let canary = |report: &isolab::workshop::report::Report| {
+        let open = [
+            Key::CanaryByPath,
+            Key::CanaryViaChrootEscape,
+            Key::CanaryViaProcRoot,
+            Key::CanaryViaInheritedFd,
+            Key::CanaryViaEnvironment,
+        ]
+        .iter()
+        .filter(|k| value(report, **k).starts_with("READABLE"))
+        .count();
+        if open == 0 {
+            "no route".to_string()
+        } else {
+            format!("{open} routes")
+        }
+    };
+    let rows = [
+        (
+            "kernel release".to_string(),
+            host.release().to_string_lossy().into_owned(),
+            release(last_box),
+            release(&guest),
+        ),
+        (
+            "host canary reachable".into(),
+            "yes".into(),
+            canary(last_box),
+            canary(&guest),
+        ),
+        (
+            "memory, CPUs".into(),
+            "the machine's".into(),
+            value(last_box, Key::MemoryLimit),
+            "512 MiB, 1 CPU (the VM's)".into(),
+        ),
+    ];
+    println!(
+        "{:<24}{:<28}{:<28}Linux guest",
+        "",
+        "host",
+        format!("box {name}")
+    );
+    for (row, h, b, g) in rows {
+        println!("{row:<24}{h:<28}{b:<28}{g}");
+    }
+    println!("guest machine: {}", value(&guest, Key::Machine));
+    println!(
+        "`cargo run -- guest` shows the guest's whole report (the page \"A real kernel in a VM\")."
     );
     Ok(())
 }

@@ -30,6 +30,9 @@ pub struct Output {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// When its end marker came, after QEMU started: for the first command, the
+    /// time from nothing to a process's work done on a booted kernel.
+    pub ended: Duration,
 }
 
 /// What the console said.
@@ -82,6 +85,7 @@ pub fn parse(console: &[(Duration, String)], commands: &[String]) -> Parsed {
             }
             if let Some(code) = marker.and_then(|m| m.strip_prefix(&format!("end {n} exit "))) {
                 out.code = code.trim().parse().unwrap_or(-1);
+                out.ended = *when;
                 let (_, out) = current.take().expect("current");
                 parsed.outputs.push(out);
                 stream = Stream::None;
@@ -185,13 +189,15 @@ mod tests {
                     command: "echo hello; echo".into(),
                     code: 0,
                     stdout: "hello\n\n".into(),
-                    stderr: "".into()
+                    stderr: "".into(),
+                    ended: Duration::from_millis(9),
                 },
                 Output {
                     command: "false".into(),
                     code: 137,
                     stdout: "".into(),
-                    stderr: "oops\n".into()
+                    stderr: "oops\n".into(),
+                    ended: Duration::from_millis(14),
                 }
             ]
         );

@@ -149,11 +149,15 @@ pub fn run(guest: &Guest) -> Result<GuestRun> {
     let qemu = qemu::find()?;
     let kernel = kernel::find()?;
     let kvm_opens = crate::vm::open(Path::new("/dev/kvm"));
+    let kvm_opens_ok = kvm_opens.is_ok();
     let tries: Vec<Accel> = match choice {
         AccelChoice::Emulated => vec![Accel::Emulated],
         AccelChoice::Kvm => {
             kvm_opens.with_context(|| format!("{ACCEL_ENV}=kvm"))?;
             vec![Accel::Kvm]
+        }
+        AccelChoice::Auto if kvm_opens.is_ok() && kvm_too_slow(&kernel) => {
+            vec![Accel::Emulated]
         }
         AccelChoice::Auto if kvm_opens.is_ok() => vec![Accel::Kvm, Accel::Emulated],
         AccelChoice::Auto => vec![Accel::Emulated],
@@ -167,7 +171,12 @@ pub fn run(guest: &Guest) -> Result<GuestRun> {
         memory_mib: guest.memory_mib,
         cpus: guest.cpus,
     };
-    let mut note = None;
+    let remembered = choice == AccelChoice::Auto && kvm_opens_ok && tries == [Accel::Emulated];
+    let mut note = remembered.then(|| {
+        "emulated: an earlier boot of this kernel on this host found KVM too slow for it \
+             (delete ~/.cache/isolab/kernel/kvm-too-slow to try KVM again)"
+            .to_string()
+    });
     for accel in &tries {
         let limits = qemu::Limits {
             total: guest.timeout,
@@ -183,11 +192,41 @@ pub fn run(guest: &Guest) -> Result<GuestRun> {
                 "KVM was tried first, and the kernel printed nothing within {} s: this /dev/kvm is too slow for a real kernel",
                 after.as_secs()
             ));
+            remember_kvm_too_slow(&kernel);
             continue;
         }
         return finish(guest, kernel, session, note);
     }
     unreachable!("the last accelerator tried returns")
+}
+
+/// Where a boot notes that KVM gave this kernel nothing to print in time on this
+/// host, so that later boots go straight to emulation instead of waiting for it
+/// again: one line, the host's release and the guest kernel's. Another host kernel
+/// or another guest kernel, and KVM is tried again.
+fn kvm_verdict_file() -> Option<PathBuf> {
+    kernel::cache_dir().ok().map(|d| d.join("kvm-too-slow"))
+}
+
+fn verdict_key(kernel: &Kernel) -> String {
+    let host = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{host} {}", kernel.release)
+}
+
+fn kvm_too_slow(kernel: &Kernel) -> bool {
+    kvm_verdict_file()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .is_some_and(|text| text.lines().any(|l| l == verdict_key(kernel)))
+}
+
+fn remember_kvm_too_slow(kernel: &Kernel) {
+    if let Some(file) = kvm_verdict_file() {
+        // A cache: if it cannot be written, the next boot tries KVM again.
+        let _ = std::fs::create_dir_all(file.parent().unwrap_or(Path::new("/")));
+        let _ = std::fs::write(&file, verdict_key(kernel) + "\n");
+    }
 }
 
 fn finish(

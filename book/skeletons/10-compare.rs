@@ -1,0 +1,363 @@
+//! # Step 10: both worlds, measured
+//!
+//! The book's claim, turned into numbers from your own machine. A container is an
+//! ordinary process that the shared kernel shows a smaller world to, so it should
+//! start almost as fast as a plain process and pay the same price for a system call.
+//! A virtual machine runs code of its own on a virtual CPU, and pays for its stronger
+//! walls every time its guest needs the host: each exit is a trip out of the guest
+//! and back. This step runs the reference steps as whole processes, the same way
+//! each time, and prints the median and the spread of:
+//!
+//! - start to exit of a trivial command: a plain process (00), chrooted (01), in
+//!   namespaces (02, 03), in the full container with limits (04); and a VM: its
+//!   ioctls alone (create a VM, run one `hlt`, close it, in this process), step
+//!   07's whole process, and step 09's, the VMM in a box of its own;
+//! - one system call, on the host and inside the container, against one guest exit
+//!   to this process (a port write), and one that KVM handles in the kernel;
+//! - memory: what the box costs, against what the VM costs.
+//!
+//! It builds its own rootfs in a temporary directory and removes it however it ends.
+//! Nothing here asserts a time: it measures and reports. `--json FILE` and
+//! `--svg FILE` also write the results as data and as a chart.
+//!
+//! Calls: the steps through fork, execve and wait (std::process); getppid(2) in a
+//! loop (the probe); KVM_RUN on a guest that loops over `out`, and KVM_IOEVENTFD
+//! (10-compare/timed_vm.rs, on step 07's and 08's own ioctls); ptrace(2) with
+//! PTRACE_O_TRACEEXIT, to read a process's peak memory as it exits (src/measure.rs).
+//!
+//! ```text
+//! $ sudo target/release/10-compare --runs 20
+//! ...
+//!                                   median      min      max  unit how
+//!   plain process                     2.07     1.74     2.60  ms   00-process
+//!   full container, with limits       4.22     3.55     4.71  ms   04-cgroups --memory 64m ...
+//!   syscall in the box                 150      130      170  ns   the same, inside 04's box
+//!   guest exit to the VMM             7480     5633     9064  ns   10000 port writes, ...
+//! ```
+
+// Your copy of step 10. Replace each todo!() with your code, then run
+// `cargo run -- check 10`. (Generated from solutions/10-compare.rs:
+// `cargo run -- reset 10` brings this version back.)
+
+use isolab::container::cgroup::Stat;
+use isolab::measure::{
+    Lab, Machine, Measurement, Outcome, Row, Sample, Sampler, Spread, Table, World,
+};
+use isolab::prelude::*;
+use isolab::workshop::report::Timer;
+use kvm_bindings::KVM_CAP_IOEVENTFD;
+use std::fs::File;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+// The finished steps this one measures with: step 08's own file, and through it
+// step 07's, whose ioctls the VMM to time is made of.
+#[path = "../solutions/08-kvm-long-mode.rs"]
+#[allow(dead_code)] // its main, and what this step does not call
+pub mod kvm_long_mode;
+pub use kvm_long_mode::kvm_real_mode;
+
+// A small VMM to time, built from those steps' functions.
+#[path = "../solutions/10-compare/timed_vm.rs"]
+mod timed_vm;
+use timed_vm::Handler;
+
+/// Step 10: measure containers and VMs on this machine, side by side.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// How many times to run each measurement, after one warm-up run
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    runs: u32,
+    /// Also write the results, with every sample, as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Also draw the results as an SVG bar chart in FILE
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// Also boot a real Linux kernel under QEMU in every round, and time it from
+    /// QEMU's start to the probe's exit inside (seconds a round when emulated)
+    #[arg(long)]
+    linux_guest: bool,
+}
+
+/// The limits of the full container: the tour's, and docker's flags.
+const LIMITS: [&str; 6] =
+    ["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"];
+/// getppid() calls per syscall sample.
+const SYSCALLS: u32 = 200_000;
+/// Port writes per exit sample: to us, and to an ioeventfd (handled by KVM).
+const EXITS: u32 = 10_000;
+const KERNEL_EXITS: u32 = 20_000;
+
+fn main() -> ExitCode {
+    isolab::main(|| {
+        let args: Args = isolab::cli::parse();
+        isolab::run::need_root("running the container steps")?;
+        let kvm = isolab::vm::open(Path::new("/dev/kvm"))?;
+        isolab::measure::catch_interrupts()?;
+        let lab = Lab::new()?;
+        let mut all = measurements(&lab, &kvm)?;
+        if args.linux_guest {
+            all.push(linux_guest(&lab)?);
+        }
+        let rows = measure(all, args.runs)?;
+        let table = Table {
+            runs: args.runs,
+            trivial: lab.trivial().join(" "),
+            machine: Machine::detect(),
+            rows,
+        };
+        print!("{}", table.render());
+        if let Some(path) = &args.json {
+            std::fs::write(path, table.to_json())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if let Some(path) = &args.svg {
+            std::fs::write(path, table.to_svg())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if !table.all_ran() {
+            bail!("some measurements failed: see FAILED in the table");
+        }
+        Ok(0)
+    })
+}
+
+// ANCHOR: measurements
+/// Every row of the table: what it runs, and how one sample is taken.
+#[rustfmt::skip] // a table, laid out by hand
+fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>> {
+    use World::{Container, Host, Vm};
+    let t = lab.trivial(); // /bin/true
+    let on_host = [vec!["--".to_string()], lab.trivial_on_host()].concat();
+    let with_stats = [&["--stats"][..], &LIMITS].concat();
+    let count = SYSCALLS.to_string();
+    let syscalls = ["/bin/probe", "syscalls", "--count", &count];
+    let ioctls = "open, create VM and vCPU, HLT, close; in-process";
+    Ok(vec![
+        // Start to exit of a trivial command, in ms: a plain process, then each
+        // box ...
+        start("plain", "plain process", Host,
+            lab.command("00-process-solution", &on_host)?),
+        start("chroot", "chroot", Host, lab.step("01-chroot-solution", &[], &t)?),
+        start("namespaces", "namespaces and an init", Container,
+            lab.step("02-namespaces-solution", &[], &t)?),
+        start("mount-namespace", "mount namespace, pivot_root", Container,
+            lab.step("03-mount-namespace-solution", &[], &t)?),
+        start("container", "full container, with limits", Container,
+            lab.step("04-cgroups-solution", &LIMITS, &t)?),
+        // ... and of a VM: its ioctls alone (in this process), then step 07's
+        // process.
+        Measurement::ms("kvm-ioctls", "VM: its ioctls alone", Vm, ioctls,
+            Box::new(|| Ok(Sample::Value(
+                timed_vm::lifecycle(Path::new("/dev/kvm"))?.as_secs_f64() * 1e3,
+            )))),
+        start("kvm", "VM: step 07's guest", Vm,
+            lab.command::<&str>("07-kvm-real-mode-solution", &[])?)
+            .how("07-kvm-real-mode: 22 port writes, then HLT"),
+        start("jailed-vm", "VM in a jail: step 09's", Vm,
+            lab.command("09-jailed-vm-solution", &LIMITS)?)
+            .how("09-jailed-vm --memory 64m ...: the box, the filter, 2 exits"),
+
+        // One operation, in ns: a system call from the host and from inside the
+        // box ...
+        Measurement::ns("syscall-host", "syscall on the host", Host,
+            &format!("{SYSCALLS} getppid() in the probe, divided"),
+            per_call(lab.command("probe", &syscalls[1..])?)),
+        Measurement::ns("syscall-container", "syscall in the box", Container,
+            "the same, inside 04's box",
+            per_call(lab.step("04-cgroups-solution", &LIMITS, &syscalls)?)),
+        // ... against a guest's exit: to us, the VMM, or handled by KVM itself.
+        Measurement::ns("exit-vmm", "guest exit to the VMM", Vm,
+            &format!("{EXITS} port writes, each a KVM_RUN return"),
+            Box::new(move || Ok(Sample::Value(
+                timed_vm::exits(kvm, EXITS, Handler::Vmm)?.ns_each(),
+            )))),
+        Measurement::ns("exit-kernel", "guest exit handled in KVM", Vm,
+            &format!("{KERNEL_EXITS} port writes to an ioeventfd"),
+            Box::new(move || {
+                if kvm_real_mode::check_extension(kvm, KVM_CAP_IOEVENTFD)? <= 0 {
+                    return Ok(Sample::NotAvailable(
+                        "this KVM has no ioeventfd".into(),
+                    ));
+                }
+                Ok(Sample::Value(
+                    timed_vm::exits(kvm, KERNEL_EXITS, Handler::Kernel)?.ns_each(),
+                ))
+            })),
+
+        // Memory, in KiB: what the box costs, and what the VM costs.
+        Measurement::kib("box-runtime", "box: the runtime, peak", Container,
+            "VmHWM of 04-cgroups as it exits",
+            peak(lab.step("04-cgroups-solution", &LIMITS, &t)?)),
+        Measurement::kib("box-cgroup", "box: its cgroup, peak", Container,
+            "its memory cgroup's peak (--stats)", {
+                let step = lab.step("04-cgroups-solution", &with_stats, &t)?;
+                Box::new(move || {
+                    let stats =
+                        isolab::measure::run_with_peak_memory(&step)?.stderr;
+                    Ok(Sample::Value(
+                        isolab::measure::value_of(&stats, Stat::MemoryPeak)?,
+                    ))
+                })
+            }),
+        Measurement::kib("vmm", "VM: the VMM, peak", Vm,
+            "VmHWM of 07-kvm-real-mode as it exits",
+            peak(lab.command::<&str>("07-kvm-real-mode-solution", &[])?)),
+        Measurement::kib("guest-ram", "VM: guest RAM", Vm,
+            "07's memory slot: given, backed where touched",
+            Box::new(|| {
+                Ok(Sample::Value((kvm_real_mode::MEMORY_SIZE >> 10) as f64))
+            })),
+    ])
+}
+// ANCHOR_END: measurements
+
+/// A start-to-exit row: one sample is one whole run of `command`, in milliseconds.
+fn start<'a>(
+    key: &'static str,
+    name: &'static str,
+    world: World,
+    mut command: Command,
+) -> Measurement<'a> {
+    let how = isolab::measure::describe(&command);
+    Measurement::ms(
+        key,
+        name,
+        world,
+        &how,
+        Box::new(move || {
+            Ok(Sample::Value(time_run(&mut command)?.as_secs_f64() * 1e3))
+        }),
+    )
+}
+
+/// A real kernel under QEMU: one sample is one boot, from QEMU's start to the
+/// probe's exit inside the guest. Labelled with the accelerator the first boot
+/// used (KVM if it keeps up with a whole kernel here, else emulation); where QEMU
+/// or the guest kernel is missing, the row says so.
+fn linux_guest<'a>(lab: &Lab) -> Result<Measurement<'a>> {
+    use isolab::vm::linux::{Guest, run};
+    let mut guest = Guest::new(lab.bin("probe")?);
+    guest.commands.push("/rootfs/bin/probe exit 0".into());
+    let name = "VM: a real kernel, start to probe";
+    let how = match run(&guest) {
+        Ok(ran) => format!("{}: {}, init, the probe", ran.accel, ran.release),
+        Err(e) => {
+            let why = format!("{e:#}");
+            return Ok(Measurement::ms(
+                "linux-guest",
+                name,
+                World::Vm,
+                "QEMU",
+                Box::new(move || Ok(Sample::NotAvailable(why.clone()))),
+            ));
+        }
+    };
+    Ok(Measurement::ms(
+        "linux-guest",
+        name,
+        World::Vm,
+        &how,
+        Box::new(move || {
+            let ran = run(&guest)?;
+            Ok(Sample::Value(ran.outputs[0].ended.as_secs_f64() * 1e3))
+        }),
+    ))
+}
+
+/// One syscall sample: run the probe's loop and read what one call cost.
+fn per_call<'a>(probe: Command) -> Sampler<'a> {
+    Box::new(move || {
+        let report = isolab::measure::run_with_peak_memory(&probe)?.stdout;
+        Ok(Sample::Value(isolab::measure::value_of(
+            &report,
+            Timer::Each,
+        )?))
+    })
+}
+
+/// One memory sample: the peak resident memory of a whole run of `command`.
+fn peak<'a>(command: Command) -> Sampler<'a> {
+    Box::new(move || {
+        Ok(Sample::Value(
+            isolab::measure::run_with_peak_memory(&command)?.peak_kib as f64,
+        ))
+    })
+}
+
+/// Start `command`, wait for it to end, and return how long that took.
+fn time_run(command: &mut Command) -> Result<Duration> {
+    // ANCHOR: time_run
+    // TODO: Take the time with Instant::now(), run the command to its end with
+    //       command.status() (spawn and wait: the whole life of the process), and
+    //       take the elapsed time. Only then look at the status: when it is not a
+    //       success, bail! with the program's name (command.get_program()) and the
+    //       status, because the time of a failed run measures something else.
+    //       Return the elapsed time.
+    todo!(
+        "step 10, `time_run`: not written yet. Read the TODO above this line in \
+         chapters/10-compare.rs, or run `cargo run -- hint 10`"
+    );
+    // ANCHOR_END: time_run
+}
+
+// ANCHOR: measure
+/// One warm-up round, then `runs` rounds in which every measurement takes one
+/// sample: interleaved, so that a machine that gets busier halfway through slows
+/// every row alike instead of the last ones. A row that fails, or that this host
+/// cannot do, stops there and says why; the others go on.
+fn measure(mut measurements: Vec<Measurement>, runs: u32) -> Result<Vec<Row>> {
+    let mut results: Vec<std::result::Result<Vec<f64>, Outcome>> =
+        measurements.iter().map(|_| Ok(Vec::new())).collect();
+    for round in 0..=runs {
+        for (m, result) in measurements.iter_mut().zip(&mut results) {
+            let Ok(samples) = result else { continue };
+            let sample = (m.sample)();
+            isolab::measure::check_interrupted()?;
+            match sample {
+                Ok(Sample::Value(_)) if round == 0 => {} // the warm-up
+                Ok(Sample::Value(value)) => samples.push(value),
+                Ok(Sample::NotAvailable(why)) => {
+                    *result = Err(Outcome::NotAvailable(why))
+                }
+                Err(e) => *result = Err(Outcome::Failed(format!("{e:#}"))),
+            }
+        }
+    }
+    let rows = measurements
+        .into_iter()
+        .zip(results)
+        .map(|(m, result)| Row {
+            outcome: match result {
+                Ok(samples) => Outcome::Measured {
+                    summary: summarize(&samples),
+                    samples,
+                },
+                Err(outcome) => outcome,
+            },
+            section: m.section,
+            key: m.key,
+            name: m.name,
+            world: m.world,
+            unit: m.unit,
+            how: m.how,
+        });
+    Ok(rows.collect())
+}
+// ANCHOR_END: measure
+
+/// The median of the samples, and the spread: the smallest and the largest.
+fn summarize(samples: &[f64]) -> Spread {
+    // ANCHOR: summarize
+    // TODO: Sort a copy of the samples (f64 is not Ord, because of NaN: sort_by
+    //       with f64::total_cmp). The median is the middle sample, or the mean of
+    //       the two in the middle when there is an even number of them. min and max
+    //       are the two ends. There is always at least one sample.
+    todo!(
+        "step 10, `summarize`: not written yet. Read the TODO above this line in \
+         chapters/10-compare.rs, or run `cargo run -- hint 10`"
+    );
+    // ANCHOR_END: summarize
+}

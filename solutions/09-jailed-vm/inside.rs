@@ -1,0 +1,268 @@
+//! Step 09's VMM, looking around from inside its jail, and acting as a VMM the
+//! guest has taken over: the probe's job, which the probe cannot do there, since
+//! the jail holds no program to run. What it sees and tries is printed as `key:
+//! value` lines, as the probe prints its report.
+
+use super::{NOBODY, kvm_real_mode};
+use anyhow::{Context, Result};
+use isolab::container::caps;
+use isolab::vm::GuestMemory;
+use isolab::workshop::report::{Jail, line};
+use nix::errno::Errno;
+use nix::sys::prctl;
+use nix::unistd::Pid;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+/// What a VMM the guest has taken over tries, for `--attack`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Attack {
+    /// read /etc/passwd, a file every host has
+    OpenHostFile,
+    /// list the host's processes in /proc
+    ListProcesses,
+    /// run /bin/sh
+    RunAShell,
+    /// connect to 1.1.1.1, port 53: out to the network
+    ConnectOut,
+    /// make a second VM with the /dev/kvm it holds open
+    AnotherVm,
+    /// read its user's keyring, which the kernel keeps per uid, not per namespace
+    ReadKeyring,
+    /// trace init, which kept every capability to build the box
+    TraceInit,
+}
+
+/// How far `look_around` asks for PIDs.
+const PID_SCAN: i32 = 1024;
+
+/// What the VMM can see and do from where it stands, before its guest runs: the
+/// walls of its box, in `key: value` lines.
+pub fn look_around() -> Result<String> {
+    let listing = |dir: &str| {
+        let mut names: Vec<String> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(e) => return format!("unreadable ({e})"),
+        };
+        names.sort();
+        names.join(" ")
+    };
+    // Every PID that exists, asked with signal 0, which sends nothing: a process we
+    // may not signal still answers EPERM, where there is none the answer is ESRCH.
+    // A new PID namespace numbers its processes from 1, so the first few hundred
+    // PIDs are enough to find them all, and the host's would answer here too.
+    let pids: Vec<i32> = (1..=PID_SCAN)
+        .filter(|&pid| {
+            nix::sys::signal::kill(Pid::from_raw(pid), None) != Err(Errno::ESRCH)
+        })
+        .collect();
+    let uid = nix::unistd::getuid().as_raw();
+    let sets = caps::get()?;
+    let capabilities = match (sets.effective | sets.permitted, caps::bounding()) {
+        (0, 0) => "none (and the bounding set is empty)".to_string(),
+        (have, _) => caps::names(have).join(" "),
+    };
+    let mut interfaces: Vec<String> = nix::ifaddrs::getifaddrs()
+        .context("getifaddrs()")?
+        .map(|i| {
+            let up = i.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
+            format!("{} ({})", i.interface_name, if up { "up" } else { "down" })
+        })
+        .collect();
+    interfaces.dedup();
+    let environment: Vec<String> = std::env::vars_os()
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .collect();
+    let stdin = match nix::sys::stat::fstat(std::io::stdin()) {
+        Ok(st) if st.st_rdev == nix::sys::stat::makedev(1, 3) => {
+            "/dev/null".to_string()
+        }
+        Ok(_) => "READABLE: the caller's (a terminal, pipe or file)".to_string(),
+        Err(e) => format!("none ({e})"),
+    };
+    let lines = [
+        (
+            Jail::User,
+            match uid {
+                0 => "0 (root, without capabilities)".to_string(),
+                NOBODY => format!("{NOBODY} (nobody), in no group"),
+                other => other.to_string(),
+            },
+        ),
+        (Jail::Root, listing("/")),
+        (Jail::Dev, listing("/dev")),
+        (
+            Jail::Processes,
+            format!(
+                "{} (the PIDs kill(pid, 0) finds from 1 to {PID_SCAN}: {})",
+                pids.len(),
+                pids.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        ),
+        (Jail::Capabilities, capabilities),
+        (
+            Jail::NoNewPrivs,
+            if prctl::get_no_new_privs().context("prctl(PR_GET_NO_NEW_PRIVS)")? {
+                "on".into()
+            } else {
+                "off".into()
+            },
+        ),
+        (Jail::Network, interfaces.join(", ")),
+        (
+            Jail::Environment,
+            if environment.is_empty() {
+                "empty (wiped)".into()
+            } else {
+                format!("READABLE: {}", environment.join(" "))
+            },
+        ),
+        (Jail::Stdin, stdin),
+    ];
+    Ok(lines
+        .into_iter()
+        .map(|(key, value)| line(key, value) + "\n")
+        .collect())
+}
+
+impl Attack {
+    /// Try it, from inside the jail, and say how it went. Under the filter most of
+    /// these never return: the first call outside the list ends the VMM.
+    pub fn try_it(self, kvm: &File) -> String {
+        let refused = |e: std::io::Error, why: &str| {
+            let errno = Errno::from_raw(e.raw_os_error().unwrap_or(0));
+            format!("refused ({errno:?}: {why})")
+        };
+        match self {
+            Attack::OpenHostFile => match std::fs::read_to_string("/etc/passwd") {
+                Ok(text) => format!(
+                    "open a host file: READABLE: /etc/passwd, {} users of the host",
+                    text.lines().count()
+                ),
+                Err(e) => format!(
+                    "open a host file: {}",
+                    refused(e, "there is no /etc/passwd in my root")
+                ),
+            },
+            Attack::ListProcesses => match std::fs::read_dir("/proc") {
+                Ok(entries) => {
+                    let n = entries
+                        .flatten()
+                        .filter(|e| {
+                            e.file_name().to_string_lossy().parse::<u32>().is_ok()
+                        })
+                        .count();
+                    format!(
+                        "list the host's processes: READABLE: /proc lists {n} processes"
+                    )
+                }
+                Err(e) => format!(
+                    "list the host's processes: {}",
+                    refused(e, "there is no /proc in my root")
+                ),
+            },
+            Attack::RunAShell => {
+                let argv =
+                    [c"sh", c"-c", c"echo a shell, as uid $(id -u), in $(pwd)"];
+                let Err(e) = nix::unistd::execv(c"/bin/sh", &argv);
+                format!(
+                    "run a shell: {}",
+                    refused(e.into(), "there is no /bin/sh in my root")
+                )
+            }
+            Attack::ConnectOut => {
+                match std::net::TcpStream::connect(("1.1.1.1", 53)) {
+                    Ok(_) => "connect out: CONNECTED to 1.1.1.1:53".into(),
+                    Err(e) => format!(
+                        "connect out: {}",
+                        refused(
+                            e,
+                            "my network namespace has only lo, and it is down"
+                        )
+                    ),
+                }
+            }
+            Attack::AnotherVm => {
+                let vm = GuestMemory::new(4096)
+                    .and_then(|m| kvm_real_mode::create_vm(kvm, &m));
+                match vm {
+                    Ok(vm) => format!(
+                        "make another VM: ALLOWED: a second VM on fd {}",
+                        vm.as_raw_fd()
+                    ),
+                    Err(e) => format!("make another VM: refused ({e:#})"),
+                }
+            }
+            Attack::ReadKeyring => match user_keyring() {
+                Ok((serial, description)) if description == "_uid.0" => format!(
+                    "read my user's keyring: ROOT'S: keyring {serial} ({description}), which \
+                     every process of uid 0 on the host shares"
+                ),
+                Ok((serial, description)) => {
+                    format!(
+                        "read my user's keyring: keyring {serial} ({description}), not root's"
+                    )
+                }
+                Err(e) => {
+                    format!("read my user's keyring: {}", refused(e, "keyctl"))
+                }
+            },
+            Attack::TraceInit => {
+                // SAFETY: PTRACE_SEIZE takes a PID and flags; it stops nothing, and
+                // writes no memory of ours.
+                let rc = unsafe { libc::ptrace(libc::PTRACE_SEIZE, 1, 0, 0) };
+                match Errno::result(rc) {
+                    Ok(_) => "trace init: ALLOWED: init is mine to trace".into(),
+                    Err(e) => format!(
+                        "trace init: {}",
+                        refused(e.into(), "init holds what I do not")
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// This user's keyring, as KEYCTL_GET_KEYRING_ID and KEYCTL_DESCRIBE give it:
+/// its serial, and its description, which names its uid (`_uid.0` is root's).
+fn user_keyring() -> std::io::Result<(i64, String)> {
+    const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
+    const KEYCTL_DESCRIBE: libc::c_long = 6;
+    const KEY_SPEC_USER_KEYRING: libc::c_long = -4;
+    // SAFETY: KEYCTL_GET_KEYRING_ID takes integers and writes no memory of ours.
+    let serial = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_GET_KEYRING_ID,
+            KEY_SPEC_USER_KEYRING,
+            1,
+        )
+    };
+    if serial < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut text = [0u8; 256];
+    // SAFETY: the kernel writes at most text.len() bytes into `text`.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_DESCRIBE,
+            serial,
+            text.as_mut_ptr(),
+            text.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // "type;uid;gid;perm;description", NUL-terminated.
+    let described = String::from_utf8_lossy(&text[..(n as usize).min(text.len())]);
+    let description = described.trim_end_matches('\0').rsplit(';').next();
+    Ok((serial, description.unwrap_or_default().to_string()))
+}
