@@ -84,21 +84,6 @@ impl fmt::Display for Trace {
     }
 }
 
-/// Text as the guest wrote it, on one line: newlines and other control characters
-/// escaped, so the report stays one `key: value` line.
-pub fn printable(text: &str) -> String {
-    text.trim_end_matches('\n')
-        .chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,11 +105,5 @@ mod tests {
         trace.note("answered 42");
         trace.push(&Exit::Hlt);
         insta::assert_snapshot!("trace", trace.to_string());
-    }
-
-    #[test]
-    fn printable_keeps_one_line() {
-        assert_eq!(printable("Hello\n"), "Hello");
-        assert_eq!(printable("a\nb\x07"), "a\\nb\\u{7}");
     }
 }
