@@ -34,7 +34,7 @@
 //! root: dev
 //! /dev: kvm
 //! capabilities: none (and the bounding set is empty)
-//! seccomp: allow-list of 9 system calls (of 382), 3 of them only with certain ...
+//! seccomp: allow-list of 10 system calls (of 382), 4 of them only with certain ...
 //! guest said: Hello from the jail!
 //! $ sudo target/debug/09-jailed-vm --attack open-host-file
 //! 09-jailed-vm: error: the seccomp filter stopped the VMM at openat (system ...
@@ -96,8 +96,12 @@ struct Args {
     #[arg(long, value_name = "SIZE", value_parser = touch_size, conflicts_with = "spin")]
     touch: Option<u64>,
     /// Run a guest that counts down from N million, a fixed amount of work
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000), conflicts_with = "lines")]
     spin: Option<u64>,
+    /// Run a guest that prints a short line N times, one exit each: a chatty guest,
+    /// of which the VMM keeps a bounded part
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000), conflicts_with = "touch")]
+    lines: Option<u64>,
     /// Once the guest ran, act as a VMM the guest has taken over, and try this
     #[arg(long, value_name = "WHAT", value_enum)]
     attack: Option<Attack>,
@@ -132,6 +136,7 @@ enum Guest {
     Hello,
     Touch { bytes: u64 },
     Spin { millions: u64 },
+    Lines { count: u64 },
 }
 
 impl Guest {
@@ -141,6 +146,7 @@ impl Guest {
             Guest::Hello => (0, 0),
             Guest::Touch { bytes } => (1, bytes),
             Guest::Spin { millions } => (2, millions * 1_000_000),
+            Guest::Lines { count } => (3, count),
         }
     }
 
@@ -198,9 +204,10 @@ fn main() -> ExitCode {
         let kvm = isolab::vm::open(&args.device)?;
         kvm_real_mode::api_version(&kvm, &args.device)?;
         drop(kvm);
-        let guest = match (args.touch, args.spin) {
-            (Some(bytes), _) => Guest::Touch { bytes },
-            (_, Some(millions)) => Guest::Spin { millions },
+        let guest = match (args.touch, args.spin, args.lines) {
+            (Some(bytes), _, _) => Guest::Touch { bytes },
+            (_, Some(millions), _) => Guest::Spin { millions },
+            (_, _, Some(count)) => Guest::Lines { count },
             _ => Guest::Hello,
         };
         if args.limits.pids_limit.is_some_and(|n| n < 2) {
@@ -502,8 +509,9 @@ fn seccomp_line(spec: &JailSpec) -> String {
 
 // ANCHOR: guest
 // The guest: 64-bit code at step 08's GUEST_ADDRESS, on step 08's GDT and page
-// tables. rdi says which program, rsi its argument; each ends by printing a line
-// and exiting with code 0, through step 08's two hypercall ports.
+// tables. rdi says which program (0 hello, 1 touch, 2 spin, 3 lines), rsi its
+// argument; each ends by printing a line and exiting with code 0, through step
+// 08's two hypercall ports.
 core::arch::global_asm!(
     r#"
     .pushsection .rodata.guest_jailed, "a"
@@ -515,6 +523,8 @@ GUEST_JAILED_START:
     je jailed_touch
     cmp edi, 2
     je jailed_spin
+    cmp edi, 3
+    je jailed_lines
     jmp jailed_done
 jailed_touch:                       # one byte to every page of [2 MiB, 2 MiB + rsi)
     mov rbx, {base}
@@ -531,6 +541,14 @@ jailed_spin:                        # count down from rsi: work, and no exit
 1:  dec rcx
     jnz 1b
     lea rax, [rip + jailed_spun]
+    jmp jailed_done
+jailed_lines:                       # print a short line rsi times: rsi exits
+    lea rax, [rip + jailed_line]
+    mov dx, {print}
+1:  out dx, eax
+    dec rsi
+    jnz 1b
+    lea rax, [rip + jailed_printed]
 jailed_done:
     mov dx, {print}
     out dx, eax                     # hypercall: print(rax)
@@ -544,6 +562,10 @@ jailed_touched:
     .asciz "Touched every page.\n"
 jailed_spun:
     .asciz "Done spinning.\n"
+jailed_line:
+    .asciz "line\n"
+jailed_printed:
+    .asciz "Printed every line.\n"
     .globl GUEST_JAILED_END
 GUEST_JAILED_END:
     .popsection
@@ -608,7 +630,7 @@ impl Vm {
     fn run_guest(&mut self, guest: Guest) -> Result<i32> {
         let (clock, cpu) = (Instant::now(), cpu_time()?);
         let mut trace = Trace::default();
-        let mut said = String::new();
+        let mut said = Said::default();
         let code = loop {
             kvm_real_mode::run_vcpu(&self.vcpu, &mut self.run)?;
             let exit = kvm_real_mode::decode(&self.run)?;
@@ -618,7 +640,7 @@ impl Vm {
                     match kvm_long_mode::hypercall(port, value, &self.memory)? {
                         Hypercall::Print(text) => {
                             trace.note(format!("print {text:?}"));
-                            said += &text;
+                            said.push(&text);
                         }
                         Hypercall::Exit(code) => {
                             trace.note(format!("exit({code})"));
@@ -637,8 +659,15 @@ impl Vm {
         };
         let (clock, cpu) = (clock.elapsed(), cpu_time()? - cpu);
         println!("## the guest");
-        for line in said.lines() {
+        for line in said.text.lines() {
             println!("guest said: {}", isolab::vm::printable(line));
+        }
+        if said.not_kept > 0 {
+            println!(
+                "guest said {} bytes more, not kept (the VMM keeps its first {} KiB)",
+                said.not_kept,
+                Said::KEPT >> 10
+            );
         }
         print!("{trace}");
         if let Guest::Touch { bytes } = guest {
@@ -654,6 +683,28 @@ impl Vm {
     }
 }
 
+/// What the guest said, as much of it as the VMM keeps: the prints that fit in
+/// [`Said::KEPT`] bytes, and a count of the bytes after them. A guest's chatter must
+/// not grow the VMM's heap without end: into the box's memory, by calls the filter
+/// would have to allow.
+#[derive(Default)]
+struct Said {
+    text: String,
+    not_kept: usize,
+}
+
+impl Said {
+    const KEPT: usize = 4 << 10;
+
+    fn push(&mut self, text: &str) {
+        if self.not_kept == 0 && self.text.len() + text.len() <= Said::KEPT {
+            self.text += text;
+        } else {
+            self.not_kept += text.len();
+        }
+    }
+}
+
 /// The CPU time this thread has used: the vCPU runs the guest on it.
 fn cpu_time() -> Result<Duration> {
     use nix::time::{ClockId, clock_gettime};
@@ -664,8 +715,10 @@ fn cpu_time() -> Result<Duration> {
 
 // ANCHOR: allowed
 /// What the run loop asks of the kernel once the guest runs, whatever the
-/// arguments. The list comes from watching the loop under strace, plus what the
-/// heap needs to grow and shrink (the loop allocates: the trace, the guest's text).
+/// arguments. The list comes from watching the loop under strace, and from what
+/// glibc's allocator calls when the loop's memory (the trace, the guest's text)
+/// grows and shrinks: brk for the heap, munmap for a large block given back, and
+/// mremap (below, with a rule) for a large block grown.
 const ALLOWED: [(i64, &str); 6] = [
     (libc::SYS_brk, "brk"),       // the heap, grown and given back
     (libc::SYS_munmap, "munmap"), // large blocks of the heap, given back
@@ -676,7 +729,7 @@ const ALLOWED: [(i64, &str); 6] = [
 ];
 
 /// And the calls it makes only with certain arguments, which the filter checks.
-const WITH_RULES: [(i64, &str, &str); 3] = [
+const WITH_RULES: [(i64, &str, &str); 4] = [
     (
         libc::SYS_ioctl,
         "ioctl",
@@ -691,6 +744,11 @@ const WITH_RULES: [(i64, &str, &str); 3] = [
         libc::SYS_mmap,
         "mmap",
         "never executable memory (no PROT_EXEC)",
+    ),
+    (
+        libc::SYS_mremap,
+        "mremap",
+        "only to resize, never onto a chosen address (no MREMAP_FIXED)",
     ),
 ];
 
@@ -733,6 +791,11 @@ fn filter(vcpu: RawFd) -> Vec<seccomp::Instruction> {
         libc::SYS_mmap,
         2,
         libc::PROT_EXEC as u32,
+    ));
+    program.extend(allow_unless_any_bit(
+        libc::SYS_mremap,
+        3,
+        (libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP) as u32,
     ));
     // Everything else: SIGSYS, and the handler names the call.
     program.push(ret(TRAP));
