@@ -128,6 +128,9 @@ enum Wall {
     Environment,
     /// keep uid 0: root, without capabilities, instead of nobody
     User,
+    /// give the VMM the caller's stdout and stderr (a terminal, say), with no relay
+    /// between
+    Terminal,
 }
 
 /// The guest's program, and what the host hands it in rdi and rsi.
@@ -233,15 +236,29 @@ fn run(spec: &JailSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
     let signals = namespaces::waited_signals();
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     let mut cgroups = BoxCgroups::create(limits)?;
+    // The VMM's output goes through pipes, step 05's, and a relay here that
+    // escapes what a terminal would act on and cuts each stream at OUTPUT_CAP: a
+    // VMM the guest took over may write anything, and the caller's terminal (or
+    // disk) is not the place for it.
+    let stdio = match spec.keeps(Wall::Terminal) {
+        true => hardening::box_stdio(false, true)?.map(|r| r.untrusted(OUTPUT_CAP)),
+        false => None,
+    };
     let lifeline = Lifeline::new()?;
     unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID)")?;
     // SAFETY: this program has no other threads, so the child may run any code.
     let code = match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
             lifeline.die_with_parent()?;
+            if let Some(stdio) = &stdio {
+                stdio.attach()?;
+            }
             init(spec, &cgroups, &signals)
         }),
-        ForkResult::Parent { child } => namespaces::supervise(child, &signals)?,
+        ForkResult::Parent { child } => match stdio {
+            Some(stdio) => stdio.relay(child, &signals)?,
+            None => namespaces::supervise(child, &signals)?,
+        },
     };
     let usage = Usage::read(&cgroups.paths());
     if stats {
@@ -250,6 +267,10 @@ fn run(spec: &JailSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
     cgroups.remove()?;
     explain_a_kill(code, spec, &usage)
 }
+
+/// How much of each of the VMM's streams, stdout and stderr, the relay passes on:
+/// its reports are a few KiB.
+const OUTPUT_CAP: usize = 1 << 20;
 
 /// A VMM the OOM killer ended: say why, since a guest that outgrows the box's
 /// memory is killed with the VMM, without a word of its own (exit code 137).
@@ -305,10 +326,10 @@ fn init(
     }
 }
 
-/// The VMM reads nothing, so it gets nothing to read: the caller's terminal (or
-/// whatever stdin was) is replaced by the host's /dev/null while init can still
-/// open it, as the jailer's `--daemonize` does. Its output still reaches the
-/// caller.
+/// The VMM reads nothing, so it gets nothing to read: whatever stdin was is
+/// replaced by the host's /dev/null while init can still open it. (Its stdout and
+/// stderr are pipes the runtime relays; the jailer's `--daemonize` sends all
+/// three to /dev/null.)
 fn stdin_from_dev_null() -> Result<()> {
     use std::os::fd::AsFd;
     let null = File::open("/dev/null").context("open(/dev/null)")?;

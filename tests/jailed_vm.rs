@@ -138,6 +138,7 @@ fn the_jail_holds_only_dev_kvm() {
     assert_eq!(&r[Jail::Network], "lo (down)");
     assert_eq!(&r[Jail::Environment], "empty (wiped)");
     assert_eq!(&r[Jail::Stdin], "/dev/null");
+    assert_eq!(&r[Jail::Stdout], "a pipe, write-only");
     assert_eq!(&r[Jail::Seccomp], FILTER_IN.trim_start_matches("seccomp: "));
     // The VMM is a fork of the runtime: without the wipe it holds the caller's
     // environment, the canary with it (the tests pass it, as a caller's shell would).
@@ -331,6 +332,93 @@ fn a_compromised_vmm_stays_in_the_jail() {
     assert!(
         said(&attack("run-a-shell", &both)).starts_with("a shell, as uid 65534, in /"),
         "the shell runs, as nobody"
+    );
+}
+
+/// Run as from a person's shell, the step's stdin, stdout and stderr its terminal:
+/// the VMM gets write-only pipes, and what it writes reaches the terminal through
+/// the runtime's relay, escaped. A VMM taken over writes escape sequences (a new
+/// window title, a request that the terminal type into the caller's shell); they
+/// arrive as text. With the relay broken (`--break terminal`) the VMM holds the
+/// terminal itself: the sequences arrive as they are, and without the filter too,
+/// the VMM may read the terminal's modes (and so change them, and read what is
+/// typed).
+#[test]
+fn the_callers_terminal_stays_out_of_the_jail() {
+    needs!(root, kvm);
+    let in_terminal = |breaks: &[&str]| {
+        let mut args = vec!["--attack", "terminal"];
+        for wall in breaks {
+            args.extend(["--break", wall]);
+        }
+        let run = run_in_terminal(&step(STEP), &args, &[]);
+        assert!(box_cgroups(run.pid).is_empty());
+        run
+    };
+    let raw = "\x1b]0;a jailed VMM was here\x07\x1b[6n";
+    let escaped = "\\u{1b}]0;a jailed VMM was here\\u{7}\\u{1b}[6n";
+    let run = in_terminal(&[]);
+    assert_eq!(run.code, Some(159), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("stdout: a pipe, write-only\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains(escaped), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains('\x1b'),
+        "an escape reached the terminal: {:?}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("stopped the VMM at ioctl (system call 16, arguments 0x1 0x5401"),
+        "{}",
+        run.stdout
+    );
+    // Without the relay: the caller's terminal, in the VMM's hands.
+    let run = in_terminal(&["terminal"]);
+    assert_eq!(run.code, Some(159), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("stdout: READABLE: a terminal, the caller's"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains(raw), "{:?}", run.stdout);
+    // And without the filter: the terminal's modes, through the relay and without.
+    let run = in_terminal(&["seccomp"]);
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("drive the terminal: refused (ENOTTY: my stdout is no terminal)"),
+        "{}",
+        run.stdout
+    );
+    let run = in_terminal(&["seccomp", "terminal"]);
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("drive the terminal: ALLOWED: my stdout is the caller's terminal"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// What a VMM taken over writes reaches the caller through the relay only up to a
+/// cap: past it, the relay reads and drops, and says so in one line.
+#[test]
+fn the_relay_passes_on_a_bounded_amount() {
+    needs!(root, kvm);
+    let run = run_jail(&["--attack", "flood"]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert!(run.stdout.len() <= 1 << 20, "{} bytes", run.stdout.len());
+    assert!(
+        run.stderr.contains(
+            "bytes to its stdout; the relay passed on the first 1048576 and dropped the rest"
+        ),
+        "{}",
+        run.stderr
     );
 }
 

@@ -31,7 +31,19 @@ pub enum Attack {
     ReadKeyring,
     /// trace init, which kept every capability to build the box
     TraceInit,
+    /// write escape sequences to stdout (retitle the window, ask the terminal to
+    /// answer on the caller's input), then ask for the terminal's modes, which a
+    /// VMM needs to change them or to read what is typed
+    Terminal,
+    /// write 64 MiB to stdout, as a VMM would that means to fill the caller's
+    /// terminal, or the disk under the file it was sent to
+    Flood,
 }
+
+/// What the `terminal` attack writes: OSC 0 sets the window's title, and
+/// `ESC [ 6 n` asks the terminal to type the cursor's position into its input,
+/// the caller's shell's next command line.
+const ESCAPES: &str = "\x1b]0;a jailed VMM was here\x07\x1b[6n\n";
 
 /// How far `look_around` asks for PIDs.
 const PID_SCAN: i32 = 1024;
@@ -76,6 +88,7 @@ pub fn look_around() -> Result<String> {
     let environment: Vec<String> = std::env::vars_os()
         .map(|(k, _)| k.to_string_lossy().into_owned())
         .collect();
+    let stdout = stdout();
     let stdin = match nix::sys::stat::fstat(std::io::stdin()) {
         Ok(st) if st.st_rdev == nix::sys::stat::makedev(1, 3) => {
             "/dev/null".to_string()
@@ -124,11 +137,43 @@ pub fn look_around() -> Result<String> {
             },
         ),
         (Jail::Stdin, stdin),
+        (Jail::Stdout, stdout),
     ];
     Ok(lines
         .into_iter()
         .map(|(key, value)| line(key, value) + "\n")
         .collect())
+}
+
+/// What fd 1 is (fd 2 is the same kind): a write-only pipe, which the runtime
+/// relays, or the caller's own terminal or file.
+fn stdout() -> String {
+    use nix::sys::stat::SFlag;
+    // SAFETY: F_GETFL takes a descriptor and returns its flags; no memory of ours.
+    let flags = unsafe { libc::fcntl(1, libc::F_GETFL) };
+    let Ok(stat) = nix::sys::stat::fstat(std::io::stdout()) else {
+        return format!("none ({})", Errno::last());
+    };
+    let readable = flags & libc::O_ACCMODE != libc::O_WRONLY;
+    // SAFETY: isatty takes a descriptor number and touches no memory of ours.
+    let terminal = unsafe { libc::isatty(1) } == 1;
+    let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
+    match (terminal, kind, readable) {
+        (true, _, true) => {
+            "READABLE: a terminal, the caller's: what is typed, and its \
+                            modes, are in reach"
+                .into()
+        }
+        (true, _, false) => {
+            "WRITABLE: a terminal, the caller's: escape sequences reach \
+                             it as they are"
+                .into()
+        }
+        (false, SFlag::S_IFIFO, false) => "a pipe, write-only".into(),
+        (false, SFlag::S_IFIFO, true) => "READABLE: a pipe".into(),
+        (false, SFlag::S_IFREG, _) => "WRITABLE: a file, the caller's".into(),
+        _ => "something else, the caller's".into(),
+    }
 }
 
 impl Attack {
@@ -213,6 +258,37 @@ impl Attack {
                     format!("read my user's keyring: {}", refused(e, "keyctl"))
                 }
             },
+            Attack::Terminal => {
+                use std::io::Write;
+                let mut out = std::io::stdout();
+                let _ = out.write_all(ESCAPES.as_bytes()).and_then(|_| out.flush());
+                match nix::sys::termios::tcgetattr(std::io::stdout()) {
+                    Ok(_) => "drive the terminal: ALLOWED: my stdout is the caller's \
+                              terminal: its modes are mine to change, and what is typed \
+                              mine to read"
+                        .into(),
+                    Err(e) => format!(
+                        "drive the terminal: {}",
+                        refused(e.into(), "my stdout is no terminal")
+                    ),
+                }
+            }
+            Attack::Flood => {
+                use std::io::Write;
+                let mut line = vec![b'A'; 1 << 20];
+                line[(1 << 20) - 1] = b'\n';
+                let mut out = std::io::stdout();
+                let mut written = 0;
+                for _ in 0..64 {
+                    if let Err(e) = out.write_all(&line) {
+                        return format!(
+                            "flood my stdout: refused after {written} bytes ({e})"
+                        );
+                    }
+                    written += line.len();
+                }
+                format!("flood my stdout: ALLOWED: {written} bytes written")
+            }
             Attack::TraceInit => {
                 // SAFETY: PTRACE_SEIZE takes a PID and flags; it stops nothing, and
                 // writes no memory of ours.

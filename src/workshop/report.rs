@@ -143,6 +143,7 @@ crate::keys! {
         Network = "network",
         Environment = "environment",
         Stdin = "stdin",
+        Stdout = "stdout",
         Seccomp = "seccomp",
     }
 }

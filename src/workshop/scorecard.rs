@@ -315,6 +315,9 @@ const JAIL_ROWS: &[JailRow] = &[
     ("caller's environment wiped", Jail::Environment, |v| {
         yes_if(v.starts_with("empty"))
     }),
+    ("caller's terminal kept out", Jail::Stdout, |v| {
+        yes_if(v.starts_with("a pipe"))
+    }),
     ("seccomp allow-list", Jail::Seccomp, |v| {
         yes_if(v.starts_with("allow-list"))
     }),
@@ -393,7 +396,8 @@ mod tests {
         let jail = "user: 65534 (nobody), in no group\nroot: dev\n/dev: kvm\n\
                     processes: 2 (the PIDs kill(pid, 0) finds from 1 to 1024: 1 2)\n\
                     capabilities: none (and the bounding set is empty)\nnetwork: lo (down)\n\
-                    environment: empty (wiped)\nseccomp: allow-list of 9 system calls\n";
+                    environment: empty (wiped)\nstdout: a pipe, write-only\n\
+                    seccomp: allow-list of 10 system calls\n";
         let columns = [
             ("07-kvm-real-mode".to_string(), summary(23, None)),
             ("08-kvm-long-mode".to_string(), summary(5, None)),
