@@ -11,8 +11,9 @@
 //!   an empty tmpfs, as `docker run --device /dev/kvm` does;
 //! - cgroup limits, which now limit the guest: its memory is the VMM's memory, and
 //!   its vCPU runs on the VMM's thread;
-//! - the user nobody, no capabilities, no_new_privs, /dev/null for stdin, and the
-//!   caller's environment wiped from the VMM's memory;
+//! - the user nobody, no capabilities, no_new_privs, /dev/null for stdin, pipes
+//!   the runtime relays for stdout and stderr, a session keyring of its own, and
+//!   the caller's environment wiped from the VMM's memory;
 //! - then the VMM sets its VM up (step 08's long mode), and only then, before the
 //!   guest's first instruction, installs an **allow-list** seccomp filter: the few
 //!   calls its run loop makes, KVM_RUN on its own vCPU among them. Any other call
@@ -23,7 +24,8 @@
 //! once the guest ran, act as one the guest took over; `--break WALL` leaves a wall
 //! out. `--show-filter` prints the filter and how it compares with step 05's.
 //!
-//! Syscalls: on top of steps 05 and 08, mount(2) with MS_BIND of a device node;
+//! Syscalls: on top of steps 05 and 08, keyctl(2) with KEYCTL_JOIN_SESSION_KEYRING
+//! (step 06's); mount(2) with MS_BIND of a device node;
 //! setgroups(2), setresgid(2), setresuid(2) and prctl(2) with PR_SET_KEEPCAPS;
 //! prctl(2) with PR_SET_SECCOMP and a filter whose default is SECCOMP_RET_TRAP;
 //! sigaction(2) for SIGSYS with SA_SIGINFO.
@@ -61,11 +63,13 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 // The finished steps this one builds on: step 05's own file, and through it 00-04's
-// (the box), and step 08's, and through it 07's (the VMM).
-#[path = "../solutions/05-hardening.rs"]
+// (the box), reached through step 06's (a session keyring of the box's own), and
+// step 08's, and through it 07's (the VMM).
+#[path = "../solutions/06-user-namespace.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
-pub mod hardening;
+pub mod user_namespace;
 pub use hardening::{cgroups, chroot, mount_namespace, namespaces, process};
+pub use user_namespace::hardening;
 #[path = "../solutions/08-kvm-long-mode.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
 pub mod kvm_long_mode;
@@ -131,6 +135,8 @@ enum Wall {
     /// give the VMM the caller's stdout and stderr (a terminal, say), with no relay
     /// between
     Terminal,
+    /// keep the caller's session keyring: the VMM may read the keys in it
+    Keyring,
 }
 
 /// The guest's program, and what the host hands it in rdi and rsi.
@@ -298,6 +304,12 @@ fn init(
     cgroups.join()?;
     mount_namespace::close_inherited_fds()?;
     stdin_from_dev_null()?;
+    // Keyrings belong to no namespace, and a keyring's keys are granted to whoever
+    // holds it, whatever its uid: nobody would still read the caller's. So the box
+    // leaves the caller's session keyring for a new one, as step 06's init does.
+    if spec.keeps(Wall::Keyring) {
+        user_namespace::new_session_keyring()?;
+    }
     let namespaces = CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNS

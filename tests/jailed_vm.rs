@@ -139,6 +139,10 @@ fn the_jail_holds_only_dev_kvm() {
     assert_eq!(&r[Jail::Environment], "empty (wiped)");
     assert_eq!(&r[Jail::Stdin], "/dev/null");
     assert_eq!(&r[Jail::Stdout], "a pipe, write-only");
+    assert_eq!(
+        &r[Jail::SessionKeyring],
+        "not found (the session keyring I hold is not the caller's)"
+    );
     assert_eq!(&r[Jail::Seccomp], FILTER_IN.trim_start_matches("seccomp: "));
     // The VMM is a fork of the runtime: without the wipe it holds the caller's
     // environment, the canary with it (the tests pass it, as a caller's shell would).
@@ -147,6 +151,15 @@ fn the_jail_holds_only_dev_kvm() {
         r[Jail::Environment].contains(isolab::container::canary::ENV),
         "{}",
         &r[Jail::Environment]
+    );
+    // The tests start the runtime in a session keyring that holds the canary key,
+    // as a login's holds a developer's tokens. Left in it, the VMM reads the key,
+    // as nobody: a keyring's keys go with holding it, not with a uid.
+    let r = jail(&["--break", "keyring"]);
+    assert_eq!(&r[Jail::User], "65534 (nobody), in no group");
+    assert_eq!(
+        &r[Jail::SessionKeyring],
+        "READABLE (the key \"isolab-canary\", in the session keyring I was started with)"
     );
     // Without the jail's root, the host's.
     let r = jail(&["--break", "root"]);

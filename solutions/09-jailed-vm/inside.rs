@@ -138,6 +138,10 @@ pub fn look_around() -> Result<String> {
         ),
         (Jail::Stdin, stdin),
         (Jail::Stdout, stdout),
+        (
+            Jail::SessionKeyring,
+            isolab::container::canary::key_in_reach(),
+        ),
     ];
     Ok(lines
         .into_iter()

@@ -144,6 +144,7 @@ crate::keys! {
         Environment = "environment",
         Stdin = "stdin",
         Stdout = "stdout",
+        SessionKeyring = "session keyring",
         Seccomp = "seccomp",
     }
 }
