@@ -120,8 +120,12 @@ struct Args {
 /// The walls of this step, for `--break`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum Wall {
-    /// no seccomp filter: the VMM may make any system call
+    /// no seccomp filter at all, neither the allow-list nor step 05's deny-list
+    /// under it: the VMM may make any system call
     Seccomp,
+    /// no allow-list: only step 05's deny-list, under it, holds the VMM, as it
+    /// would if the allow-list let too much through
+    AllowList,
     /// keep the host's root: no empty tmpfs with only /dev/kvm in it
     Root,
     /// keep the caller's environment in the VMM's memory
@@ -431,7 +435,15 @@ fn vmm(spec: &JailSpec) -> Result<Infallible> {
     sigsys::name_refused_calls(&isolab::run::program_name())?;
     let watchdog = isolab::vm::Watchdog::start()?;
     if spec.keeps(Wall::Seccomp) {
-        seccomp::install(&filter(vm.vcpu.as_raw_fd()))?;
+        // Step 05's deny-list first, and the allow-list over it. The kernel runs
+        // both on every call and the stricter verdict wins, so a call the
+        // allow-list lets through by mistake still meets the deny-list, which
+        // refuses new namespaces, keyrings, vsock, ptrace... The run loop's calls
+        // pass both.
+        seccomp::install(&hardening::filter())?;
+        if spec.keeps(Wall::AllowList) {
+            seccomp::install(&filter(vm.vcpu.as_raw_fd()))?;
+        }
     }
     println!("{}", line(Jail::Seccomp, seccomp_line(spec)));
     // From here on nothing is dropped, so nothing is closed: every way out, an
@@ -541,8 +553,12 @@ fn seccomp_line(spec: &JailSpec) -> String {
     if !spec.keeps(Wall::Seccomp) {
         return "off".into();
     }
+    if !spec.keeps(Wall::AllowList) {
+        return "step 05's deny-list only".into();
+    }
     format!(
-        "allow-list of {} system calls (of {}), {} of them only with certain arguments",
+        "allow-list of {} system calls (of {}), {} of them only with certain \
+         arguments, over step 05's deny-list",
         ALLOWED.len() + WITH_RULES.len(),
         syscalls::ALL.len(),
         WITH_RULES.len()
@@ -890,9 +906,12 @@ const VCPU_FD_IN_JAIL: RawFd = 5;
 /// counted over every call, by running it here as the kernel would; step 05's
 /// filter counted the same way; and the program itself.
 fn show_filter() -> Result<String> {
-    use seccomp::{ALLOW, Call, evaluate, verdict_name};
+    use seccomp::{ALLOW, Call, evaluate, evaluate_stack, verdict_name};
     let total = syscalls::ALL.len();
     let program = filter(VCPU_FD_IN_JAIL);
+    let deny_list = hardening::filter();
+    // As the VMM installs them: step 05's deny-list first, the allow-list over it.
+    let stack = [&deny_list[..], &program[..]];
     let mut out = format!(
         "The VMM's allow-list: {} calls, {} of them only with certain arguments.\n",
         ALLOWED.len() + WITH_RULES.len(),
@@ -905,6 +924,8 @@ fn show_filter() -> Result<String> {
         out += &format!("  {name:<14}{rule}\n");
     }
     out += "Any other call: SECCOMP_RET_TRAP (SIGSYS: the VMM names the call and stops).\n";
+    out += "Under it, installed first: step 05's deny-list. The kernel runs both on \
+            every\ncall, and the stricter verdict wins.\n";
     let vcpu = VCPU_FD_IN_JAIL as u64;
     let nr = |n: i64| n as u32;
     let asked = [
@@ -940,17 +961,19 @@ fn show_filter() -> Result<String> {
             },
         ),
     ];
-    out += "\nAsked, the filter answers (run here as the kernel runs it):\n";
+    out += "\nAsked, the two filters answer (run here as the kernel runs them):\n";
     for (what, call) in asked {
-        out +=
-            &format!("  {what:<34}{}\n", verdict_name(evaluate(&program, &call)?));
+        out += &format!(
+            "  {what:<34}{}\n",
+            verdict_name(evaluate_stack(&stack, &call)?)
+        );
     }
     // Over every call: allowed with some arguments (these cover every rule above)?
     let tries = [[0, 0, 0], [vcpu, KVM_RUN.into(), 0], [1, 0, 0], [2, 0, 0]];
     let mut allowed = Vec::new();
     for (number, name) in syscalls::ALL {
         for args in &tries {
-            if evaluate(&program, &Call::x86_64(*number, args))? == ALLOW {
+            if evaluate_stack(&stack, &Call::x86_64(*number, args))? == ALLOW {
                 allowed.push(*name);
                 break;
             }
@@ -964,7 +987,6 @@ fn show_filter() -> Result<String> {
     );
     // Step 05's filter, over every call with arguments of 0: its argument rules
     // refuse only some values, so what it lets through here, it lets through.
-    let deny_list = hardening::filter();
     let mut open = 0;
     for (number, _) in syscalls::ALL {
         if evaluate(&deny_list, &Call::x86_64(*number, &[]))? == ALLOW {

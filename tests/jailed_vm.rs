@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 const STEP: &str = "09-jailed-vm";
 
 /// The seccomp line the VMM prints once its filter is in, just before the guest runs.
-const FILTER_IN: &str =
-    "seccomp: allow-list of 10 system calls (of 382), 4 of them only with certain arguments";
+const FILTER_IN: &str = "seccomp: allow-list of 10 system calls (of 382), 4 of them only with certain arguments, \
+     over step 05's deny-list";
 
 /// The box's cgroup directories of the runtime `pid`, in every hierarchy a box
 /// joins: what it made, and must have removed.
@@ -166,6 +166,10 @@ fn the_jail_holds_only_dev_kvm() {
     assert!(r[Jail::Root].contains("proc"), "{}", &r[Jail::Root]);
     assert!(r[Jail::Dev].contains("null"), "{}", &r[Jail::Dev]);
     assert_eq!(&jail(&["--break", "seccomp"])[Jail::Seccomp], "off");
+    assert_eq!(
+        &jail(&["--break", "allow-list"])[Jail::Seccomp],
+        "step 05's deny-list only"
+    );
     let r = jail(&["--break", "user"]);
     assert_eq!(&r[Jail::User], "0 (root, without capabilities)");
     assert_eq!(
@@ -273,6 +277,11 @@ fn a_compromised_vmm_stays_in_the_jail() {
         ("another-vm", "ioctl (system call 16, arguments 0x3 0xae01"),
         ("read-keyring", "keyctl (system call 250"),
         ("trace-init", "ptrace (system call 101"),
+        ("connect-vsock", "socket (system call 41, arguments 0x28"),
+        (
+            "new-user-namespace",
+            "clone (system call 56, arguments 0x10000011",
+        ),
     ] {
         let run = attack(what, &[]);
         assert_one_line_error(
@@ -325,6 +334,38 @@ fn a_compromised_vmm_stays_in_the_jail() {
             host_roots_keyring()
         )
     );
+    // vsock is in no network namespace, and nobody may make a user namespace, in
+    // which it holds every capability: without any filter, both are open...
+    let vsock = said(&attack("connect-vsock", &["seccomp"]));
+    assert!(
+        vsock.starts_with("open a vsock socket: ALLOWED")
+            || vsock == "open a vsock socket: impossible (this kernel has no vsock)",
+        "{vsock}"
+    );
+    let userns = said(&attack("new-user-namespace", &["seccomp"]));
+    if !userns.starts_with("make a user namespace: ALLOWED") {
+        note(&format!(
+            "this host refuses user namespaces to nobody: {userns}"
+        ));
+    }
+    // ... and step 05's deny-list, under the allow-list, closes them (and keyctl)
+    // when the allow-list lets a call through that it should not.
+    for (what, refused) in [
+        (
+            "connect-vsock",
+            "open a vsock socket: refused (EPERM: a filter refuses AF_VSOCK)",
+        ),
+        (
+            "new-user-namespace",
+            "make a user namespace: refused (EPERM: a filter refuses new namespaces)",
+        ),
+        (
+            "read-keyring",
+            "read my user's keyring: refused (EPERM: keyctl)",
+        ),
+    ] {
+        assert_eq!(said(&attack(what, &["allow-list"])), refused);
+    }
     // And without the root too: the host's files and processes, and what the other
     // walls (the network namespace, the uid, init's capabilities) still hold.
     let both = ["seccomp", "root"];

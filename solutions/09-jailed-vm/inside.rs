@@ -25,6 +25,12 @@ pub enum Attack {
     RunAShell,
     /// connect to 1.1.1.1, port 53: out to the network
     ConnectOut,
+    /// open a vsock socket and bind it: vsock, the channel between VMs and their
+    /// host, is in no network namespace
+    ConnectVsock,
+    /// make a user namespace, in which a process has every capability: the kernel
+    /// code those guard (file systems, netfilter, ...) in reach again
+    NewUserNamespace,
     /// make a second VM with the /dev/kvm it holds open
     AnotherVm,
     /// read its user's keyring, which the kernel keeps per uid, not per namespace
@@ -237,6 +243,31 @@ impl Attack {
                     ),
                 }
             }
+            Attack::ConnectVsock => match vsock_bound() {
+                Ok(()) => {
+                    "open a vsock socket: ALLOWED: bound to a port, one of the \
+                           host's: vsock is in no network namespace"
+                        .into()
+                }
+                Err(Errno::EAFNOSUPPORT) => {
+                    "open a vsock socket: impossible (this kernel has no vsock)"
+                        .into()
+                }
+                Err(e) => format!(
+                    "open a vsock socket: {}",
+                    refused(e.into(), "a filter refuses AF_VSOCK")
+                ),
+            },
+            Attack::NewUserNamespace => match child_in_a_user_namespace() {
+                Ok(n) => format!(
+                    "make a user namespace: ALLOWED: a child of mine holds {n} \
+                     capabilities in one of its own"
+                ),
+                Err(e) => format!(
+                    "make a user namespace: {}",
+                    refused(e.into(), "a filter refuses new namespaces")
+                ),
+            },
             Attack::AnotherVm => {
                 let vm = GuestMemory::new(4096)
                     .and_then(|m| kvm_real_mode::create_vm(kvm, &m));
@@ -307,6 +338,56 @@ impl Attack {
             }
         }
     }
+}
+
+/// A child in a user namespace of its own, made with clone(2) (the VMM itself may
+/// not unshare one: KVM's thread makes it a process of two threads): how many
+/// capabilities the child holds there.
+fn child_in_a_user_namespace() -> Result<u32, Errno> {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: clone(2) without a new stack is fork(2) with flags: the child runs
+    // on a copy of this stack, makes one call (capget) and ends with _exit.
+    let pid = Errno::result(unsafe {
+        libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize)
+    })?;
+    if pid == 0 {
+        let n = caps::get().map_or(0, |sets| sets.effective.count_ones());
+        // SAFETY: _exit ends the child at once.
+        unsafe { libc::_exit(n as i32) }
+    }
+    match waitpid(Pid::from_raw(pid as i32), None)? {
+        WaitStatus::Exited(_, n) => Ok(n as u32),
+        _ => Err(Errno::ECHILD),
+    }
+}
+
+/// A vsock stream socket, bound to any port of any of this machine's CIDs.
+/// Nothing is sent anywhere.
+fn vsock_bound() -> Result<(), Errno> {
+    // SAFETY: socket(2) takes integers.
+    let fd = Errno::result(unsafe {
+        libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+    })?;
+    let mut address = libc::sockaddr_vm {
+        svm_family: libc::AF_VSOCK as libc::sa_family_t,
+        svm_reserved1: 0,
+        svm_port: libc::VMADDR_PORT_ANY,
+        svm_cid: libc::VMADDR_CID_ANY,
+        svm_zero: [0; 4],
+    };
+    let mut length = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+    // SAFETY: `address` is a sockaddr_vm of `length` bytes, read by bind and
+    // written by getsockname, which writes at most `length` bytes.
+    unsafe {
+        Errno::result(libc::bind(fd, (&raw const address).cast(), length))?;
+        Errno::result(libc::getsockname(
+            fd,
+            (&raw mut address).cast(),
+            &mut length,
+        ))?;
+    }
+    Ok(())
 }
 
 /// This user's keyring, as KEYCTL_GET_KEYRING_ID and KEYCTL_DESCRIBE give it:
