@@ -28,7 +28,8 @@
 //! (step 06's); mount(2) with MS_BIND of a device node;
 //! setgroups(2), setresgid(2), setresuid(2) and prctl(2) with PR_SET_KEEPCAPS;
 //! prctl(2) with PR_SET_SECCOMP and a filter whose default is SECCOMP_RET_TRAP;
-//! sigaction(2) for SIGSYS with SA_SIGINFO.
+//! sigaction(2) for SIGSYS with SA_SIGINFO, and for the faults (SIGSEGV, SIGBUS,
+//! SIGILL, SIGFPE) on the alternate signal stack.
 //!
 //! ```text
 //! $ sudo target/debug/09-jailed-vm --memory 64m --cpus 0.5
@@ -424,6 +425,7 @@ fn vmm(spec: &JailSpec) -> Result<Infallible> {
     println!("## the jail, as the VMM sees it before its guest runs");
     print!("{}", inside::look_around()?);
     sigsys::name_refused_calls(&isolab::run::program_name())?;
+    sigsys::name_faults(&isolab::run::program_name())?;
     let watchdog = isolab::vm::Watchdog::start()?;
     if spec.keeps(Wall::Seccomp) {
         // Step 05's deny-list first, and the allow-list over it. The kernel runs

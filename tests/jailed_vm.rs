@@ -476,6 +476,27 @@ fn the_relay_passes_on_a_bounded_amount() {
     );
 }
 
+/// A VMM that crashes under its filter says it crashed, where, and exits as a
+/// process the fault killed (139, 128 + SIGSEGV). (Without the VMM's own fault
+/// handler, the standard library's would reset SIGSEGV with rt_sigaction, which the
+/// allow-list traps: every crash read "stopped the VMM at rt_sigaction", exit 159,
+/// a refused call.)
+#[test]
+fn a_crash_is_named_as_a_crash() {
+    needs!(root, kvm);
+    for breaks in [&[][..], &["--break", "seccomp"]] {
+        let mut args = vec!["--attack", "crash"];
+        args.extend(breaks);
+        let run = run_jail(&args);
+        assert_one_line_error(
+            &run,
+            139,
+            "the VMM crashed: SIGSEGV at address 0x0, instruction 0x",
+        );
+        assert!(run.stdout.contains("guest exit code: 0"), "{}", run.stdout);
+    }
+}
+
 /// The serial of the user keyring of uid 0, as this test (root, on the host) has it.
 fn host_roots_keyring() -> i64 {
     // SAFETY: KEYCTL_GET_KEYRING_ID (0) of KEY_SPEC_USER_KEYRING (-4) takes integers.

@@ -44,6 +44,9 @@ pub enum Attack {
     /// write 64 MiB to stdout, as a VMM would that means to fill the caller's
     /// terminal, or the disk under the file it was sent to
     Flood,
+    /// write through a null pointer, as a VMM whose memory the guest corrupted
+    /// might: a crash, which must not look like a refused call
+    Crash,
 }
 
 /// What the `terminal` attack writes: OSC 0 sets the window's title, and
@@ -323,6 +326,15 @@ impl Attack {
                     written += line.len();
                 }
                 format!("flood my stdout: ALLOWED: {written} bytes written")
+            }
+            Attack::Crash => {
+                // SAFETY: the store faults before it writes anything (page 0 is
+                // never mapped), which is its purpose, and the fault handler
+                // (sigsys::name_faults) ends the process.
+                unsafe {
+                    core::arch::asm!("mov byte ptr [{0}], 1", in(reg) 0usize)
+                };
+                "crash: the write through a null pointer went through".into()
             }
             Attack::TraceInit => {
                 // SAFETY: PTRACE_SEIZE takes a PID and flags; it stops nothing, and
