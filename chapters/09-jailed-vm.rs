@@ -27,6 +27,7 @@
 //! Syscalls: on top of steps 05 and 08, keyctl(2) with KEYCTL_JOIN_SESSION_KEYRING
 //! (step 06's); mount(2) with MS_BIND of a device node;
 //! setgroups(2), setresgid(2), setresuid(2) and prctl(2) with PR_SET_KEEPCAPS;
+//! setrlimit(2) for RLIMIT_FSIZE and RLIMIT_CORE;
 //! prctl(2) with PR_SET_SECCOMP and a filter whose default is SECCOMP_RET_TRAP;
 //! sigaction(2) for SIGSYS with SA_SIGINFO, and for the faults (SIGSEGV, SIGBUS,
 //! SIGILL, SIGFPE) on the alternate signal stack.
@@ -284,8 +285,17 @@ fn run(spec: &JailSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
 const OUTPUT_CAP: usize = 1 << 20;
 
 /// A VMM the OOM killer ended: say why, since a guest that outgrows the box's
-/// memory is killed with the VMM, without a word of its own (exit code 137).
+/// memory is killed with the VMM, without a word of its own (exit code 137). The
+/// same for one its file size limit ended (153).
 fn explain_a_kill(code: i32, spec: &JailSpec, usage: &Usage) -> Result<i32> {
+    if code == 128 + libc::SIGXFSZ {
+        eprintln!(
+            "{}: the kernel stopped the VMM (SIGXFSZ): it wrote past its file size \
+             limit, {} MiB, to a file",
+            isolab::run::program_name(),
+            OUTPUT_CAP >> 20
+        );
+    }
     let killed = code == 128 + libc::SIGKILL && usage.oom_kills.unwrap_or(0) > 0;
     if let (Some(limit), true) = (spec.limits.memory, killed) {
         eprintln!(
@@ -418,6 +428,7 @@ fn vmm(spec: &JailSpec) -> Result<Infallible> {
     }
     drop_every_capability()?;
     prctl::set_no_new_privs().context("prctl(PR_SET_NO_NEW_PRIVS, 1)")?;
+    limit_what_it_leaves()?;
     if spec.keeps(Wall::Environment) {
         forget_environment();
     }
@@ -504,6 +515,19 @@ fn become_nobody() -> Result<()> {
         permitted: setpcap,
         inheritable: 0,
     })
+}
+
+/// What a VMM taken over could still leave behind with the calls it keeps. Written
+/// to a file (the caller's, with `--break terminal`), at most OUTPUT_CAP bytes: past
+/// that the kernel ends it with SIGXFSZ. And no core dump, of a memory that holds
+/// its guest's, whatever the host's `core_pattern` would do with one.
+fn limit_what_it_leaves() -> Result<()> {
+    use nix::sys::resource::{Resource, setrlimit};
+    let cap = OUTPUT_CAP as u64;
+    setrlimit(Resource::RLIMIT_FSIZE, cap, cap)
+        .context("setrlimit(RLIMIT_FSIZE)")?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).context("setrlimit(RLIMIT_CORE, 0)")?;
+    prctl::set_dumpable(false).context("prctl(PR_SET_DUMPABLE, 0)")
 }
 
 /// Empty every capability set, the bounding set included (with setpcap, the last

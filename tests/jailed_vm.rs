@@ -476,6 +476,34 @@ fn the_relay_passes_on_a_bounded_amount() {
     );
 }
 
+/// Sent to a file, with the relay broken (`--break terminal`), the VMM's writes
+/// stop at its file size limit: the kernel ends it with SIGXFSZ (153), and the
+/// runtime says why. The file holds 1 MiB, not the 64 the VMM tried.
+#[test]
+fn a_flood_into_a_file_stops_at_the_file_size_limit() {
+    needs!(root, kvm);
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = command(
+        &step(STEP),
+        &["--attack", "flood", "--break", "terminal"],
+        None,
+    );
+    cmd.stdout(out.reopen().unwrap());
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    assert!(box_cgroups(pid).is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(153), "{stderr}");
+    assert_eq!(std::fs::metadata(out.path()).unwrap().len(), 1 << 20);
+    assert!(
+        stderr.contains(
+            "the kernel stopped the VMM (SIGXFSZ): it wrote past its file size limit, 1 MiB"
+        ),
+        "{stderr}"
+    );
+}
+
 /// A VMM that crashes under its filter says it crashed, where, and exits as a
 /// process the fault killed (139, 128 + SIGSEGV). (Without the VMM's own fault
 /// handler, the standard library's would reset SIGSEGV with rt_sigaction, which the
