@@ -468,7 +468,7 @@ fn vmm(spec: &JailSpec) -> Result<Infallible> {
     drop(watchdog);
     if let Some(attack) = spec.attack {
         println!("## the guest has taken the VMM over, and tries to break out");
-        println!("{}", attack.try_it(&kvm));
+        println!("{}", attack.try_it(&kvm, &mut vm));
     }
     // The end, as in_child ends: _exit(2) (exit_group), not exit(3), whose at-exit
     // work is the runtime's (std's would also take down its signal stack: a call
@@ -822,7 +822,7 @@ const WITH_RULES: [(i64, &str, &str); 4] = [
     (
         libc::SYS_write,
         "write",
-        "only to fd 1 (the guest's console) and 2 (errors)",
+        "only to fd 1 and 2, the pipes the runtime relays",
     ),
     (
         libc::SYS_mmap,
@@ -949,6 +949,9 @@ fn show_filter() -> Result<String> {
     for (_, name, rule) in WITH_RULES {
         out += &format!("  {name:<14}{rule}\n");
     }
+    out += "  (KVM_RUN is more than a run: with KVM_CAP_SYNC_REGS it also loads and \
+            stores\n   the vCPU's registers, special registers and pending events \
+            through kvm_run,\n   so what KVM_SET_REGS and its kin do stays in reach.)\n";
     out += "Any other call: SECCOMP_RET_TRAP (SIGSYS: the VMM names the call and stops).\n";
     out += "Under it, installed first: step 05's deny-list. The kernel runs both on \
             every\ncall, and the stricter verdict wins.\n";

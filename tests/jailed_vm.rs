@@ -291,6 +291,17 @@ fn a_compromised_vmm_stays_in_the_jail() {
         );
         assert!(run.stdout.contains("guest said: Hello from the jail!"));
     }
+    // What the filter does not hold: KVM_RUN, the one ioctl it allows, also loads
+    // and stores the vCPU's registers through the run area (KVM_CAP_SYNC_REGS).
+    let run = attack("set-registers", &[]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let set = run.stdout.lines().last().unwrap_or_default();
+    assert!(
+        set == "set the vCPU's registers: ALLOWED: rip is 0x12345000 now, set through \
+                kvm_run's sync_regs by KVM_RUN, the ioctl the filter allows"
+            || set.ends_with("impossible (this KVM has no KVM_CAP_SYNC_REGS)"),
+        "{set}"
+    );
     // Without the filter, the next wall.
     let said = |run: &Run| {
         assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);

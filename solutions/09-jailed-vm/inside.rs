@@ -3,7 +3,7 @@
 //! the jail holds no program to run. What it sees and tries is printed as `key:
 //! value` lines, as the probe prints its report.
 
-use super::{NOBODY, kvm_real_mode};
+use super::{KVM_RUN, NOBODY, Vm, kvm_real_mode};
 use anyhow::{Context, Result};
 use isolab::container::caps;
 use isolab::vm::GuestMemory;
@@ -33,6 +33,9 @@ pub enum Attack {
     NewUserNamespace,
     /// make a second VM with the /dev/kvm it holds open
     AnotherVm,
+    /// set the vCPU's registers without KVM_SET_REGS: through the run area's
+    /// sync_regs, which KVM_RUN, the one ioctl allowed, reads and writes
+    SetRegisters,
     /// read its user's keyring, which the kernel keeps per uid, not per namespace
     ReadKeyring,
     /// trace init, which kept every capability to build the box
@@ -192,7 +195,7 @@ fn stdout() -> String {
 impl Attack {
     /// Try it, from inside the jail, and say how it went. Under the filter most of
     /// these never return: the first call outside the list ends the VMM.
-    pub fn try_it(self, kvm: &File) -> String {
+    pub fn try_it(self, kvm: &File, vm: &mut Vm) -> String {
         let refused = |e: std::io::Error, why: &str| {
             let errno = Errno::from_raw(e.raw_os_error().unwrap_or(0));
             format!("refused ({errno:?}: {why})")
@@ -282,6 +285,21 @@ impl Attack {
                     Err(e) => format!("make another VM: refused ({e:#})"),
                 }
             }
+            Attack::SetRegisters => match set_rip(vm, 0x1234_5000) {
+                Ok(rip) => format!(
+                    "set the vCPU's registers: ALLOWED: rip is {rip:#x} now, set \
+                     through kvm_run's sync_regs by KVM_RUN, the ioctl the filter allows"
+                ),
+                Err(Errno::EINVAL) => {
+                    "set the vCPU's registers: impossible (this KVM \
+                                       has no KVM_CAP_SYNC_REGS)"
+                        .into()
+                }
+                Err(e) => format!(
+                    "set the vCPU's registers: {}",
+                    refused(e.into(), "KVM_RUN")
+                ),
+            },
             Attack::ReadKeyring => match user_keyring() {
                 Ok((serial, description)) if description == "_uid.0" => format!(
                     "read my user's keyring: ROOT'S: keyring {serial} ({description}), which \
@@ -350,6 +368,35 @@ impl Attack {
             }
         }
     }
+}
+
+/// Set the vCPU's rip to `rip` with no ioctl but KVM_RUN, as KVM_CAP_SYNC_REGS lets
+/// a VMM: registers marked in `kvm_dirty_regs` are loaded from the run area when
+/// KVM_RUN starts, those in `kvm_valid_regs` stored there when it returns, and
+/// with `immediate_exit` set it returns at once (EINTR) without running the
+/// guest. Returns rip as KVM_RUN then reports it.
+fn set_rip(vm: &mut Vm, rip: u64) -> Result<u64, Errno> {
+    const KVM_SYNC_X86_REGS: u64 = kvm_bindings::KVM_SYNC_X86_REGS as u64;
+    let vcpu = vm.vcpu.as_raw_fd();
+    let run_once = |area: &mut isolab::vm::RunArea| {
+        area.run_mut().immediate_exit = 1;
+        area.run_mut().kvm_valid_regs = KVM_SYNC_X86_REGS;
+        // SAFETY: KVM_RUN takes no pointer; the kernel writes only the vCPU's run
+        // area, borrowed `&mut` here, and returns at once (immediate_exit).
+        let rc = unsafe { libc::ioctl(vcpu, KVM_RUN.into(), 0) };
+        match Errno::result(rc) {
+            Ok(_) | Err(Errno::EINTR) => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    run_once(&mut vm.run)?;
+    let run = vm.run.run_mut();
+    run.s.regs.regs.rip = rip;
+    run.kvm_dirty_regs = KVM_SYNC_X86_REGS;
+    run_once(&mut vm.run)?;
+    // SAFETY: with kvm_valid_regs set, KVM_RUN stored the registers in `regs`, the
+    // union's member for them; any bytes are a valid u64.
+    Ok(unsafe { vm.run.run().s.regs.regs.rip })
 }
 
 /// A child in a user namespace of its own, made with clone(2) (the VMM itself may
