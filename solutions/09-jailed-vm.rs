@@ -447,18 +447,12 @@ fn vmm(spec: &JailSpec) -> Result<Infallible> {
     sigsys::name_refused_calls(&isolab::run::program_name())?;
     sigsys::name_faults(&isolab::run::program_name())?;
     let watchdog = isolab::vm::Watchdog::start()?;
-    if spec.keeps(Wall::Seccomp) {
-        // Step 05's deny-list first, and the allow-list over it. The kernel runs
-        // both on every call and the stricter verdict wins, so a call the
-        // allow-list lets through by mistake still meets the deny-list, which
-        // refuses new namespaces, keyrings, vsock, ptrace... The run loop's calls
-        // pass both.
-        seccomp::install(&hardening::filter())?;
-        if spec.keeps(Wall::AllowList) {
-            seccomp::install(&filter(vm.vcpu.as_raw_fd()))?;
-        }
+    let stack = filters(spec, vm.vcpu.as_raw_fd());
+    let counted = seccomp_line(&stack, vm.vcpu.as_raw_fd())?;
+    for program in &stack {
+        seccomp::install(program)?;
     }
-    println!("{}", line(Jail::Seccomp, seccomp_line(spec)));
+    println!("{}", line(Jail::Seccomp, counted));
     // From here on nothing is dropped, so nothing is closed: every way out, an
     // error too (in_child), ends the process with _exit(2), and the kernel frees
     // it all.
@@ -575,20 +569,105 @@ fn forget_environment() {
     }
 }
 
-fn seccomp_line(spec: &JailSpec) -> String {
-    if !spec.keeps(Wall::Seccomp) {
-        return "off".into();
+/// The filters the VMM installs, in order, as far as `--break` leaves them: step
+/// 05's deny-list first, and the allow-list over it. The kernel runs both on every
+/// call and the stricter verdict wins, so a call the allow-list lets through by
+/// mistake still meets the deny-list, which refuses new namespaces, keyrings,
+/// vsock, ptrace... The run loop's calls pass both.
+fn filters(spec: &JailSpec, vcpu: RawFd) -> Vec<Vec<seccomp::Instruction>> {
+    let mut stack = Vec::new();
+    if spec.keeps(Wall::Seccomp) {
+        stack.push(hardening::filter());
+        if spec.keeps(Wall::AllowList) {
+            stack.push(filter(vcpu));
+        }
     }
-    if !spec.keeps(Wall::AllowList) {
-        return "step 05's deny-list only".into();
+    stack
+}
+
+/// The `seccomp:` line: what `stack` lets through, counted by running it here as
+/// the kernel will, before it goes in. (A count of the lists ALLOWED and
+/// WITH_RULES would say what the filter was meant to do, not what it does.)
+fn seccomp_line(
+    stack: &[Vec<seccomp::Instruction>],
+    vcpu: RawFd,
+) -> Result<String> {
+    let programs: Vec<&[seccomp::Instruction]> =
+        stack.iter().map(|p| &p[..]).collect();
+    Ok(match programs.len() {
+        0 => "off".into(),
+        1 => "step 05's deny-list only".into(),
+        _ => {
+            let through = LetThrough::count(&programs, vcpu)?;
+            format!(
+                "allow-list of {} system calls (of {}), {} of them only with certain \
+                 arguments, over step 05's deny-list",
+                through.always.len() + through.sometimes.len(),
+                syscalls::ALL.len(),
+                through.sometimes.len()
+            )
+        }
+    })
+}
+
+/// What a stack of filters lets through, found by running it as the kernel would
+/// on every system call of x86-64, each with every set of arguments of
+/// [`argument_cases`]: how it behaves, whichever way its BPF is written.
+struct LetThrough {
+    /// The calls it allows whatever their arguments.
+    always: Vec<&'static str>,
+    /// The calls it allows with some of the sets of arguments, and with how many.
+    sometimes: Vec<(&'static str, usize)>,
+}
+
+impl LetThrough {
+    fn count(stack: &[&[seccomp::Instruction]], vcpu: RawFd) -> Result<LetThrough> {
+        let cases = argument_cases(vcpu);
+        let mut through = LetThrough {
+            always: Vec::new(),
+            sometimes: Vec::new(),
+        };
+        for (number, name) in syscalls::ALL {
+            let mut allowed = 0;
+            for args in &cases {
+                let call = seccomp::Call::x86_64(*number, args);
+                if seccomp::evaluate_stack(stack, &call)? == seccomp::ALLOW {
+                    allowed += 1;
+                }
+            }
+            match allowed {
+                0 => {}
+                n if n == cases.len() => through.always.push(name),
+                n => through.sometimes.push((name, n)),
+            }
+        }
+        Ok(through)
     }
-    format!(
-        "allow-list of {} system calls (of {}), {} of them only with certain \
-         arguments, over step 05's deny-list",
-        ALLOWED.len() + WITH_RULES.len(),
-        syscalls::ALL.len(),
-        WITH_RULES.len()
-    )
+}
+
+/// The sets of arguments each call is asked with: between them, each side of every
+/// rule of the allow-list (the vCPU's fd and another, KVM_RUN and another request,
+/// fds 1, 2 and 3, PROT_EXEC or not, MREMAP_FIXED or not), and high halves set
+/// where the rules compare only the low ones.
+fn argument_cases(vcpu: RawFd) -> Vec<[u64; 6]> {
+    let (vcpu, run) = (vcpu as u64, u64::from(KVM_RUN));
+    let anonymous = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let (may_move, fixed) =
+        (libc::MREMAP_MAYMOVE as u64, libc::MREMAP_FIXED as u64);
+    vec![
+        [0; 6],
+        [vcpu, run, 0, 0, 0, 0],
+        [vcpu | 1 << 32, run | 1 << 32, 0, 0, 0, 0],
+        [vcpu, 0x4090_ae82, 0, 0, 0, 0], // KVM_SET_REGS
+        [3, run, 0, 0, 0, 0],
+        [1, 0, 0, 0, 0, 0],
+        [2, 0, 0, 0, 0, 0],
+        [3, 0, 0, 0, 0, 0],
+        [0, 4096, 3, anonymous, u64::MAX, 0], // PROT_READ | PROT_WRITE
+        [0, 4096, 7, anonymous, u64::MAX, 0], // and PROT_EXEC
+        [1 << 20, 4096, 8192, may_move, 0, 0],
+        [1 << 20, 4096, 8192, may_move | fixed, 2 << 20, 0],
+    ]
 }
 
 // ANCHOR: guest
@@ -855,7 +934,7 @@ fn filter(vcpu: RawFd) -> Vec<seccomp::Instruction> {
         ret(KILL_PROCESS),
     ];
     //>1 Allow every call in ALLOWED, whatever its arguments, and send the others on
-    //>1 to the rules below. The guest runs, and `--show-filter` counts 9 allowed.
+    //>1 to the rules below. The guest runs, and `--show-filter` counts 10 allowed.
     //>2 No system call: two BPF instructions per allowed call, one that compares
     //>2 the call's number and one that returns ALLOW (`seccomp::jump_if_equal`,
     //>2 `ret`).
@@ -997,22 +1076,22 @@ fn show_filter() -> Result<String> {
             verdict_name(evaluate_stack(&stack, &call)?)
         );
     }
-    // Over every call: allowed with some arguments (these cover every rule above)?
-    let tries = [[0, 0, 0], [vcpu, KVM_RUN.into(), 0], [1, 0, 0], [2, 0, 0]];
-    let mut allowed = Vec::new();
-    for (number, name) in syscalls::ALL {
-        for args in &tries {
-            if evaluate_stack(&stack, &Call::x86_64(*number, args))? == ALLOW {
-                allowed.push(*name);
-                break;
-            }
-        }
-    }
+    // Over every call, with each set of arguments.
+    let through = LetThrough::count(&stack, VCPU_FD_IN_JAIL)?;
+    let cases = argument_cases(VCPU_FD_IN_JAIL).len();
+    let allowed = through.always.len() + through.sometimes.len();
     out += &format!(
-        "Over all {total} system calls of x86-64: {} allowed ({}), {} never.\n",
-        allowed.len(),
-        allowed.join(" "),
-        total - allowed.len()
+        "Over all {total} system calls of x86-64, each with {cases} sets of \
+         arguments:\n  {allowed} allowed, {} never.\n  with any arguments: {}\n  \
+         with some:          {}\n",
+        total - allowed,
+        through.always.join(" "),
+        through
+            .sometimes
+            .iter()
+            .map(|(name, n)| format!("{name} ({n} of {cases})"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     // Step 05's filter, over every call with arguments of 0: its argument rules
     // refuse only some values, so what it lets through here, it lets through.
@@ -1023,7 +1102,8 @@ fn show_filter() -> Result<String> {
         }
     }
     out += &format!(
-        "Step 05's deny-list, the same way: {} refused, {open} let through.\n",
+        "Step 05's deny-list alone, each call with arguments of 0: {} refused, {open} \
+         let through.\n",
         total - open
     );
     out += &format!(
