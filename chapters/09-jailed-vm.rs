@@ -395,12 +395,11 @@ fn build_jail(device: &Path) -> Result<()> {
 /// owner and mode, and no new device is made (the tmpfs is nodev, the bind is not).
 fn bind_device(device: &Path, target: &Path) -> Result<()> {
     // ANCHOR: bind_device
-    // TODO: A bind mount needs something to mount on, of the same kind as what is
-    //       mounted (a file for a file): create `target`'s directory
-    //       (std::fs::create_dir_all of its parent) and an empty file at `target`
-    //       (File::create). Then mount(2) with source `device`, target `target`, no
-    //       type, flags MsFlags::MS_BIND and no data. Give each call a context that
-    //       names it, e.g. "mount(/dev/kvm, ..., MS_BIND)".
+    // TODO: std::fs::create_dir_all(target's parent), File::create(target), then
+    //       mount(Some(device), target, None::<&str>, MsFlags::MS_BIND,
+    //       None::<&str>): no file system type and no data, each None::<&str> so
+    //       that the compiler knows their type. Give each call a context that names
+    //       it, e.g. "mount(/dev/kvm, ..., MS_BIND)".
     todo!(
         "step 09, `bind_device`: not written yet. Read the TODO above this line in \
          chapters/09-jailed-vm.rs, or run `cargo run -- hint 9`"
@@ -925,8 +924,8 @@ fn filter(vcpu: RawFd) -> Vec<seccomp::Instruction> {
         ret(KILL_PROCESS),
     ];
     // ANCHOR: allow_list
-    // TODO: Step 05's deny-list, turned round. For each (number, _) in ALLOWED, two
-    //       instructions: jump_if_equal(number as u32, 0, 1), then ret(ALLOW). The
+    // TODO: For each (number, _) in ALLOWED, two instructions: jump_if_equal(number
+    //       as u32, 0, 1), then ret(ALLOW). Step 05's deny-list, turned round: the
     //       call goes on to its ALLOW; any other call skips it and goes on down the
     //       list.
     todo!(

@@ -390,17 +390,18 @@ fn build_jail(device: &Path) -> Result<()> {
 /// bind mount, so the jail's /dev/kvm is the host's own device node, with its
 /// owner and mode, and no new device is made (the tmpfs is nodev, the bind is not).
 fn bind_device(device: &Path, target: &Path) -> Result<()> {
-    //>1 Make the host's device node `device` appear at `target`, in the jail's
-    //>1 empty tmpfs. The VMM's report then says `/dev: kvm`, and it opens /dev/kvm
-    //>1 there.
-    //>2 mkdir(2) for the directory, open(2) with O_CREAT for an empty file to mount
-    //>2 on, and mount(2) with MS_BIND.
-    //> A bind mount needs something to mount on, of the same kind as what is
-    //> mounted (a file for a file): create `target`'s directory
-    //> (std::fs::create_dir_all of its parent) and an empty file at `target`
-    //> (File::create). Then mount(2) with source `device`, target `target`, no
-    //> type, flags MsFlags::MS_BIND and no data. Give each call a context that
-    //> names it, e.g. "mount(/dev/kvm, ..., MS_BIND)".
+    //>1 Make the host's own device node `device` appear at `target`, inside the
+    //>1 jail's empty tmpfs, without making a new device. The jail report's `/dev`
+    //>1 line then says `kvm`, and the VMM opens /dev/kvm there.
+    //>2 A bind mount, which needs something to mount on of the same kind as what
+    //>2 is mounted (a file, for a device node): mkdir(2) for the directory of
+    //>2 `target`, open(2) with O_CREAT for an empty file there, then mount(2) with
+    //>2 MS_BIND.
+    //> std::fs::create_dir_all(target's parent), File::create(target), then
+    //> mount(Some(device), target, None::<&str>, MsFlags::MS_BIND, None::<&str>):
+    //> no file system type and no data, each None::<&str> so that the compiler
+    //> knows their type. Give each call a context that names it, e.g.
+    //> "mount(/dev/kvm, ..., MS_BIND)".
     // ANCHOR: bind_device
     let parent = target
         .parent()
@@ -933,14 +934,16 @@ fn filter(vcpu: RawFd) -> Vec<seccomp::Instruction> {
         jump_if_at_least(X32_SYSCALL_BIT, 0, 1),
         ret(KILL_PROCESS),
     ];
-    //>1 Allow every call in ALLOWED, whatever its arguments, and send the others on
-    //>1 to the rules below. The guest runs, and `--show-filter` counts 10 allowed.
-    //>2 No system call: two BPF instructions per allowed call, one that compares
-    //>2 the call's number and one that returns ALLOW (`seccomp::jump_if_equal`,
-    //>2 `ret`).
-    //> Step 05's deny-list, turned round. For each (number, _) in ALLOWED, two
-    //> instructions: jump_if_equal(number as u32, 0, 1), then ret(ALLOW). The call
-    //> goes on to its ALLOW; any other call skips it and goes on down the list.
+    //>1 Let every call in ALLOWED through, whatever its arguments, and send every
+    //>1 other call on to the rules below. The guest then runs, and the report's
+    //>1 `seccomp` line says `allow-list of 10 system calls`.
+    //>2 No system call: BPF instructions that compare the call's number, which the
+    //>2 program has loaded already, with each number in ALLOWED, and return ALLOW
+    //>2 on a match. A BPF jump counts the instructions it skips (0: the next).
+    //> For each (number, _) in ALLOWED, two instructions:
+    //> jump_if_equal(number as u32, 0, 1), then ret(ALLOW). Step 05's deny-list,
+    //> turned round: the call goes on to its ALLOW; any other call skips it and
+    //> goes on down the list.
     // ANCHOR: allow_list
     for (number, _name) in ALLOWED {
         program.push(jump_if_equal(number as u32, 0, 1));
