@@ -658,6 +658,12 @@ fn bad_inputs_are_one_line() {
         ),
         (&["--touch", "0"], 2, "a guest that touches 0 bytes"),
         (&["--spin", "0"], 2, "0 is not in 1..=100000"),
+        (&["--lines", "0"], 2, "0 is not in 1..=1000000"),
+        (
+            &["--lines", "3", "--spin", "1"],
+            2,
+            "the argument '--lines <N>' cannot be used with '--spin <N>'",
+        ),
         (
             &["--memory", "1m"],
             2,
