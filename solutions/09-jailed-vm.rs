@@ -420,9 +420,9 @@ fn bind_device(device: &Path, target: &Path) -> Result<()> {
 
 // ANCHOR: vmm
 /// The VMM, PID 2 of the box. Its powers go first; then it sets up the VM from
-/// what it was given, trusted code on trusted input. The filter goes in last,
+/// what it was given, trusted code on trusted input. The filters go in last,
 /// before the guest's first instruction: from then on the guest drives this
-/// process, and the filter is what is left standing if the guest takes it over.
+/// process, and the filters are what is left standing if the guest takes it over.
 fn vmm(spec: &JailSpec) -> Result<Infallible> {
     prctl::set_name(c"vmm").context("prctl(PR_SET_NAME, vmm)")?;
     let device = if spec.keeps(Wall::Root) {
@@ -448,6 +448,8 @@ fn vmm(spec: &JailSpec) -> Result<Infallible> {
     sigsys::name_refused_calls(&isolab::run::program_name())?;
     sigsys::name_faults(&isolab::run::program_name())?;
     let watchdog = isolab::vm::Watchdog::start()?;
+    // Step 05's deny-list, and the allow-list over it: counted as the kernel will
+    // run them (for the report's line), then installed.
     let stack = filters(spec, vm.vcpu.as_raw_fd());
     let counted = seccomp_line(&stack, vm.vcpu.as_raw_fd())?;
     for program in &stack {
