@@ -465,7 +465,7 @@ fn map_the_box(child: Pid, handshake: Handshake, map: &Map) -> Result<()> {
 /// holds the session keyring of whoever started it, and with it the right to read
 /// every key in it (a Kerberos ticket, a token kept with `keyctl`). runc joins a new
 /// one for every container, as init does here, before the box's first process.
-fn new_session_keyring() -> Result<()> {
+pub fn new_session_keyring() -> Result<()> {
     // SAFETY: KEYCTL_JOIN_SESSION_KEYRING with a NULL name makes a new, anonymous
     // keyring; the kernel reads no memory of ours.
     let rc = unsafe {

@@ -11,8 +11,9 @@
 //!   an empty tmpfs, as `docker run --device /dev/kvm` does;
 //! - cgroup limits, which now limit the guest: its memory is the VMM's memory, and
 //!   its vCPU runs on the VMM's thread;
-//! - the user nobody, no capabilities, no_new_privs, /dev/null for stdin, and the
-//!   caller's environment wiped from the VMM's memory;
+//! - the user nobody, no capabilities, no_new_privs, /dev/null for stdin, pipes
+//!   the runtime relays for stdout and stderr, a session keyring of its own, and
+//!   the caller's environment wiped from the VMM's memory;
 //! - then the VMM sets its VM up (step 08's long mode), and only then, before the
 //!   guest's first instruction, installs an **allow-list** seccomp filter: the few
 //!   calls its run loop makes, KVM_RUN on its own vCPU among them. Any other call
@@ -23,10 +24,13 @@
 //! once the guest ran, act as one the guest took over; `--break WALL` leaves a wall
 //! out. `--show-filter` prints the filter and how it compares with step 05's.
 //!
-//! Syscalls: on top of steps 05 and 08, mount(2) with MS_BIND of a device node;
+//! Syscalls: on top of steps 05 and 08, keyctl(2) with KEYCTL_JOIN_SESSION_KEYRING
+//! (step 06's); mount(2) with MS_BIND of a device node;
 //! setgroups(2), setresgid(2), setresuid(2) and prctl(2) with PR_SET_KEEPCAPS;
+//! setrlimit(2) for RLIMIT_FSIZE and RLIMIT_CORE;
 //! prctl(2) with PR_SET_SECCOMP and a filter whose default is SECCOMP_RET_TRAP;
-//! sigaction(2) for SIGSYS with SA_SIGINFO.
+//! sigaction(2) for SIGSYS with SA_SIGINFO, and for the faults (SIGSEGV, SIGBUS,
+//! SIGILL, SIGFPE) on the alternate signal stack.
 //!
 //! ```text
 //! $ sudo target/debug/09-jailed-vm --memory 64m --cpus 0.5
@@ -34,7 +38,7 @@
 //! root: dev
 //! /dev: kvm
 //! capabilities: none (and the bounding set is empty)
-//! seccomp: allow-list of 9 system calls (of 382), 3 of them only with certain ...
+//! seccomp: allow-list of 10 system calls (of 382), 4 of them only with certain ...
 //! guest said: Hello from the jail!
 //! $ sudo target/debug/09-jailed-vm --attack open-host-file
 //! 09-jailed-vm: error: the seccomp filter stopped the VMM at openat (system ...
@@ -57,11 +61,13 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 // The finished steps this one builds on: step 05's own file, and through it 00-04's
-// (the box), and step 08's, and through it 07's (the VMM).
-#[path = "../solutions/05-hardening.rs"]
+// (the box), reached through step 06's (a session keyring of the box's own), and
+// step 08's, and through it 07's (the VMM).
+#[path = "../solutions/06-user-namespace.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
-pub mod hardening;
+pub mod user_namespace;
 pub use hardening::{cgroups, chroot, mount_namespace, namespaces, process};
+pub use user_namespace::hardening;
 #[path = "../solutions/08-kvm-long-mode.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
 pub mod kvm_long_mode;
@@ -92,8 +98,12 @@ struct Args {
     #[arg(long, value_name = "SIZE", value_parser = touch_size, conflicts_with = "spin")]
     touch: Option<u64>,
     /// Run a guest that counts down from N million, a fixed amount of work
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000), conflicts_with = "lines")]
     spin: Option<u64>,
+    /// Run a guest that prints a short line N times, one exit each: a chatty guest,
+    /// of which the VMM keeps a bounded part
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000), conflicts_with = "touch")]
+    lines: Option<u64>,
     /// Once the guest ran, act as a VMM the guest has taken over, and try this
     #[arg(long, value_name = "WHAT", value_enum)]
     attack: Option<Attack>,
@@ -112,14 +122,23 @@ struct Args {
 /// The walls of this step, for `--break`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum Wall {
-    /// no seccomp filter: the VMM may make any system call
+    /// no seccomp filter at all, neither the allow-list nor step 05's deny-list
+    /// under it: the VMM may make any system call
     Seccomp,
+    /// no allow-list: only step 05's deny-list, under it, holds the VMM, as it
+    /// would if the allow-list let too much through
+    AllowList,
     /// keep the host's root: no empty tmpfs with only /dev/kvm in it
     Root,
     /// keep the caller's environment in the VMM's memory
     Environment,
     /// keep uid 0: root, without capabilities, instead of nobody
     User,
+    /// give the VMM the caller's stdout and stderr (a terminal, say), with no relay
+    /// between
+    Terminal,
+    /// keep the caller's session keyring: the VMM may read the keys in it
+    Keyring,
 }
 
 /// The guest's program, and what the host hands it in rdi and rsi.
@@ -128,6 +147,7 @@ enum Guest {
     Hello,
     Touch { bytes: u64 },
     Spin { millions: u64 },
+    Lines { count: u64 },
 }
 
 impl Guest {
@@ -137,6 +157,7 @@ impl Guest {
             Guest::Hello => (0, 0),
             Guest::Touch { bytes } => (1, bytes),
             Guest::Spin { millions } => (2, millions * 1_000_000),
+            Guest::Lines { count } => (3, count),
         }
     }
 
@@ -194,9 +215,10 @@ fn main() -> ExitCode {
         let kvm = isolab::vm::open(&args.device)?;
         kvm_real_mode::api_version(&kvm, &args.device)?;
         drop(kvm);
-        let guest = match (args.touch, args.spin) {
-            (Some(bytes), _) => Guest::Touch { bytes },
-            (_, Some(millions)) => Guest::Spin { millions },
+        let guest = match (args.touch, args.spin, args.lines) {
+            (Some(bytes), _, _) => Guest::Touch { bytes },
+            (_, Some(millions), _) => Guest::Spin { millions },
+            (_, _, Some(count)) => Guest::Lines { count },
             _ => Guest::Hello,
         };
         if args.limits.pids_limit.is_some_and(|n| n < 2) {
@@ -222,15 +244,29 @@ fn run(spec: &JailSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
     let signals = namespaces::waited_signals();
     signals.thread_block().context("sigprocmask(SIG_BLOCK)")?;
     let mut cgroups = BoxCgroups::create(limits)?;
+    // The VMM's output goes through pipes, step 05's, and a relay here that
+    // escapes what a terminal would act on and cuts each stream at OUTPUT_CAP: a
+    // VMM the guest took over may write anything, and the caller's terminal (or
+    // disk) is not the place for it.
+    let stdio = match spec.keeps(Wall::Terminal) {
+        true => hardening::box_stdio(false, true)?.map(|r| r.untrusted(OUTPUT_CAP)),
+        false => None,
+    };
     let lifeline = Lifeline::new()?;
     unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID)")?;
     // SAFETY: this program has no other threads, so the child may run any code.
     let code = match unsafe { fork() }.context("fork()")? {
         ForkResult::Child => in_child(|| {
             lifeline.die_with_parent()?;
+            if let Some(stdio) = &stdio {
+                stdio.attach()?;
+            }
             init(spec, &cgroups, &signals)
         }),
-        ForkResult::Parent { child } => namespaces::supervise(child, &signals)?,
+        ForkResult::Parent { child } => match stdio {
+            Some(stdio) => stdio.relay(child, &signals)?,
+            None => namespaces::supervise(child, &signals)?,
+        },
     };
     let usage = Usage::read(&cgroups.paths());
     if stats {
@@ -240,9 +276,22 @@ fn run(spec: &JailSpec, limits: &LimitArgs, stats: bool) -> Result<i32> {
     explain_a_kill(code, spec, &usage)
 }
 
+/// How much of each of the VMM's streams, stdout and stderr, the relay passes on:
+/// its reports are a few KiB.
+const OUTPUT_CAP: usize = 1 << 20;
+
 /// A VMM the OOM killer ended: say why, since a guest that outgrows the box's
-/// memory is killed with the VMM, without a word of its own (exit code 137).
+/// memory is killed with the VMM, without a word of its own (exit code 137). The
+/// same for one its file size limit ended (153).
 fn explain_a_kill(code: i32, spec: &JailSpec, usage: &Usage) -> Result<i32> {
+    if code == 128 + libc::SIGXFSZ {
+        eprintln!(
+            "{}: the kernel stopped the VMM (SIGXFSZ): it wrote past its file size \
+             limit, {} MiB, to a file",
+            isolab::run::program_name(),
+            OUTPUT_CAP >> 20
+        );
+    }
     let killed = code == 128 + libc::SIGKILL && usage.oom_kills.unwrap_or(0) > 0;
     if let (Some(limit), true) = (spec.limits.memory, killed) {
         eprintln!(
@@ -266,6 +315,12 @@ fn init(
     cgroups.join()?;
     mount_namespace::close_inherited_fds()?;
     stdin_from_dev_null()?;
+    // Keyrings belong to no namespace, and a keyring's keys are granted to whoever
+    // holds it, whatever its uid: nobody would still read the caller's. So the box
+    // leaves the caller's session keyring for a new one, as step 06's init does.
+    if spec.keeps(Wall::Keyring) {
+        user_namespace::new_session_keyring()?;
+    }
     let namespaces = CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNS
@@ -294,10 +349,10 @@ fn init(
     }
 }
 
-/// The VMM reads nothing, so it gets nothing to read: the caller's terminal (or
-/// whatever stdin was) is replaced by the host's /dev/null while init can still
-/// open it, as the jailer's `--daemonize` does. Its output still reaches the
-/// caller.
+/// The VMM reads nothing, so it gets nothing to read: whatever stdin was is
+/// replaced by the host's /dev/null while init can still open it. (Its stdout and
+/// stderr are pipes the runtime relays; the jailer's `--daemonize` sends all
+/// three to /dev/null.)
 fn stdin_from_dev_null() -> Result<()> {
     use std::os::fd::AsFd;
     let null = File::open("/dev/null").context("open(/dev/null)")?;
@@ -335,17 +390,18 @@ fn build_jail(device: &Path) -> Result<()> {
 /// bind mount, so the jail's /dev/kvm is the host's own device node, with its
 /// owner and mode, and no new device is made (the tmpfs is nodev, the bind is not).
 fn bind_device(device: &Path, target: &Path) -> Result<()> {
-    //>1 Make the host's device node `device` appear at `target`, in the jail's
-    //>1 empty tmpfs. The VMM's report then says `/dev: kvm`, and it opens /dev/kvm
-    //>1 there.
-    //>2 mkdir(2) for the directory, open(2) with O_CREAT for an empty file to mount
-    //>2 on, and mount(2) with MS_BIND.
-    //> A bind mount needs something to mount on, of the same kind as what is
-    //> mounted (a file for a file): create `target`'s directory
-    //> (std::fs::create_dir_all of its parent) and an empty file at `target`
-    //> (File::create). Then mount(2) with source `device`, target `target`, no
-    //> type, flags MsFlags::MS_BIND and no data. Give each call a context that
-    //> names it, e.g. "mount(/dev/kvm, ..., MS_BIND)".
+    //>1 Make the host's own device node `device` appear at `target`, inside the
+    //>1 jail's empty tmpfs, without making a new device. The jail report's `/dev`
+    //>1 line then says `kvm`, and the VMM opens /dev/kvm there.
+    //>2 A bind mount, which needs something to mount on of the same kind as what
+    //>2 is mounted (a file, for a device node): mkdir(2) for the directory of
+    //>2 `target`, open(2) with O_CREAT for an empty file there, then mount(2) with
+    //>2 MS_BIND.
+    //> std::fs::create_dir_all(target's parent), File::create(target), then
+    //> mount(Some(device), target, None::<&str>, MsFlags::MS_BIND, None::<&str>):
+    //> no file system type and no data, each None::<&str> so that the compiler
+    //> knows their type. Give each call a context that names it, e.g.
+    //> "mount(/dev/kvm, ..., MS_BIND)".
     // ANCHOR: bind_device
     let parent = target
         .parent()
@@ -364,9 +420,9 @@ fn bind_device(device: &Path, target: &Path) -> Result<()> {
 
 // ANCHOR: vmm
 /// The VMM, PID 2 of the box. Its powers go first; then it sets up the VM from
-/// what it was given, trusted code on trusted input. The filter goes in last,
+/// what it was given, trusted code on trusted input. The filters go in last,
 /// before the guest's first instruction: from then on the guest drives this
-/// process, and the filter is what is left standing if the guest takes it over.
+/// process, and the filters are what is left standing if the guest takes it over.
 fn vmm(spec: &JailSpec) -> Result<Infallible> {
     prctl::set_name(c"vmm").context("prctl(PR_SET_NAME, vmm)")?;
     let device = if spec.keeps(Wall::Root) {
@@ -382,6 +438,7 @@ fn vmm(spec: &JailSpec) -> Result<Infallible> {
     }
     drop_every_capability()?;
     prctl::set_no_new_privs().context("prctl(PR_SET_NO_NEW_PRIVS, 1)")?;
+    limit_what_it_leaves()?;
     if spec.keeps(Wall::Environment) {
         forget_environment();
     }
@@ -389,11 +446,16 @@ fn vmm(spec: &JailSpec) -> Result<Infallible> {
     println!("## the jail, as the VMM sees it before its guest runs");
     print!("{}", inside::look_around()?);
     sigsys::name_refused_calls(&isolab::run::program_name())?;
+    sigsys::name_faults(&isolab::run::program_name())?;
     let watchdog = isolab::vm::Watchdog::start()?;
-    if spec.keeps(Wall::Seccomp) {
-        seccomp::install(&filter(vm.vcpu.as_raw_fd()))?;
+    // Step 05's deny-list, and the allow-list over it: counted as the kernel will
+    // run them (for the report's line), then installed.
+    let stack = filters(spec, vm.vcpu.as_raw_fd());
+    let counted = seccomp_line(&stack, vm.vcpu.as_raw_fd())?;
+    for program in &stack {
+        seccomp::install(program)?;
     }
-    println!("{}", line(Jail::Seccomp, seccomp_line(spec)));
+    println!("{}", line(Jail::Seccomp, counted));
     // From here on nothing is dropped, so nothing is closed: every way out, an
     // error too (in_child), ends the process with _exit(2), and the kernel frees
     // it all.
@@ -403,7 +465,7 @@ fn vmm(spec: &JailSpec) -> Result<Infallible> {
     drop(watchdog);
     if let Some(attack) = spec.attack {
         println!("## the guest has taken the VMM over, and tries to break out");
-        println!("{}", attack.try_it(&kvm));
+        println!("{}", attack.try_it(&kvm, &mut vm));
     }
     // The end, as in_child ends: _exit(2) (exit_group), not exit(3), whose at-exit
     // work is the runtime's (std's would also take down its signal stack: a call
@@ -461,6 +523,19 @@ fn become_nobody() -> Result<()> {
     })
 }
 
+/// What a VMM taken over could still leave behind with the calls it keeps. Written
+/// to a file (the caller's, with `--break terminal`), at most OUTPUT_CAP bytes: past
+/// that the kernel ends it with SIGXFSZ. And no core dump, of a memory that holds
+/// its guest's, whatever the host's `core_pattern` would do with one.
+fn limit_what_it_leaves() -> Result<()> {
+    use nix::sys::resource::{Resource, setrlimit};
+    let cap = OUTPUT_CAP as u64;
+    setrlimit(Resource::RLIMIT_FSIZE, cap, cap)
+        .context("setrlimit(RLIMIT_FSIZE)")?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).context("setrlimit(RLIMIT_CORE, 0)")?;
+    prctl::set_dumpable(false).context("prctl(PR_SET_DUMPABLE, 0)")
+}
+
 /// Empty every capability set, the bounding set included (with setpcap, the last
 /// to go): what step 05 keeps for a box's programs, the VMM has no use for.
 fn drop_every_capability() -> Result<()> {
@@ -497,22 +572,112 @@ fn forget_environment() {
     }
 }
 
-fn seccomp_line(spec: &JailSpec) -> String {
-    if !spec.keeps(Wall::Seccomp) {
-        return "off".into();
+/// The filters the VMM installs, in order, as far as `--break` leaves them: step
+/// 05's deny-list first, and the allow-list over it. The kernel runs both on every
+/// call and the stricter verdict wins, so a call the allow-list lets through by
+/// mistake still meets the deny-list, which refuses new namespaces, keyrings,
+/// vsock, ptrace... The run loop's calls pass both.
+fn filters(spec: &JailSpec, vcpu: RawFd) -> Vec<Vec<seccomp::Instruction>> {
+    let mut stack = Vec::new();
+    if spec.keeps(Wall::Seccomp) {
+        stack.push(hardening::filter());
+        if spec.keeps(Wall::AllowList) {
+            stack.push(filter(vcpu));
+        }
     }
-    format!(
-        "allow-list of {} system calls (of {}), {} of them only with certain arguments",
-        ALLOWED.len() + WITH_RULES.len(),
-        syscalls::ALL.len(),
-        WITH_RULES.len()
-    )
+    stack
+}
+
+/// The `seccomp:` line: what `stack` lets through, counted by running it here as
+/// the kernel will, before it goes in. (A count of the lists ALLOWED and
+/// WITH_RULES would say what the filter was meant to do, not what it does.)
+fn seccomp_line(
+    stack: &[Vec<seccomp::Instruction>],
+    vcpu: RawFd,
+) -> Result<String> {
+    let programs: Vec<&[seccomp::Instruction]> =
+        stack.iter().map(|p| &p[..]).collect();
+    Ok(match programs.len() {
+        0 => "off".into(),
+        1 => "step 05's deny-list only".into(),
+        _ => {
+            let through = LetThrough::count(&programs, vcpu)?;
+            format!(
+                "allow-list of {} system calls (of {}), {} of them only with certain \
+                 arguments, over step 05's deny-list",
+                through.always.len() + through.sometimes.len(),
+                syscalls::ALL.len(),
+                through.sometimes.len()
+            )
+        }
+    })
+}
+
+/// What a stack of filters lets through, found by running it as the kernel would
+/// on every system call of x86-64, each with every set of arguments of
+/// [`argument_cases`]: how it behaves, whichever way its BPF is written.
+struct LetThrough {
+    /// The calls it allows whatever their arguments.
+    always: Vec<&'static str>,
+    /// The calls it allows with some of the sets of arguments, and with how many.
+    sometimes: Vec<(&'static str, usize)>,
+}
+
+impl LetThrough {
+    fn count(stack: &[&[seccomp::Instruction]], vcpu: RawFd) -> Result<LetThrough> {
+        let cases = argument_cases(vcpu);
+        let mut through = LetThrough {
+            always: Vec::new(),
+            sometimes: Vec::new(),
+        };
+        for (number, name) in syscalls::ALL {
+            let mut allowed = 0;
+            for args in &cases {
+                let call = seccomp::Call::x86_64(*number, args);
+                if seccomp::evaluate_stack(stack, &call)? == seccomp::ALLOW {
+                    allowed += 1;
+                }
+            }
+            match allowed {
+                0 => {}
+                n if n == cases.len() => through.always.push(name),
+                n => through.sometimes.push((name, n)),
+            }
+        }
+        Ok(through)
+    }
+}
+
+/// The sets of arguments each call is asked with: between them, each side of every
+/// rule of the allow-list (the vCPU's fd and another, KVM_RUN and another request,
+/// fds 1, 2 and 3, PROT_EXEC or not, MREMAP_FIXED or not), and high halves set
+/// where the rules compare only the low ones.
+fn argument_cases(vcpu: RawFd) -> Vec<[u64; 6]> {
+    let (vcpu, run) = (vcpu as u64, u64::from(KVM_RUN));
+    let anonymous = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let (may_move, fixed) =
+        (libc::MREMAP_MAYMOVE as u64, libc::MREMAP_FIXED as u64);
+    vec![
+        [0; 6],
+        [vcpu, run, 0, 0, 0, 0],
+        [vcpu | 1 << 32, run | 1 << 32, 0, 0, 0, 0],
+        [vcpu, 0x4090_ae82, 0, 0, 0, 0], // KVM_SET_REGS
+        [3, run, 0, 0, 0, 0],
+        [1, 0, 0, 0, 0, 0],
+        [2, 0, 0, 0, 0, 0],
+        [3, 0, 0, 0, 0, 0],
+        [0, 4096, 3, anonymous, u64::MAX, 0], // PROT_READ | PROT_WRITE
+        [0, 4096, 7, anonymous, u64::MAX, 0], // and PROT_EXEC
+        [1 << 20, 4096, 8192, may_move, 0, 0],
+        [1 << 20, 4096, 8192, may_move | fixed, 2 << 20, 0],
+    ]
 }
 
 // ANCHOR: guest
 // The guest: 64-bit code at step 08's GUEST_ADDRESS, on step 08's GDT and page
-// tables. rdi says which program, rsi its argument; each ends by printing a line
-// and exiting with code 0, through step 08's two hypercall ports.
+// tables. rdi says which program (0 hello, 1 touch, 2 spin, 3 lines), rsi its
+// argument; each ends by printing a line and exiting with code 0, through step
+// 08's two hypercall ports.
 core::arch::global_asm!(
     r#"
     .pushsection .rodata.guest_jailed, "a"
@@ -524,6 +689,8 @@ GUEST_JAILED_START:
     je jailed_touch
     cmp edi, 2
     je jailed_spin
+    cmp edi, 3
+    je jailed_lines
     jmp jailed_done
 jailed_touch:                       # one byte to every page of [2 MiB, 2 MiB + rsi)
     mov rbx, {base}
@@ -540,6 +707,14 @@ jailed_spin:                        # count down from rsi: work, and no exit
 1:  dec rcx
     jnz 1b
     lea rax, [rip + jailed_spun]
+    jmp jailed_done
+jailed_lines:                       # print a short line rsi times: rsi exits
+    lea rax, [rip + jailed_line]
+    mov dx, {print}
+1:  out dx, eax
+    dec rsi
+    jnz 1b
+    lea rax, [rip + jailed_printed]
 jailed_done:
     mov dx, {print}
     out dx, eax                     # hypercall: print(rax)
@@ -553,6 +728,10 @@ jailed_touched:
     .asciz "Touched every page.\n"
 jailed_spun:
     .asciz "Done spinning.\n"
+jailed_line:
+    .asciz "line\n"
+jailed_printed:
+    .asciz "Printed every line.\n"
     .globl GUEST_JAILED_END
 GUEST_JAILED_END:
     .popsection
@@ -617,7 +796,7 @@ impl Vm {
     fn run_guest(&mut self, guest: Guest) -> Result<i32> {
         let (clock, cpu) = (Instant::now(), cpu_time()?);
         let mut trace = Trace::default();
-        let mut said = String::new();
+        let mut said = Said::default();
         let code = loop {
             kvm_real_mode::run_vcpu(&self.vcpu, &mut self.run)?;
             let exit = kvm_real_mode::decode(&self.run)?;
@@ -627,7 +806,7 @@ impl Vm {
                     match kvm_long_mode::hypercall(port, value, &self.memory)? {
                         Hypercall::Print(text) => {
                             trace.note(format!("print {text:?}"));
-                            said += &text;
+                            said.push(&text);
                         }
                         Hypercall::Exit(code) => {
                             trace.note(format!("exit({code})"));
@@ -646,8 +825,15 @@ impl Vm {
         };
         let (clock, cpu) = (clock.elapsed(), cpu_time()? - cpu);
         println!("## the guest");
-        for line in said.lines() {
+        for line in said.text.lines() {
             println!("guest said: {}", isolab::vm::printable(line));
+        }
+        if said.not_kept > 0 {
+            println!(
+                "guest said {} bytes more, not kept (the VMM keeps its first {} KiB)",
+                said.not_kept,
+                Said::KEPT >> 10
+            );
         }
         print!("{trace}");
         if let Guest::Touch { bytes } = guest {
@@ -663,6 +849,28 @@ impl Vm {
     }
 }
 
+/// What the guest said, as much of it as the VMM keeps: the prints that fit in
+/// [`Said::KEPT`] bytes, and a count of the bytes after them. A guest's chatter must
+/// not grow the VMM's heap without end: into the box's memory, by calls the filter
+/// would have to allow.
+#[derive(Default)]
+struct Said {
+    text: String,
+    not_kept: usize,
+}
+
+impl Said {
+    const KEPT: usize = 4 << 10;
+
+    fn push(&mut self, text: &str) {
+        if self.not_kept == 0 && self.text.len() + text.len() <= Said::KEPT {
+            self.text += text;
+        } else {
+            self.not_kept += text.len();
+        }
+    }
+}
+
 /// The CPU time this thread has used: the vCPU runs the guest on it.
 fn cpu_time() -> Result<Duration> {
     use nix::time::{ClockId, clock_gettime};
@@ -673,8 +881,10 @@ fn cpu_time() -> Result<Duration> {
 
 // ANCHOR: allowed
 /// What the run loop asks of the kernel once the guest runs, whatever the
-/// arguments. The list comes from watching the loop under strace, plus what the
-/// heap needs to grow and shrink (the loop allocates: the trace, the guest's text).
+/// arguments. The list comes from watching the loop under strace, and from what
+/// glibc's allocator calls when the loop's memory (the trace, the guest's text)
+/// grows and shrinks: brk for the heap, munmap for a large block given back, and
+/// mremap (below, with a rule) for a large block grown.
 const ALLOWED: [(i64, &str); 6] = [
     (libc::SYS_brk, "brk"),       // the heap, grown and given back
     (libc::SYS_munmap, "munmap"), // large blocks of the heap, given back
@@ -685,7 +895,7 @@ const ALLOWED: [(i64, &str); 6] = [
 ];
 
 /// And the calls it makes only with certain arguments, which the filter checks.
-const WITH_RULES: [(i64, &str, &str); 3] = [
+const WITH_RULES: [(i64, &str, &str); 4] = [
     (
         libc::SYS_ioctl,
         "ioctl",
@@ -694,12 +904,17 @@ const WITH_RULES: [(i64, &str, &str); 3] = [
     (
         libc::SYS_write,
         "write",
-        "only to fd 1 (the guest's console) and 2 (errors)",
+        "only to fd 1 and 2, the pipes the runtime relays",
     ),
     (
         libc::SYS_mmap,
         "mmap",
         "never executable memory (no PROT_EXEC)",
+    ),
+    (
+        libc::SYS_mremap,
+        "mremap",
+        "only to resize, never onto a chosen address (no MREMAP_FIXED)",
     ),
 ];
 
@@ -721,14 +936,16 @@ fn filter(vcpu: RawFd) -> Vec<seccomp::Instruction> {
         jump_if_at_least(X32_SYSCALL_BIT, 0, 1),
         ret(KILL_PROCESS),
     ];
-    //>1 Allow every call in ALLOWED, whatever its arguments, and send the others on
-    //>1 to the rules below. The guest runs, and `--show-filter` counts 9 allowed.
-    //>2 No system call: two BPF instructions per allowed call, one that compares
-    //>2 the call's number and one that returns ALLOW (`seccomp::jump_if_equal`,
-    //>2 `ret`).
-    //> Step 05's deny-list, turned round. For each (number, _) in ALLOWED, two
-    //> instructions: jump_if_equal(number as u32, 0, 1), then ret(ALLOW). The call
-    //> goes on to its ALLOW; any other call skips it and goes on down the list.
+    //>1 Let every call in ALLOWED through, whatever its arguments, and send every
+    //>1 other call on to the rules below. The guest then runs, and the report's
+    //>1 `seccomp` line says `allow-list of 10 system calls`.
+    //>2 No system call: BPF instructions that compare the call's number, which the
+    //>2 program has loaded already, with each number in ALLOWED, and return ALLOW
+    //>2 on a match. A BPF jump counts the instructions it skips (0: the next).
+    //> For each (number, _) in ALLOWED, two instructions:
+    //> jump_if_equal(number as u32, 0, 1), then ret(ALLOW). Step 05's deny-list,
+    //> turned round: the call goes on to its ALLOW; any other call skips it and
+    //> goes on down the list.
     // ANCHOR: allow_list
     for (number, _name) in ALLOWED {
         program.push(jump_if_equal(number as u32, 0, 1));
@@ -746,6 +963,11 @@ fn filter(vcpu: RawFd) -> Vec<seccomp::Instruction> {
         libc::SYS_mmap,
         2,
         libc::PROT_EXEC as u32,
+    ));
+    program.extend(allow_unless_any_bit(
+        libc::SYS_mremap,
+        3,
+        (libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP) as u32,
     ));
     // Everything else: SIGSYS, and the handler names the call.
     program.push(ret(TRAP));
@@ -794,9 +1016,12 @@ const VCPU_FD_IN_JAIL: RawFd = 5;
 /// counted over every call, by running it here as the kernel would; step 05's
 /// filter counted the same way; and the program itself.
 fn show_filter() -> Result<String> {
-    use seccomp::{ALLOW, Call, evaluate, verdict_name};
+    use seccomp::{ALLOW, Call, evaluate, evaluate_stack, verdict_name};
     let total = syscalls::ALL.len();
     let program = filter(VCPU_FD_IN_JAIL);
+    let deny_list = hardening::filter();
+    // As the VMM installs them: step 05's deny-list first, the allow-list over it.
+    let stack = [&deny_list[..], &program[..]];
     let mut out = format!(
         "The VMM's allow-list: {} calls, {} of them only with certain arguments.\n",
         ALLOWED.len() + WITH_RULES.len(),
@@ -808,7 +1033,12 @@ fn show_filter() -> Result<String> {
     for (_, name, rule) in WITH_RULES {
         out += &format!("  {name:<14}{rule}\n");
     }
+    out += "  (KVM_RUN is more than a run: with KVM_CAP_SYNC_REGS it also loads and \
+            stores\n   the vCPU's registers, special registers and pending events \
+            through kvm_run,\n   so what KVM_SET_REGS and its kin do stays in reach.)\n";
     out += "Any other call: SECCOMP_RET_TRAP (SIGSYS: the VMM names the call and stops).\n";
+    out += "Under it, installed first: step 05's deny-list. The kernel runs both on \
+            every\ncall, and the stricter verdict wins.\n";
     let vcpu = VCPU_FD_IN_JAIL as u64;
     let nr = |n: i64| n as u32;
     let asked = [
@@ -844,31 +1074,32 @@ fn show_filter() -> Result<String> {
             },
         ),
     ];
-    out += "\nAsked, the filter answers (run here as the kernel runs it):\n";
+    out += "\nAsked, the two filters answer (run here as the kernel runs them):\n";
     for (what, call) in asked {
-        out +=
-            &format!("  {what:<34}{}\n", verdict_name(evaluate(&program, &call)?));
+        out += &format!(
+            "  {what:<34}{}\n",
+            verdict_name(evaluate_stack(&stack, &call)?)
+        );
     }
-    // Over every call: allowed with some arguments (these cover every rule above)?
-    let tries = [[0, 0, 0], [vcpu, KVM_RUN.into(), 0], [1, 0, 0], [2, 0, 0]];
-    let mut allowed = Vec::new();
-    for (number, name) in syscalls::ALL {
-        for args in &tries {
-            if evaluate(&program, &Call::x86_64(*number, args))? == ALLOW {
-                allowed.push(*name);
-                break;
-            }
-        }
-    }
+    // Over every call, with each set of arguments.
+    let through = LetThrough::count(&stack, VCPU_FD_IN_JAIL)?;
+    let cases = argument_cases(VCPU_FD_IN_JAIL).len();
+    let allowed = through.always.len() + through.sometimes.len();
     out += &format!(
-        "Over all {total} system calls of x86-64: {} allowed ({}), {} never.\n",
-        allowed.len(),
-        allowed.join(" "),
-        total - allowed.len()
+        "Over all {total} system calls of x86-64, each with {cases} sets of \
+         arguments:\n  {allowed} allowed, {} never.\n  with any arguments: {}\n  \
+         with some:          {}\n",
+        total - allowed,
+        through.always.join(" "),
+        through
+            .sometimes
+            .iter()
+            .map(|(name, n)| format!("{name} ({n} of {cases})"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     // Step 05's filter, over every call with arguments of 0: its argument rules
     // refuse only some values, so what it lets through here, it lets through.
-    let deny_list = hardening::filter();
     let mut open = 0;
     for (number, _) in syscalls::ALL {
         if evaluate(&deny_list, &Call::x86_64(*number, &[]))? == ALLOW {
@@ -876,7 +1107,8 @@ fn show_filter() -> Result<String> {
         }
     }
     out += &format!(
-        "Step 05's deny-list, the same way: {} refused, {open} let through.\n",
+        "Step 05's deny-list alone, each call with arguments of 0: {} refused, {open} \
+         let through.\n",
         total - open
     );
     out += &format!(

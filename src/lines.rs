@@ -38,6 +38,43 @@ pub fn line<K: Key>(key: K, value: impl fmt::Display) -> String {
     format!("{}: {value}", key.text())
 }
 
+/// Text someone else chose (a guest's, a jailed VMM's), on one line: newlines and
+/// every character a terminal would act on instead of showing
+/// ([`acts_on_display`]) escaped as Rust writes them (`\n`, `\u{1b}`), so the
+/// report stays one `key: value` line and the text cannot move the cursor, retitle
+/// the window or reverse what follows it.
+pub fn printable(text: &str) -> String {
+    text.trim_end_matches('\n')
+        .chars()
+        .flat_map(|c| {
+            if acts_on_display(c) {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// Does a terminal or a text viewer do something with `c` other than show it? The
+/// control characters (C0 with ESC, DEL, and C1 with its one-byte CSI), and the
+/// invisible format characters that change how the text around them is shown: the
+/// bidirectional overrides, embeddings and isolates that make a line read other
+/// than its bytes ("Trojan Source", CVE-2021-42574), the zero-width characters,
+/// the line and paragraph separators, and the byte-order mark.
+pub fn acts_on_display(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
+}
+
 /// Lines read back, in order. `## section` headings, and lines without `: `, are
 /// not lines.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -97,6 +134,28 @@ mod tests {
         assert_eq!(lines.get(Test::Root), None);
         assert_eq!(line(Test::Root, "bin dev"), "root: bin dev");
         assert_eq!(Test::ALL, &[Test::Pid, Test::Root]);
+    }
+
+    #[test]
+    fn printable_keeps_one_line() {
+        assert_eq!(printable("Hello\n"), "Hello");
+        assert_eq!(printable("a\nb\x07"), "a\\nb\\u{7}");
+        assert_eq!(
+            printable("\x1b]0;title\x07 \u{9b}2J"),
+            "\\u{1b}]0;title\\u{7} \\u{9b}2J"
+        );
+    }
+
+    /// A right-to-left override would show what follows it reversed; a zero-width
+    /// space would hide a difference. Both are escaped, and ordinary text is not.
+    #[test]
+    fn printable_escapes_what_changes_how_text_is_shown() {
+        assert_eq!(printable("a\u{202e}b"), "a\\u{202e}b");
+        assert_eq!(
+            printable("x\u{200b}y\u{2066}z\u{feff}"),
+            "x\\u{200b}y\\u{2066}z\\u{feff}"
+        );
+        assert_eq!(printable("héllo, 世界 ✓"), "héllo, 世界 ✓");
     }
 
     #[test]

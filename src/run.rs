@@ -40,10 +40,17 @@ pub fn main(step: impl FnOnce() -> Result<i32>) -> ExitCode {
 /// an error; that error is printed as one line and the child exits at once with
 /// `_exit`, never returning into the parent's code. The exit code follows the shell:
 /// 127 when the command is not there, 126 when it cannot be run, 125 otherwise.
+///
+/// A panic (a skeleton's `todo!()`) ends the child too, with the code a panic gives,
+/// 101, once the panic's message is out. Left to unwind, it would run the drops of
+/// the parent's frames in the child's copy of them: a runtime's cgroups removed from
+/// inside the box, which the kernel refuses (EBUSY), with a warning.
 pub fn in_child(child: impl FnOnce() -> Result<Infallible>) -> ! {
-    let err = match child() {
-        Ok(never) => match never {},
-        Err(err) => err,
+    let err = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)) {
+        Ok(Ok(never)) => match never {},
+        Ok(Err(err)) => err,
+        // SAFETY: as below; the panic hook has printed the message already.
+        Err(_) => unsafe { libc::_exit(101) },
     };
     eprintln!("{}: error: {err:#}", program_name());
     let code = match err.root_cause().downcast_ref::<Errno>() {

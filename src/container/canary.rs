@@ -106,3 +106,54 @@ pub fn in_a_session_keyring(cmd: &mut std::process::Command) {
         });
     }
 }
+
+/// The canary key, if this process holds a keyring that holds it: the probe's
+/// `canary via session keyring` line, and step 09's VMM's `session keyring`. The
+/// tests, the tour and `cargo run -- run` start every runtime in a session keyring
+/// that holds the canary key: a box that still holds that keyring may read the key,
+/// as a box that holds a developer's may read their Kerberos tickets and tokens. request_key(2)
+/// without a callout only looks, through every keyring the process holds (its
+/// thread's, its process's and its session's); keyctl(KEYCTL_READ) then reads the
+/// key, which only a process that holds it may do.
+pub fn key_in_reach() -> String {
+    let name = std::ffi::CString::new(KEY).expect("no NUL in the key's name");
+    // SAFETY: two C strings that live across the call, no callout, no keyring to
+    // link the key into; the kernel only searches.
+    let found = unsafe {
+        libc::syscall(
+            libc::SYS_request_key,
+            c"user".as_ptr(),
+            name.as_ptr(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    };
+    let serial = match nix::errno::Errno::result(found) {
+        Ok(serial) => serial,
+        Err(nix::errno::Errno::ENOKEY) => {
+            return "not found (the session keyring I hold is not the caller's)".into();
+        }
+        Err(nix::errno::Errno::ENOSYS) => {
+            return "impossible (this kernel has no keyrings)".into();
+        }
+        Err(e) => return format!("refused ({e:?})"),
+    };
+    let mut payload = [0u8; 128];
+    // SAFETY: KEYCTL_READ writes at most `payload.len()` bytes into `payload`.
+    let read = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            libc::KEYCTL_READ,
+            serial,
+            payload.as_mut_ptr(),
+            payload.len(),
+        )
+    };
+    match nix::errno::Errno::result(read) {
+        Ok(n) if payload[..(n as usize).min(payload.len())].starts_with(MARKER.as_bytes()) => {
+            format!("READABLE (the key {KEY:?}, in the session keyring I was started with)")
+        }
+        Ok(_) => format!("found a key {KEY:?}, but not an isolab canary"),
+        Err(e) => format!("refused ({e:?}: the key is there, but not mine to read)"),
+    }
+}

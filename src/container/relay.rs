@@ -21,6 +21,14 @@
 //! ```text
 //!  caller's fds 0-2 <-> runtime (the relay) <-> pipes, or master ==== slave <-> the box's fds 0-2
 //! ```
+//!
+//! A box whose output nobody trusts (step 09's VMM, which its guest may have taken
+//! over) gets pipes for its output only, through a relay that is [`Relay::untrusted`]:
+//! it escapes every character a terminal would act on rather than show (as
+//! [`printable`](crate::lines::printable) does, but keeping newlines and tabs), and
+//! passes on at most a fixed number of bytes of each stream, reading and counting
+//! the rest, so that the box can neither drive the caller's terminal nor fill the
+//! caller's disk.
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
@@ -37,6 +45,20 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 struct Copy {
     from: OwnedFd,
     to: Destination,
+    /// For an untrusted box's output: what is escaped, and how much is passed on.
+    guard: Option<Guard>,
+}
+
+/// What a relay for an untrusted box does to a stream of its output.
+struct Guard {
+    /// How many of the box's bytes are passed on at most.
+    cap: usize,
+    /// How many have been.
+    passed: usize,
+    /// How many were read past the cap, and dropped.
+    dropped: usize,
+    /// The start of a character split between two reads, kept for the next.
+    partial: Vec<u8>,
 }
 
 enum Destination {
@@ -77,15 +99,18 @@ impl Relay {
             input: Some(Copy {
                 from: dup(std::io::stdin().as_fd())?,
                 to: Destination::Box(Some(stdin_w)),
+                guard: None,
             }),
             outputs: vec![
                 Copy {
                     from: stdout_r,
                     to: Destination::Caller(1),
+                    guard: None,
                 },
                 Copy {
                     from: stderr_r,
                     to: Destination::Caller(2),
+                    guard: None,
                 },
             ],
             master: None,
@@ -103,13 +128,33 @@ impl Relay {
             input: Some(Copy {
                 from: dup(std::io::stdin().as_fd())?,
                 to: Destination::Box(Some(dup(master.as_fd())?)),
+                guard: None,
             }),
             outputs: vec![Copy {
                 from: dup(master.as_fd())?,
                 to: Destination::Caller(1),
+                guard: None,
             }],
             master: Some(master),
         })
+    }
+
+    /// For a box whose output nobody trusts: nothing of the caller's input is read
+    /// for it (its stdin is a pipe that is already at its end, until the box puts
+    /// something else there), and each stream of its output is escaped and cut at
+    /// `cap` bytes (see the module's header). What was cut is said on stderr, in one
+    /// line per stream, when the relay ends.
+    pub fn untrusted(mut self, cap: usize) -> Relay {
+        self.input = None; // drops our end of the box's stdin
+        for copy in &mut self.outputs {
+            copy.guard = Some(Guard {
+                cap,
+                passed: 0,
+                dropped: 0,
+                partial: Vec::new(),
+            });
+        }
+        self
     }
 
     /// In the box's first process: its ends become stdin, stdout and stderr. The
@@ -174,7 +219,7 @@ impl Relay {
                 }
             }
             for i in ended.into_iter().rev() {
-                outputs.remove(i);
+                outputs.remove(i).finish()?;
             }
             if input_ready
                 && let Some(copy) = &mut input
@@ -199,8 +244,9 @@ impl Relay {
                 Ok(Signal::SIGCHLD) => {
                     if let Some(code) = reap(child)? {
                         // What the box wrote just before the end is still in our ends.
-                        for copy in &mut outputs {
+                        for mut copy in outputs {
                             while readable_now(copy.from.as_fd()) && copy.pass_on()? {}
+                            copy.finish()?;
                         }
                         return Ok(code);
                     }
@@ -225,6 +271,43 @@ impl Copy {
             Err(Errno::EINTR | Errno::EAGAIN) => return Ok(true),
             other => other.context("read(the relay)")?,
         };
+        let escaped;
+        let bytes = match &mut self.guard {
+            Some(guard) => {
+                escaped = guard.pass(&buffer[..n]);
+                &escaped[..]
+            }
+            None => &buffer[..n],
+        };
+        self.write(bytes)
+    }
+
+    /// The end of an untrusted box's stream: what was left of a split character,
+    /// escaped, and one line on stderr if the cap cut the stream.
+    fn finish(mut self) -> Result<()> {
+        let Some(guard) = self.guard.take() else {
+            return Ok(());
+        };
+        let rest: Vec<u8> = guard.partial.iter().flat_map(|b| escape_byte(*b)).collect();
+        self.write(&rest)?;
+        if guard.dropped > 0 {
+            let stream = match self.to {
+                Destination::Caller(1) => "stdout",
+                _ => "stderr",
+            };
+            eprintln!(
+                "{}: the box wrote {} bytes to its {stream}; the relay passed on the first \
+                 {} and dropped the rest",
+                crate::run::program_name(),
+                guard.passed + guard.dropped,
+                guard.cap
+            );
+        }
+        Ok(())
+    }
+
+    /// Write all of `bytes` where this copy goes. false when that side is gone.
+    fn write(&self, bytes: &[u8]) -> Result<bool> {
         let to = match &self.to {
             Destination::Caller(fd) => {
                 // SAFETY: 1 and 2 stay open for the runtime's whole life.
@@ -233,7 +316,7 @@ impl Copy {
             Destination::Box(Some(end)) => end.as_fd(),
             Destination::Box(None) => return Ok(false),
         };
-        let mut rest = &buffer[..n];
+        let mut rest = bytes;
         while !rest.is_empty() {
             match nix::unistd::write(to, rest) {
                 Ok(written) => rest = &rest[written..],
@@ -246,6 +329,57 @@ impl Copy {
         }
         Ok(true)
     }
+}
+
+impl Guard {
+    /// What to write of `bytes`, the next the box wrote: up to the cap, escaped.
+    fn pass(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let take = bytes.len().min(self.cap - self.passed);
+        self.passed += take;
+        self.dropped += bytes.len() - take;
+        let mut data = std::mem::take(&mut self.partial);
+        data.extend_from_slice(&bytes[..take]);
+        let mut out = Vec::with_capacity(data.len());
+        let mut rest = &data[..];
+        loop {
+            let (text, after) = match std::str::from_utf8(rest) {
+                Ok(text) => (text, None),
+                Err(e) => {
+                    let (valid, invalid) = rest.split_at(e.valid_up_to());
+                    // from_utf8 has just said that these bytes are valid.
+                    let text = std::str::from_utf8(valid).unwrap_or_default();
+                    (text, Some((invalid, e.error_len())))
+                }
+            };
+            for c in text.chars() {
+                if crate::lines::acts_on_display(c) && c != '\n' && c != '\t' {
+                    out.extend(c.escape_default().to_string().bytes());
+                } else {
+                    let mut utf8 = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                }
+            }
+            match after {
+                None => break,
+                // Bytes that are no character: escaped one by one.
+                Some((invalid, Some(len))) => {
+                    out.extend(invalid[..len].iter().flat_map(|b| escape_byte(*b)));
+                    rest = &invalid[len..];
+                }
+                // The start of a character whose end has not been read yet.
+                Some((invalid, None)) => {
+                    self.partial = invalid.to_vec();
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A byte that is not part of a character, as `\x9b`.
+fn escape_byte(byte: u8) -> Vec<u8> {
+    format!("\\x{byte:02x}").into_bytes()
 }
 
 fn dup(fd: BorrowedFd) -> Result<OwnedFd> {
@@ -328,5 +462,54 @@ impl Drop for RawMode<'_> {
         if let Some(saved) = &self.saved {
             let _ = tcsetattr(self.fd, SetArg::TCSADRAIN, saved);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(cap: usize) -> Guard {
+        Guard {
+            cap,
+            passed: 0,
+            dropped: 0,
+            partial: Vec::new(),
+        }
+    }
+
+    /// What a terminal would act on arrives escaped, whichever way it is written:
+    /// ESC, a C1 CSI as a character or as a lone byte, a right-to-left override.
+    /// Lines, tabs and ordinary text arrive as they are.
+    #[test]
+    fn an_untrusted_stream_reaches_the_terminal_escaped() {
+        let mut g = guard(1 << 20);
+        let out = g.pass("a\x1b]0;title\x07\tb\u{9b}2J\u{202e}c, é\n".as_bytes());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a\\u{1b}]0;title\\u{7}\tb\\u{9b}2J\\u{202e}c, é\n"
+        );
+        assert_eq!(g.pass(b"\x9b6n\xff\r"), b"\\x9b6n\\xff\\r");
+    }
+
+    /// A character split between two reads is put together, not escaped as bytes.
+    #[test]
+    fn a_character_split_between_reads_arrives_whole() {
+        let mut g = guard(1 << 20);
+        let bytes = "é\u{202e}".as_bytes();
+        assert_eq!(g.pass(&bytes[..1]), b"");
+        assert_eq!(g.pass(&bytes[1..3]), "é".as_bytes());
+        assert_eq!(g.pass(&bytes[3..]), b"\\u{202e}");
+        assert!(g.partial.is_empty());
+    }
+
+    /// Past the cap, bytes are counted and dropped.
+    #[test]
+    fn an_untrusted_stream_is_cut_at_its_cap() {
+        let mut g = guard(10);
+        assert_eq!(g.pass(b"0123456"), b"0123456");
+        assert_eq!(g.pass(b"789abcdef"), b"789");
+        assert_eq!(g.pass(b"more"), b"");
+        assert_eq!((g.passed, g.dropped), (10, 10));
     }
 }

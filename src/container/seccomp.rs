@@ -187,6 +187,24 @@ pub fn evaluate(program: &[Instruction], call: &Call) -> Result<u32> {
     anyhow::bail!("the program ran off its end without a verdict")
 }
 
+/// Run every filter of a stack on `call`, as the kernel does for a process that
+/// installed more than one, and return the verdict that wins: the strictest, in
+/// the kernel's order (KILL_PROCESS, then KILL_THREAD, TRAP, ERRNO, ..., ALLOW;
+/// `seccomp_run_filters` compares the action as a signed number). Between two of
+/// the same action, the filter installed last wins; `stack` lists them in the
+/// order they were installed.
+pub fn evaluate_stack(stack: &[&[Instruction]], call: &Call) -> Result<u32> {
+    let action = |verdict: u32| (verdict & 0xffff_0000) as i32;
+    let mut winner = ALLOW;
+    for program in stack.iter().rev() {
+        let verdict = evaluate(program, call)?;
+        if action(verdict) < action(winner) {
+            winner = verdict;
+        }
+    }
+    Ok(winner)
+}
+
 /// A verdict in words.
 pub fn verdict_name(verdict: u32) -> String {
     match verdict {
@@ -276,6 +294,21 @@ mod tests {
         };
         assert_eq!(evaluate(&program, &i386).unwrap(), KILL_PROCESS);
         assert_eq!(verdict_name(errno(Errno::EPERM)), "ERRNO(EPERM)");
+        // Stacked under a filter that refuses write(1) with EPERM and allows the
+        // rest: TRAP beats ERRNO beats ALLOW, and KILL_PROCESS beats them all.
+        let deny = [
+            load(NR),
+            jump_if_equal(libc::SYS_write as u32, 0, 1),
+            ret(errno(Errno::EPERM)),
+            ret(ALLOW),
+        ];
+        let stack = [&deny[..], &program[..]];
+        let stacked = |call: &Call| evaluate_stack(&stack, call).unwrap();
+        assert_eq!(stacked(&write(1)), errno(Errno::EPERM));
+        assert_eq!(stacked(&write(3)), TRAP);
+        assert_eq!(stacked(&i386), KILL_PROCESS);
+        let read = Call::x86_64(libc::SYS_read as u32, &[0]);
+        assert_eq!(evaluate_stack(&[&deny[..]], &read).unwrap(), ALLOW);
         let listing = disassemble(&program, |n| Some(format!("nr{n}")));
         assert!(
             listing.contains("   4  if nr == nr1: go to 5, else 8"),

@@ -43,7 +43,7 @@ fn value(key: Key, canary: Option<&Path>, fds: &[RawFd], cgroups: &limits::Cgrou
         Key::CanaryViaProcRoot => routes::proc_root(canary),
         Key::CanaryViaInheritedFd => routes::inherited_fd(canary, fds),
         Key::CanaryViaEnvironment => routes::environment(),
-        Key::CanaryViaSessionKeyring => routes::session_keyring(),
+        Key::CanaryViaSessionKeyring => isolab::container::canary::key_in_reach(),
         Key::MemoryLimit => cgroups.memory(),
         Key::PidsLimit => cgroups.pids(),
         Key::CpuLimit => cgroups.cpu(),

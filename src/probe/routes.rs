@@ -2,7 +2,7 @@
 //! forked child, so whatever it does to its root and working directory, the probe's
 //! own view is untouched.
 
-use isolab::container::canary::{ENV, KEY, MARKER};
+use isolab::container::canary::{ENV, MARKER};
 use nix::unistd::{chdir, chroot, fchdir};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::path::Path;
@@ -234,56 +234,6 @@ pub fn environment() -> String {
         0 => "not passed in (my environment is empty)".into(),
         n if n > 8 => format!("not passed in (my environment has {n} variables)"),
         _ => format!("not passed in (my environment: {})", names.join(" ")),
-    }
-}
-
-/// A key in the session keyring this process was started with. The tests, the tour
-/// and `cargo run -- run` start every runtime in a session keyring that holds the
-/// canary key: a box that still holds that keyring may read the key, as a box that
-/// holds a developer's may read their Kerberos tickets and tokens. request_key(2)
-/// without a callout only looks, through every keyring the process holds (its
-/// thread's, its process's and its session's); keyctl(KEYCTL_READ) then reads the
-/// key, which only a process that holds it may do.
-pub fn session_keyring() -> String {
-    let name = std::ffi::CString::new(KEY).expect("no NUL in the key's name");
-    // SAFETY: two C strings that live across the call, no callout, no keyring to
-    // link the key into; the kernel only searches.
-    let found = unsafe {
-        libc::syscall(
-            libc::SYS_request_key,
-            c"user".as_ptr(),
-            name.as_ptr(),
-            std::ptr::null::<libc::c_char>(),
-            0,
-        )
-    };
-    let serial = match nix::errno::Errno::result(found) {
-        Ok(serial) => serial,
-        Err(nix::errno::Errno::ENOKEY) => {
-            return "not found (the session keyring I hold is not the caller's)".into();
-        }
-        Err(nix::errno::Errno::ENOSYS) => {
-            return "impossible (this kernel has no keyrings)".into();
-        }
-        Err(e) => return format!("refused ({e:?})"),
-    };
-    let mut payload = [0u8; 128];
-    // SAFETY: KEYCTL_READ writes at most `payload.len()` bytes into `payload`.
-    let read = unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            libc::KEYCTL_READ,
-            serial,
-            payload.as_mut_ptr(),
-            payload.len(),
-        )
-    };
-    match nix::errno::Errno::result(read) {
-        Ok(n) if payload[..(n as usize).min(payload.len())].starts_with(MARKER.as_bytes()) => {
-            format!("READABLE (the key {KEY:?}, in the session keyring I was started with)")
-        }
-        Ok(_) => format!("found a key {KEY:?}, but not an isolab canary"),
-        Err(e) => format!("refused ({e:?}: the key is there, but not mine to read)"),
     }
 }
 

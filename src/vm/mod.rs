@@ -25,11 +25,12 @@ pub mod trace;
 pub mod watchdog;
 pub mod x86;
 
+pub use crate::lines::printable;
 pub use device::{KvmArgs, open, print_capabilities};
 pub use exit::{Exit, explain};
 pub use memory::GuestMemory;
 pub use repeat::repeat;
 pub use run_area::RunArea;
-pub use trace::{Trace, printable};
+pub use trace::Trace;
 pub use watchdog::{Watchdog, run_failed};
 pub use x86::{CODE_SELECTOR, DATA_SELECTOR, GDT};

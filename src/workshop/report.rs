@@ -143,6 +143,8 @@ crate::keys! {
         Network = "network",
         Environment = "environment",
         Stdin = "stdin",
+        Stdout = "stdout",
+        SessionKeyring = "session keyring",
         Seccomp = "seccomp",
     }
 }

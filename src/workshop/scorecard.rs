@@ -315,6 +315,12 @@ const JAIL_ROWS: &[JailRow] = &[
     ("caller's environment wiped", Jail::Environment, |v| {
         yes_if(v.starts_with("empty"))
     }),
+    ("caller's terminal kept out", Jail::Stdout, |v| {
+        yes_if(v.starts_with("a pipe"))
+    }),
+    ("caller's session keyring left", Jail::SessionKeyring, |v| {
+        yes_if(v.starts_with("not found"))
+    }),
     ("seccomp allow-list", Jail::Seccomp, |v| {
         yes_if(v.starts_with("allow-list"))
     }),
@@ -393,7 +399,9 @@ mod tests {
         let jail = "user: 65534 (nobody), in no group\nroot: dev\n/dev: kvm\n\
                     processes: 2 (the PIDs kill(pid, 0) finds from 1 to 1024: 1 2)\n\
                     capabilities: none (and the bounding set is empty)\nnetwork: lo (down)\n\
-                    environment: empty (wiped)\nseccomp: allow-list of 9 system calls\n";
+                    environment: empty (wiped)\nstdout: a pipe, write-only\n\
+                    session keyring: not found (the session keyring I hold is not the \
+                    caller's)\nseccomp: allow-list of 10 system calls\n";
         let columns = [
             ("07-kvm-real-mode".to_string(), summary(23, None)),
             ("08-kvm-long-mode".to_string(), summary(5, None)),

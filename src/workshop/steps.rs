@@ -248,12 +248,13 @@ pub const STEPS: &[Step] = &[
         needs: Needs::RootAndKvm,
         rootfs: false,
         solution: include_str!("../../solutions/09-jailed-vm.rs"),
-        hint: "bind_device: a bind mount's target must exist and be of the same kind as its \
-               source, so make an empty file for a device (File::create), then mount(Some(device), \
-               target, None::<&str>, MsFlags::MS_BIND, None::<&str>). allow_list: the opposite of \
-               step 05's deny_list, jump_if_equal(number as u32, 0, 1) then ret(ALLOW) for each \
-               call; the ret(TRAP) after all the rules is the verdict for the rest. `09-jailed-vm \
-               --show-filter` runs your filter over every call and prints what it allows.",
+        hint: "bind_device: `mount(...): ENOENT` means nothing is at the target yet, ENOTDIR \
+               that a directory is there where the device needs a file, and `type annotations \
+               needed` that None wants its type: None::<&str>. allow_list: `the seccomp filter \
+               stopped the VMM at NAME` means that NAME never reached its ALLOW (a jump that skips \
+               too far or not far enough); `cargo run -- run 9 --show-filter` runs your filter over \
+               every call and lists what it lets through, and `openat ... ALLOW` there means a \
+               jump the wrong way round.",
         built: "a VMM in a jail of its own: its guest's memory and CPU time charged to the box, and a VMM the guest takes over still held by an allow-list",
         tour_args: &["--memory", "64m", "--pids-limit", "16", "--cpus", "0.5"],
     },
