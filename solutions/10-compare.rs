@@ -18,7 +18,8 @@
 //!
 //! It builds its own rootfs in a temporary directory and removes it however it ends.
 //! Nothing here asserts a time: it measures and reports. `--json FILE` and
-//! `--svg FILE` also write the results as data and as a chart.
+//! `--svg FILE` also write the results as data and as a chart. `--break MISTAKE`
+//! measures the wrong way on purpose, and the table's header says so.
 //!
 //! Calls: the steps through fork, execve and wait (std::process); getppid(2) in a
 //! loop (the probe); KVM_RUN on a guest that loops over `out`, and KVM_IOEVENTFD
@@ -37,11 +38,13 @@
 
 use isolab::container::cgroup::Stat;
 use isolab::measure::{
-    Lab, Machine, Measurement, Outcome, Row, Sample, Sampler, Spread, Table, World,
+    Broken, Lab, Machine, Measurement, Outcome, Row, Sample, Sampler, Spread,
+    Table, World,
 };
 use isolab::prelude::*;
 use isolab::workshop::report::Timer;
 use kvm_bindings::KVM_CAP_IOEVENTFD;
+use std::cell::Cell;
 use std::fs::File;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -75,6 +78,25 @@ struct Args {
     /// QEMU's start to the probe's exit inside (seconds a round when emulated)
     #[arg(long)]
     linux_guest: bool,
+    /// Measure the wrong way on purpose, to see what the right way is for
+    /// (repeatable)
+    #[arg(long = "break", value_name = "MISTAKE", value_enum)]
+    mistakes: Vec<Mistake>,
+}
+
+/// The chapter's "break it" experiments, for `--break`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum Mistake {
+    /// stop the clock when a run has started, not when it has ended
+    StartOnly,
+    /// put the mean of the samples in the median's place
+    Mean,
+    /// take every run of one row before the next row, not round by round
+    Sequential,
+    /// time one system call alone, not a loop of them divided
+    OneSyscall,
+    /// take a process's peak memory from wait4's ru_maxrss, not from VmHWM
+    Wait4,
 }
 
 /// The limits of the full container: the tour's, and docker's flags.
@@ -93,16 +115,19 @@ fn main() -> ExitCode {
         let kvm = isolab::vm::open(Path::new("/dev/kvm"))?;
         isolab::measure::catch_interrupts()?;
         let lab = Lab::new()?;
-        let mut all = measurements(&lab, &kvm)?;
+        let mistakes = Mistakes::new(&args.mistakes);
+        let mut all = measurements(&lab, &kvm, &mistakes)?;
         if args.linux_guest {
             all.push(linux_guest(&lab)?);
         }
-        let rows = measure(all, args.runs)?;
+        let rows = measure(all, args.runs, &mistakes)?;
+        let broken = mistakes.report(&rows);
         let table = Table {
             runs: args.runs,
             trivial: lab.trivial().join(" "),
             machine: Machine::detect(),
             rows,
+            broken,
         };
         print!("{}", table.render());
         if let Some(path) = &args.json {
@@ -123,26 +148,34 @@ fn main() -> ExitCode {
 // ANCHOR: measurements
 /// Every row of the table: what it runs, and how one sample is taken.
 #[rustfmt::skip] // a table, laid out by hand
-fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>> {
+fn measurements<'a>(
+    lab: &'a Lab,
+    kvm: &'a File,
+    m: &'a Mistakes, // --break: the wrong ways, made on purpose
+) -> Result<Vec<Measurement<'a>>> {
     use World::{Container, Host, Vm};
     let t = lab.trivial(); // /bin/true
     let on_host = [vec!["--".to_string()], lab.trivial_on_host()].concat();
     let with_stats = [&["--stats"][..], &LIMITS].concat();
-    let count = SYSCALLS.to_string();
+    let calls = if m.made(Mistake::OneSyscall) { 1 } else { SYSCALLS };
+    let count = calls.to_string();
     let syscalls = ["/bin/probe", "syscalls", "--count", &count];
     let ioctls = "open, create VM and vCPU, HLT, close; in-process";
+    let peak_of =
+        if m.made(Mistake::Wait4) { "wait4's ru_maxrss" } else { "VmHWM" };
     Ok(vec![
         // Start to exit of a trivial command, in ms: a plain process, then each
         // box ...
         start("plain", "plain process", Host,
-            lab.command("00-process-solution", &on_host)?),
-        start("chroot", "chroot", Host, lab.step("01-chroot-solution", &[], &t)?),
+            lab.command("00-process-solution", &on_host)?, m),
+        start("chroot", "chroot", Host,
+            lab.step("01-chroot-solution", &[], &t)?, m),
         start("namespaces", "namespaces and an init", Container,
-            lab.step("02-namespaces-solution", &[], &t)?),
+            lab.step("02-namespaces-solution", &[], &t)?, m),
         start("mount-namespace", "mount namespace, pivot_root", Container,
-            lab.step("03-mount-namespace-solution", &[], &t)?),
+            lab.step("03-mount-namespace-solution", &[], &t)?, m),
         start("container", "full container, with limits", Container,
-            lab.step("04-cgroups-solution", &LIMITS, &t)?),
+            lab.step("04-cgroups-solution", &LIMITS, &t)?, m),
         // ... and of a VM: its ioctls alone (in this process), then step 07's
         // process.
         Measurement::ms("kvm-ioctls", "VM: its ioctls alone", Vm, ioctls,
@@ -150,16 +183,16 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
                 timed_vm::lifecycle(Path::new("/dev/kvm"))?.as_secs_f64() * 1e3,
             )))),
         start("kvm", "VM: step 07's guest", Vm,
-            lab.command::<&str>("07-kvm-real-mode-solution", &[])?)
+            lab.command::<&str>("07-kvm-real-mode-solution", &[])?, m)
             .how("07-kvm-real-mode: 22 port writes, then HLT"),
         start("jailed-vm", "VM in a jail: step 09's", Vm,
-            lab.command("09-jailed-vm-solution", &LIMITS)?)
+            lab.command("09-jailed-vm-solution", &LIMITS)?, m)
             .how("09-jailed-vm --memory 64m ...: the box, the filter, 2 exits"),
 
         // One operation, in ns: a system call from the host and from inside the
         // box ...
         Measurement::ns("syscall-host", "syscall on the host", Host,
-            &format!("{SYSCALLS} getppid() in the probe, divided"),
+            &format!("{calls} getppid() in the probe, divided"),
             per_call(lab.command("probe", &syscalls[1..])?)),
         Measurement::ns("syscall-container", "syscall in the box", Container,
             "the same, inside 04's box",
@@ -185,8 +218,8 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
 
         // Memory, in KiB: what the box costs, and what the VM costs.
         Measurement::kib("box-runtime", "box: the runtime, peak", Container,
-            "VmHWM of 04-cgroups as it exits",
-            peak(lab.step("04-cgroups-solution", &LIMITS, &t)?)),
+            &format!("{peak_of} of 04-cgroups as it exits"),
+            peak(lab.step("04-cgroups-solution", &LIMITS, &t)?, m)),
         Measurement::kib("box-cgroup", "box: its cgroup, peak", Container,
             "its memory cgroup's peak (--stats)", {
                 let step = lab.step("04-cgroups-solution", &with_stats, &t)?;
@@ -199,8 +232,8 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
                 })
             }),
         Measurement::kib("vmm", "VM: the VMM, peak", Vm,
-            "VmHWM of 07-kvm-real-mode as it exits",
-            peak(lab.command::<&str>("07-kvm-real-mode-solution", &[])?)),
+            &format!("{peak_of} of 07-kvm-real-mode as it exits"),
+            peak(lab.command::<&str>("07-kvm-real-mode-solution", &[])?, m)),
         Measurement::kib("guest-ram", "VM: guest RAM", Vm,
             "07's memory slot: given, backed where touched",
             Box::new(|| {
@@ -210,21 +243,29 @@ fn measurements<'a>(lab: &'a Lab, kvm: &'a File) -> Result<Vec<Measurement<'a>>>
 }
 // ANCHOR_END: measurements
 
-/// A start-to-exit row: one sample is one whole run of `command`, in milliseconds.
+/// A start-to-exit row: one sample is one whole run of `command`, in milliseconds
+/// (with `--break start-only`, only its start).
 fn start<'a>(
     key: &'static str,
     name: &'static str,
     world: World,
     mut command: Command,
+    mistakes: &'a Mistakes,
 ) -> Measurement<'a> {
     let how = isolab::measure::describe(&command);
+    let start_only = mistakes.made(Mistake::StartOnly);
     Measurement::ms(
         key,
         name,
         world,
         &how,
         Box::new(move || {
-            Ok(Sample::Value(time_run(&mut command)?.as_secs_f64() * 1e3))
+            let took = if start_only {
+                time_start(&mut command, mistakes)?
+            } else {
+                time_run(&mut command)?
+            };
+            Ok(Sample::Value(took.as_secs_f64() * 1e3))
         }),
     )
 }
@@ -274,12 +315,19 @@ fn per_call<'a>(probe: Command) -> Sampler<'a> {
     })
 }
 
-/// One memory sample: the peak resident memory of a whole run of `command`.
-fn peak<'a>(command: Command) -> Sampler<'a> {
+/// One memory sample: the peak resident memory of a whole run of `command`
+/// (with `--break wait4`, what wait4 calls its peak).
+fn peak<'a>(command: Command, mistakes: &'a Mistakes) -> Sampler<'a> {
+    let wait4 = mistakes.made(Mistake::Wait4);
     Box::new(move || {
-        Ok(Sample::Value(
-            isolab::measure::run_with_peak_memory(&command)?.peak_kib as f64,
-        ))
+        let kib = if wait4 {
+            let maxrss = isolab::measure::run_with_maxrss(&command)?;
+            mistakes.saw_maxrss(maxrss);
+            maxrss.child_kib
+        } else {
+            isolab::measure::run_with_peak_memory(&command)?.peak_kib
+        };
+        Ok(Sample::Value(kib as f64))
     })
 }
 
@@ -310,37 +358,88 @@ fn time_run(command: &mut Command) -> Result<Duration> {
     // ANCHOR_END: time_run
 }
 
+/// `--break start-only`: stop the clock once `command` has started (spawn returns
+/// when the program has been exec'd), not when it has ended. The run is still
+/// waited for, after the clock, so that no two runs overlap and none is left
+/// behind; and what the clock left out is counted: had the run ended yet?
+fn time_start(command: &mut Command, mistakes: &Mistakes) -> Result<Duration> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let start = Instant::now();
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    let took = start.elapsed();
+    mistakes.saw_clock_stop(isolab::measure::has_exited(child.id())?);
+    let status = child
+        .wait()
+        .with_context(|| format!("waitpid({}) for {program}", child.id()))?;
+    if !status.success() {
+        bail!("{program} failed ({status})");
+    }
+    Ok(took)
+}
+
 // ANCHOR: measure
 /// One warm-up round, then `runs` rounds in which every measurement takes one
 /// sample: interleaved, so that a machine that gets busier halfway through slows
 /// every row alike instead of the last ones. A row that fails, or that this host
-/// cannot do, stops there and says why; the others go on.
-fn measure(mut measurements: Vec<Measurement>, runs: u32) -> Result<Vec<Row>> {
-    let mut results: Vec<std::result::Result<Vec<f64>, Outcome>> =
-        measurements.iter().map(|_| Ok(Vec::new())).collect();
-    for round in 0..=runs {
-        for (m, result) in measurements.iter_mut().zip(&mut results) {
-            let Ok(samples) = result else { continue };
-            let sample = (m.sample)();
-            isolab::measure::check_interrupted()?;
-            match sample {
-                Ok(Sample::Value(_)) if round == 0 => {} // the warm-up
-                Ok(Sample::Value(value)) => samples.push(value),
-                Ok(Sample::NotAvailable(why)) => {
-                    *result = Err(Outcome::NotAvailable(why))
-                }
-                Err(e) => *result = Err(Outcome::Failed(format!("{e:#}"))),
+/// cannot do, stops there and says why; the others go on. Each sample keeps its
+/// place in the order they were taken.
+fn measure(
+    mut measurements: Vec<Measurement>,
+    runs: u32,
+    mistakes: &Mistakes,
+) -> Result<Vec<Row>> {
+    // (round, row): round by round, a sample of every row in each.
+    let n = measurements.len();
+    let mut plan: Vec<(u32, usize)> = (0..=runs)
+        .flat_map(|round| (0..n).map(move |row| (round, row)))
+        .collect();
+    if mistakes.made(Mistake::Sequential) {
+        plan.sort_by_key(|&(round, row)| (row, round)); // row by row instead
+    }
+    type Taken = (Vec<f64>, Vec<usize>); // the samples, and when each was taken
+    let mut results: Vec<std::result::Result<Taken, Outcome>> = measurements
+        .iter()
+        .map(|_| Ok(Default::default()))
+        .collect();
+    let mut taken = 0;
+    for (round, row) in plan {
+        let Ok((samples, order)) = &mut results[row] else {
+            continue;
+        };
+        let sample = (measurements[row].sample)();
+        isolab::measure::check_interrupted()?;
+        match sample {
+            Ok(Sample::Value(_)) if round == 0 => {} // the warm-up
+            Ok(Sample::Value(value)) => {
+                samples.push(value);
+                order.push(taken);
             }
+            Ok(Sample::NotAvailable(why)) => {
+                results[row] = Err(Outcome::NotAvailable(why))
+            }
+            Err(e) => results[row] = Err(Outcome::Failed(format!("{e:#}"))),
         }
+        taken += 1;
     }
     let rows = measurements
         .into_iter()
         .zip(results)
         .map(|(m, result)| Row {
             outcome: match result {
-                Ok(samples) => Outcome::Measured {
-                    summary: summarize(&samples),
+                Ok((samples, order)) => Outcome::Measured {
+                    summary: if mistakes.made(Mistake::Mean) {
+                        // The mean in the median's place; min and max stay.
+                        Spread {
+                            median: mean(&samples),
+                            ..summarize(&samples)
+                        }
+                    } else {
+                        summarize(&samples)
+                    },
                     samples,
+                    order,
                 },
                 Err(outcome) => outcome,
             },
@@ -380,4 +479,148 @@ fn summarize(samples: &[f64]) -> Spread {
         max: sorted[n - 1],
     }
     // ANCHOR_END: summarize
+}
+
+/// The arithmetic mean, for `--break mean`.
+fn mean(samples: &[f64]) -> f64 {
+    samples.iter().sum::<f64>() / samples.len() as f64
+}
+
+/// The mistakes `--break` asked for, and what they found as the rows ran.
+struct Mistakes {
+    made: Vec<Mistake>,
+    /// start-only: runs whose clock stopped before they had ended, and runs that
+    /// had ended by then but had not been waited for.
+    still_running: Cell<u64>,
+    ended: Cell<u64>,
+    /// wait4: runs measured, those whose ru_maxrss was at least our own peak
+    /// when we started them, and the largest of our peaks.
+    maxrss_runs: Cell<u64>,
+    at_least_ours: Cell<u64>,
+    our_peak_kib: Cell<u64>,
+}
+
+impl Mistakes {
+    fn new(asked: &[Mistake]) -> Mistakes {
+        let mut made = Vec::new();
+        for mistake in asked {
+            if !made.contains(mistake) {
+                made.push(*mistake);
+            }
+        }
+        Mistakes {
+            made,
+            still_running: Cell::new(0),
+            ended: Cell::new(0),
+            maxrss_runs: Cell::new(0),
+            at_least_ours: Cell::new(0),
+            our_peak_kib: Cell::new(0),
+        }
+    }
+
+    fn made(&self, mistake: Mistake) -> bool {
+        self.made.contains(&mistake)
+    }
+
+    fn saw_clock_stop(&self, ended: bool) {
+        let count = if ended {
+            &self.ended
+        } else {
+            &self.still_running
+        };
+        count.set(count.get() + 1);
+    }
+
+    fn saw_maxrss(&self, maxrss: isolab::measure::MaxRss) {
+        self.maxrss_runs.set(self.maxrss_runs.get() + 1);
+        if maxrss.child_kib >= maxrss.ours_kib {
+            self.at_least_ours.set(self.at_least_ours.get() + 1);
+        }
+        let ours = self.our_peak_kib.get().max(maxrss.ours_kib);
+        self.our_peak_kib.set(ours);
+    }
+
+    /// What each mistake did, and found, for the table's header and the JSON.
+    fn report(&self, rows: &[Row]) -> Vec<Broken> {
+        self.made.iter().map(|m| self.says(*m, rows)).collect()
+    }
+
+    fn says(&self, mistake: Mistake, rows: &[Row]) -> Broken {
+        let name = clap::ValueEnum::to_possible_value(&mistake)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
+        let (says, counts) = match mistake {
+            Mistake::StartOnly => {
+                let (running, ended) = (self.still_running.get(), self.ended.get());
+                let says = format!(
+                    "each run that starts a process stopped the clock once it \
+                     had started; the run had not ended then in {running} of {} \
+                     runs (warm-ups included), and had ended, not yet waited \
+                     for, in {ended}",
+                    running + ended
+                );
+                (says, vec![("still running", running), ("ended", ended)])
+            }
+            Mistake::Mean => (furthest_from_median(rows), vec![]),
+            Mistake::Sequential => (
+                "each row took all its runs before the next row began (the \
+                 JSON's order says when each sample was taken)"
+                    .to_string(),
+                vec![],
+            ),
+            Mistake::OneSyscall => (
+                "the probe timed one getppid() alone, not a loop of them".into(),
+                vec![],
+            ),
+            Mistake::Wait4 => {
+                let (runs, at_least, ours) = (
+                    self.maxrss_runs.get(),
+                    self.at_least_ours.get(),
+                    self.our_peak_kib.get(),
+                );
+                let says = format!(
+                    "the peak rows are wait4's ru_maxrss, which was at least \
+                     10-compare's own peak (VmHWM, up to {ours} KiB) when it \
+                     started the run in {at_least} of {runs} runs"
+                );
+                let counts = vec![
+                    ("runs", runs),
+                    ("at least our peak", at_least),
+                    ("our peak (KiB)", ours),
+                ];
+                (says, counts)
+            }
+        };
+        Broken {
+            mistake: name,
+            says,
+            counts,
+        }
+    }
+}
+
+/// `--break mean`: what the median column holds, and the row where the mean
+/// strays furthest from the median of the same samples.
+fn furthest_from_median(rows: &[Row]) -> String {
+    let says = "the median column holds the mean of each row's samples";
+    let strays = rows.iter().filter_map(|row| match &row.outcome {
+        Outcome::Measured {
+            samples, summary, ..
+        } => Some((row, summary.median, summarize(samples).median)),
+        _ => None,
+    });
+    let off = |(_, mean, median): &(&Row, f64, f64)| (mean - median).abs() / median;
+    let furthest = strays
+        .filter(|(_, _, median)| *median > 0.0)
+        .max_by(|a, b| off(a).total_cmp(&off(b)));
+    match furthest {
+        Some((row, mean, median)) if mean != median => format!(
+            "{says}; furthest from its median: \"{}\", {} {} against {}",
+            row.name,
+            isolab::measure::number(mean),
+            row.unit,
+            isolab::measure::number(median)
+        ),
+        _ => says.to_string(),
+    }
 }

@@ -2,7 +2,13 @@
 //! the chart have their shape. No time is asserted: the numbers belong to the machine.
 //! What is checked of them is arithmetic: each row's median, min and max are those of
 //! the samples the JSON lists, with an odd number of runs (where a mean is not a
-//! median) and with an even one (where the median is between the two middle runs).
+//! median) and with an even one (where the median is between the two middle runs),
+//! and the order the samples were taken in: round by round.
+//!
+//! The chapter's "break it" runs are checked the same way, by what each mistake
+//! changes that does not depend on the machine's speed: the mean in the median's
+//! place, the order of the samples, a clock stopped before its run was waited for,
+//! one call timed alone, and wait4's peak, which counts 10-compare's own.
 
 mod common;
 use common::*;
@@ -30,6 +36,17 @@ const ROWS: &[(&str, &str, &str)] = &[
     ("guest-ram", "memory", "KiB"),
 ];
 
+/// The rows that start a process and time it to its exit.
+const STARTS: &[&str] = &[
+    "plain",
+    "chroot",
+    "namespaces",
+    "mount-namespace",
+    "container",
+    "kvm",
+    "jailed-vm",
+];
+
 /// The median of the samples, as a reference for the learner's `summarize`.
 fn median(samples: &[f64]) -> f64 {
     let mut sorted = samples.to_vec();
@@ -40,6 +57,10 @@ fn median(samples: &[f64]) -> f64 {
     } else {
         (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
     }
+}
+
+fn mean(samples: &[f64]) -> f64 {
+    samples.iter().sum::<f64>() / samples.len() as f64
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -53,9 +74,10 @@ struct Results {
     svg: String,
 }
 
-/// Run the step with `--runs runs`, its JSON and chart written to a temporary
-/// directory, and its own temporary files (the rootfs) under one we can look into.
-fn compare(runs: usize) -> Results {
+/// Run the step with `--runs runs` and `flags`, its JSON and chart written to a
+/// temporary directory, and its own temporary files (the rootfs) under one we can
+/// look into.
+fn compare(runs: usize, flags: &[&str]) -> Results {
     let out = tempfile::tempdir().expect("temp dir");
     let (json, svg, tmp) = (
         out.path().join("compare.json"),
@@ -64,7 +86,7 @@ fn compare(runs: usize) -> Results {
     );
     std::fs::create_dir(&tmp).expect("mkdir tmp");
     let runs = runs.to_string();
-    let args = [
+    let mut args = vec![
         "--runs",
         runs.as_str(),
         "--json",
@@ -72,6 +94,7 @@ fn compare(runs: usize) -> Results {
         "--svg",
         svg.to_str().expect("a UTF-8 path"),
     ];
+    args.extend(flags);
     let mut cmd = command(&step(STEP), &args, None);
     cmd.env("TMPDIR", &tmp);
     let run = run_with(cmd);
@@ -87,8 +110,37 @@ fn compare(runs: usize) -> Results {
     Results { run, json, svg }
 }
 
+/// The samples of a row, and when each was taken.
+fn samples(row: &Value) -> (Vec<f64>, Vec<u64>) {
+    let numbers =
+        |field: &str| -> Vec<Value> { row[field].as_array().cloned().unwrap_or_default() };
+    (
+        numbers("samples")
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect(),
+        numbers("order").iter().filter_map(Value::as_u64).collect(),
+    )
+}
+
+/// The row with this key.
+fn row<'a>(doc: &'a Value, key: &str) -> &'a Value {
+    doc["rows"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["key"] == key))
+        .unwrap_or_else(|| panic!("no row {key} in {doc}"))
+}
+
+/// What the step said of the mistake it made on purpose.
+fn broken<'a>(doc: &'a Value, mistake: &str) -> &'a Value {
+    let broken = doc["broken"].as_array().expect("a broken list");
+    assert_eq!(broken.len(), 1, "one mistake, and only that: {broken:?}");
+    assert_eq!(broken[0]["mistake"], mistake);
+    &broken[0]
+}
+
 /// Every row ran, with one sample per run, and its median, min and max are those of
-/// its samples.
+/// its samples (with `--break mean`, the mean in the median's place).
 fn check_rows(doc: &Value, runs: usize) {
     assert_eq!(doc["step"], "10-compare");
     assert_eq!(doc["runs"], runs);
@@ -106,18 +158,22 @@ fn check_rows(doc: &Value, runs: usize) {
             );
         }
         assert_eq!(row["status"], "ok", "{key} did not run: {row}");
-        let samples: Vec<f64> = row["samples"]
-            .as_array()
-            .expect("samples")
-            .iter()
-            .filter_map(Value::as_f64)
-            .collect();
+        let (samples, order) = samples(row);
         assert_eq!(samples.len(), runs, "{key}: one sample per run");
+        assert_eq!(order.len(), runs, "{key}: when each sample was taken");
         assert!(samples.iter().all(|s| *s > 0.0), "{key}: {samples:?}");
         let (min, max) = samples
             .iter()
             .fold((f64::MAX, f64::MIN), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
-        for (field, want) in [("median", median(&samples)), ("min", min), ("max", max)] {
+        let middle = if doc["broken"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|b| b["mistake"] == "mean"))
+        {
+            mean(&samples)
+        } else {
+            median(&samples)
+        };
+        for (field, want) in [("median", middle), ("min", min), ("max", max)] {
             let got = row[field].as_f64().unwrap_or(f64::NAN);
             assert!(
                 close(got, want),
@@ -127,10 +183,30 @@ fn check_rows(doc: &Value, runs: usize) {
     }
 }
 
+/// The `k`th sample of every row is taken before any row's `k + 1`th: round by
+/// round.
+fn check_interleaved(doc: &Value, runs: usize) {
+    let orders: Vec<Vec<u64>> = doc["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| samples(r).1)
+        .collect();
+    for k in 1..runs {
+        let last = orders.iter().map(|o| o[k - 1]).max();
+        let next = orders.iter().map(|o| o[k]).min();
+        assert!(
+            last < next,
+            "round {k} ends at {last:?}, after round {} begins at {next:?}: {orders:?}",
+            k + 1
+        );
+    }
+}
+
 #[test]
 fn every_measurement_runs_and_the_results_have_their_shape() {
     needs!(root, kvm);
-    let Results { run, json, svg } = compare(3);
+    let Results { run, json, svg } = compare(3, &[]);
 
     // The table: every row ran, each with its numbers and unit.
     assert!(!run.stdout.contains("FAILED"), "{}", run.stdout);
@@ -171,6 +247,8 @@ fn every_measurement_runs_and_the_results_have_their_shape() {
         );
     }
     check_rows(&json, 3);
+    check_interleaved(&json, 3);
+    assert_eq!(json["broken"], serde_json::json!([]), "nothing broken");
 
     // The chart: an SVG with a bar for every row.
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
@@ -182,7 +260,108 @@ fn every_measurement_runs_and_the_results_have_their_shape() {
 #[test]
 fn an_even_number_of_runs() {
     needs!(root, kvm);
-    check_rows(&compare(2).json, 2);
+    let json = compare(2, &[]).json;
+    check_rows(&json, 2);
+    check_interleaved(&json, 2);
+}
+
+/// Chapter 10's "break it": `--break mean` puts the mean of each row's samples in
+/// the median's place (three runs, where the two differ), and says so.
+#[test]
+fn break_mean_reports_the_mean() {
+    needs!(root, kvm);
+    let Results { run, json, .. } = compare(3, &["--break", "mean"]);
+    check_rows(&json, 3); // with the mean in the median's place
+    assert!(
+        run.stdout.contains("broken on purpose, mean: "),
+        "{}",
+        run.stdout
+    );
+    broken(&json, "mean");
+}
+
+/// `--break sequential` takes every run of a row before the next row: each row's
+/// samples come one after another, and after all of the row before.
+#[test]
+fn break_sequential_takes_each_row_in_one_go() {
+    needs!(root, kvm);
+    let json = compare(2, &["--break", "sequential"]).json;
+    check_rows(&json, 2);
+    broken(&json, "sequential");
+    let mut before = None;
+    for r in json["rows"].as_array().expect("rows") {
+        let order = samples(r).1;
+        assert!(
+            order.windows(2).all(|w| w[1] == w[0] + 1),
+            "{}: its samples one after another: {order:?}",
+            r["key"]
+        );
+        assert!(
+            before < order.first().copied(),
+            "{} began at {order:?}, before the row above ended at {before:?}",
+            r["key"]
+        );
+        before = order.last().copied();
+    }
+}
+
+/// `--break start-only` stops each start row's clock once the runtime has started.
+/// Every such run was looked at when its clock stopped, and none had been waited
+/// for yet: whether it had also ended by then depends on the machine's speed, so
+/// the test only checks that the two counts add up to every run.
+#[test]
+fn break_start_only_stops_the_clock_before_the_wait() {
+    needs!(root, kvm);
+    let runs = 1;
+    let json = compare(runs, &["--break", "start-only"]).json;
+    check_rows(&json, runs);
+    let said = broken(&json, "start-only");
+    let (running, ended) = (said["still running"].as_u64(), said["ended"].as_u64());
+    let looked = running.zip(ended).map(|(r, e)| r + e);
+    // Every start row, in the warm-up and in each run.
+    let starts = (STARTS.len() * (runs + 1)) as u64;
+    assert_eq!(looked, Some(starts), "{said}");
+}
+
+/// `--break one-syscall` has the probe time a single getppid(): each sample is one
+/// reading of the clock, a whole number of nanoseconds, where a loop divided
+/// gives fractions.
+#[test]
+fn break_one_syscall_times_a_single_call() {
+    needs!(root, kvm);
+    let json = compare(2, &["--break", "one-syscall"]).json;
+    check_rows(&json, 2);
+    broken(&json, "one-syscall");
+    for key in ["syscall-host", "syscall-container"] {
+        let row = row(&json, key);
+        let (samples, _) = samples(row);
+        assert!(
+            samples.iter().all(|s| s.fract() == 0.0),
+            "{key}: {samples:?}"
+        );
+    }
+    let how = row(&json, "syscall-host")["how"].as_str().unwrap_or("");
+    assert!(how.starts_with("1 getppid()"), "{how}");
+}
+
+/// `--break wait4` reads the peak rows from wait4's ru_maxrss, which counts the
+/// memory a process had before its execve: 10-compare's own. In every run it was
+/// at least 10-compare's peak (VmHWM) when it started that run.
+#[test]
+fn break_wait4_counts_the_parents_memory() {
+    needs!(root, kvm);
+    let runs = 1;
+    let json = compare(runs, &["--break", "wait4"]).json;
+    check_rows(&json, runs);
+    let said = broken(&json, "wait4");
+    // The two peak rows, in the warm-up and in each run.
+    let peaks = (2 * (runs + 1)) as u64;
+    assert_eq!(said["runs"].as_u64(), Some(peaks), "{said}");
+    assert_eq!(said["at least our peak"].as_u64(), Some(peaks), "{said}");
+    for key in ["box-runtime", "vmm"] {
+        let how = row(&json, key)["how"].as_str().unwrap_or("");
+        assert!(how.starts_with("wait4's ru_maxrss of "), "{key}: {how}");
+    }
 }
 
 #[test]

@@ -19,12 +19,17 @@ impl Table {
                     "how": r.how,
                 });
                 let fields = match &r.outcome {
-                    Outcome::Measured { samples, summary } => json!({
+                    Outcome::Measured {
+                        samples,
+                        order,
+                        summary,
+                    } => json!({
                         "status": "ok",
                         "median": summary.median,
                         "min": summary.min,
                         "max": summary.max,
                         "samples": samples,
+                        "order": order,
                     }),
                     Outcome::NotAvailable(why) => json!({"status": "not available", "why": why}),
                     Outcome::Failed(why) => json!({"status": "failed", "why": why}),
@@ -33,6 +38,19 @@ impl Table {
                     row.extend(fields.clone());
                 }
                 row
+            })
+            .collect();
+        let broken: Vec<serde_json::Value> = self
+            .broken
+            .iter()
+            .map(|b| {
+                let mut entry = serde_json::Map::new();
+                entry.insert("mistake".into(), b.mistake.clone().into());
+                entry.insert("says".into(), b.says.clone().into());
+                for (name, count) in &b.counts {
+                    entry.insert(name.to_string(), (*count).into());
+                }
+                serde_json::Value::Object(entry)
             })
             .collect();
         let m = &self.machine;
@@ -49,6 +67,7 @@ impl Table {
                 "cgroups": m.cgroups,
                 "build": m.build,
             },
+            "broken": broken,
             "rows": rows,
         });
         let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();

@@ -1,4 +1,6 @@
 //! Running a process to its end, with its peak memory and its output.
+//! And two things `10-compare --break` needs: wait4(2)'s peak, and whether a
+//! child has exited yet.
 
 use crate::lines::{Key, Lines};
 use anyhow::{Context, Result, bail};
@@ -93,6 +95,79 @@ pub fn run_with_peak_memory(command: &Command) -> Result<Finished> {
     })
 }
 // ANCHOR_END: peak_memory
+
+/// What wait4(2) says of a finished process: its ru_maxrss, the simpler way
+/// [`run_with_peak_memory`] does not take (`10-compare --break wait4`).
+#[derive(Debug, Clone, Copy)]
+pub struct MaxRss {
+    /// ru_maxrss, in KiB: the largest of the process's own peak and the peak of
+    /// the memory it had before its execve(2).
+    pub child_kib: u64,
+    /// Our own peak (VmHWM), read just before we started it.
+    pub ours_kib: u64,
+}
+
+/// Run `command` to its end and take its peak from wait4(2)'s ru_maxrss. The
+/// kernel counts into it the memory the process had before its execve(2), which
+/// was ours: a forked child starts as a copy of its parent, and a vforked one
+/// uses its parent's memory until the exec. A run that fails is an error.
+pub fn run_with_maxrss(command: &Command) -> Result<MaxRss> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut command = copy(command);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let ours_kib = vm_hwm_kib(nix::unistd::getpid())?;
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    let stderr = read_in_background(child.stderr.take());
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: the child is ours and no one else waits for it (std's Child
+        // never does unless asked); status and usage are ours to write.
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if reaped == pid {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error).with_context(|| format!("wait4({pid}) for {program}"));
+        }
+    }
+    let stderr = stderr.join();
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        let how = if libc::WIFEXITED(status) {
+            format!("exit code {}", libc::WEXITSTATUS(status))
+        } else {
+            "killed by a signal".into()
+        };
+        bail!("{program} failed ({how}): {}", stderr.trim());
+    }
+    Ok(MaxRss {
+        child_kib: usage.ru_maxrss as u64,
+        ours_kib,
+    })
+}
+
+/// Has our child `pid` exited? Before it is waited for, an exited process stays
+/// as a zombie (state Z in /proc/PID/stat); a process still at work is in any
+/// other state. For `10-compare --break start-only`, which looks just after its
+/// clock stopped.
+pub fn has_exited(pid: u32) -> Result<bool> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // `PID (COMMAND) STATE ...`: the command may hold spaces and parentheses.
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .with_context(|| format!("no state in {path}"))?;
+    Ok(matches!(state, 'Z' | 'X'))
+}
 
 /// The same program, arguments, environment and directory, without hooks.
 fn copy(command: &Command) -> Command {

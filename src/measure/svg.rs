@@ -187,8 +187,18 @@ impl Table {
 {legend}
 {body}</svg>
 "##,
-            escape(&self.machine.describe())
+            escape(&self.subtitle())
         )
+    }
+
+    /// The machine, and the mistakes made on purpose, if any.
+    fn subtitle(&self) -> String {
+        let machine = self.machine.describe();
+        if self.broken.is_empty() {
+            return machine;
+        }
+        let names: Vec<&str> = self.broken.iter().map(|b| b.mistake.as_str()).collect();
+        format!("{machine}; broken on purpose: {}", names.join(", "))
     }
 }
 
@@ -213,6 +223,7 @@ mod tests {
             how: String::new(),
             outcome: Outcome::Measured {
                 samples: vec![median],
+                order: vec![0],
                 summary: Spread {
                     median,
                     min: median,
@@ -231,6 +242,7 @@ mod tests {
             trivial: String::new(),
             machine: Machine::default(),
             rows: vec![row("box", 3.0), row("vm", 2.6), row("kernel", 2400.0)],
+            broken: Vec::new(),
         };
         let svg = table.to_svg();
         assert!(svg.contains("2400 (off this scale)"), "{svg}");

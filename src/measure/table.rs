@@ -97,7 +97,13 @@ pub struct Measurement<'a> {
 /// What came of a row once every round has run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Measured { samples: Vec<f64>, summary: Spread },
+    Measured {
+        samples: Vec<f64>,
+        /// When each sample was taken: its place among all the samples of the
+        /// run, warm-ups included, counted from 0.
+        order: Vec<usize>,
+        summary: Spread,
+    },
     NotAvailable(String),
     Failed(String),
 }
@@ -210,6 +216,19 @@ pub struct Table {
     pub trivial: String,
     pub machine: Machine,
     pub rows: Vec<Row>,
+    /// The mistakes made on purpose (`--break`), which the table owns up to.
+    pub broken: Vec<Broken>,
+}
+
+/// A mistake made on purpose, and what it changed.
+#[derive(Debug, Clone)]
+pub struct Broken {
+    /// Its name, as `--break` takes it: `mean`.
+    pub mistake: String,
+    /// What it changed, and what it found, for people: one sentence.
+    pub says: String,
+    /// What it counted, by name, for the JSON.
+    pub counts: Vec<(&'static str, u64)>,
 }
 
 /// Format a number with about three significant digits, as a table should.
@@ -255,6 +274,13 @@ impl Table {
         );
         let _ = writeln!(out, "machine: {}", self.machine.describe());
         let _ = writeln!(out, "trivial command: {}, from the rootfs", self.trivial);
+        for broken in &self.broken {
+            let _ = writeln!(
+                out,
+                "broken on purpose, {}: {}",
+                broken.mistake, broken.says
+            );
+        }
         for section in Section::ALL {
             let rows: Vec<&Row> = self.rows.iter().filter(|r| r.section == section).collect();
             if rows.is_empty() {
