@@ -26,14 +26,35 @@ pub fn program_name() -> String {
 /// Every step's `main`: runs the step and exits with the code it returns (the
 /// command's own exit code, passed on). An error becomes one line on stderr and exit
 /// code 125, the code `docker run` uses when the runtime itself fails.
+///
+/// A reader that goes away early (`... | head`) makes `println!` panic, since Rust
+/// ignores SIGPIPE. That ends the step quietly with 141, what a shell shows for a
+/// program SIGPIPE killed, after the unwinding has run every drop: a runtime still
+/// removes its cgroups, which the signal's default action would not let it do.
 pub fn main(step: impl FnOnce() -> Result<i32>) -> ExitCode {
-    match step() {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
-        Err(err) => {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !stdout_closed(info.payload_as_str()) {
+            report(info);
+        }
+    }));
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+        Ok(Ok(code)) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Ok(Err(err)) => {
             eprintln!("{}: error: {err:#}", program_name());
             ExitCode::from(125)
         }
+        Err(panic) if stdout_closed(panic.downcast_ref::<String>().map(String::as_str)) => {
+            ExitCode::from(141)
+        }
+        Err(panic) => std::panic::resume_unwind(panic),
     }
+}
+
+/// Is this panic's message std's "failed printing to stdout: Broken pipe"?
+fn stdout_closed(message: Option<&str>) -> bool {
+    message
+        .is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("(os error 32)"))
 }
 
 /// The child's half of a fork. The closure ends in execve(2), so it returns only with

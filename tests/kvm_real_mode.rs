@@ -134,3 +134,18 @@ fn a_file_that_is_not_kvm_is_one_line() {
         "ioctl(/dev/null, KVM_GET_API_VERSION, 0): not a KVM device?",
     );
 }
+
+/// `07-kvm-real-mode | head -1`: a reader that has gone away ends the step quietly,
+/// with the 141 a shell shows for a program SIGPIPE killed, not with a panic.
+#[test]
+fn a_closed_stdout_ends_it_quietly() {
+    needs!(kvm);
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = std::process::Command::new(step(STEP))
+        .stdout(write)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(141));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
