@@ -6,8 +6,9 @@
 #   sudo env PATH="$PATH" bash bench/containers.sh [OUT.md]
 #
 # Needs root, hyperfine and jq; crun and runc are used when installed. Builds the
-# release binaries (numbers from debug builds are not worth comparing), makes its
-# own rootfs and OCI bundle in a temporary directory and removes them at the end.
+# binaries with Cargo.toml's measure profile, release with whole-program LTO (debug
+# builds' numbers are not worth comparing), makes its own rootfs and OCI bundle in
+# a temporary directory and removes them at the end.
 # With a C compiler and the kernel's headers, it also builds the real-mode KVM step
 # written in C (bench/kvm-real-mode.c: the same ioctls, guest and output) as that
 # step's floor. Not run by CI: it measures, it asserts nothing.
@@ -36,9 +37,9 @@ for tool in hyperfine jq cargo unshare; do
     command -v "$tool" >/dev/null || die "needs $tool on PATH (sudo env PATH=\"\$PATH\" bash $0)"
 done
 
-echo "building the release binaries..." >&2
-cargo build --release --quiet --package isolab --bins
-T=$PWD/target/release
+echo "building the binaries (the measure profile: release, whole-program LTO)..." >&2
+cargo build --profile measure --quiet --package isolab --bins
+T=$PWD/target/measure
 
 work=$(mktemp -d /tmp/isolab-bench.XXXXXX)
 ID=isolab-bench-$$
