@@ -472,7 +472,10 @@ pub fn translation(check: bool) -> Result<ExitCode> {
         std::fs::copy(&template, book.join("po/messages.pot"))?;
         po.clone()
     };
+    // msgmerge wraps at a width in characters under a UTF-8 locale and in bytes
+    // under the C one: fix the locale, so that every machine wraps ko.po alike.
     let status = Command::new("msgmerge")
+        .env("LC_ALL", "C.UTF-8")
         .args(["--quiet", "--width=80", "--output-file"])
         .arg(&merged)
         .arg(&po)
