@@ -31,7 +31,9 @@
 //! cursor back to write over what the line shows: progress meters, which draw with
 //! them, are for `--tty`. Where the caller's fd is a file or a pipe, the bytes pass
 //! unchanged. With `--tty` the caller has asked for a terminal, and the box's output
-//! reaches theirs as it is, as with `docker run -t`.
+//! reaches theirs as it is, as with `docker run -t`. (The escaping takes the terminal
+//! to read UTF-8: on one that reads an 8-bit set and acts on C1 bytes, a letter's
+//! second byte may be one.)
 //!
 //! The box holds nothing up. The runtime's end of the box's stdin is non-blocking:
 //! what the box does not read waits in the relay, one read's worth at most (nothing
@@ -44,9 +46,10 @@
 //! [`printable`](crate::lines::printable) does, but keeping newlines and tabs), and
 //! passes on at most a fixed number of bytes of each stream, reading and counting
 //! the rest, so that the box can neither drive the caller's terminal nor fill the
-//! caller's disk. Whatever it goes to: a VMM taken over has no honest binary to
-//! write.
+//! caller's disk. It does so whatever the output goes to, a file too: a VMM taken
+//! over has no honest binary to write.
 
+use crate::lines::acts_on_display;
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::pty::{OpenptyResult, Winsize, openpty};
@@ -121,10 +124,10 @@ fn is_a_terminal(fd: RawFd) -> bool {
 }
 
 impl Relay {
-    /// Pipes for the box: one for each of its fds 0, 1 and 2. What it writes to a
-    /// pipe whose other end goes to a terminal of the caller's is escaped.
+    // ANCHOR: pipes
+    /// Pipes for the box: one for each of its fds 0, 1 and 2. What it writes to
+    /// the caller's terminal is escaped; to a file or a pipe, passed on as it is.
     pub fn pipes() -> Result<Relay> {
-        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2(O_CLOEXEC)");
         let (stdin_r, stdin_w) = pipe()?;
         let (stdout_r, stdout_w) = pipe()?;
         let (stderr_r, stderr_w) = pipe()?;
@@ -140,6 +143,7 @@ impl Relay {
             master: None,
         })
     }
+    // ANCHOR_END: pipes
 
     /// A new pseudo-terminal for the box, as big as the caller's terminal when there
     /// is one.
@@ -434,14 +438,7 @@ impl Guard {
                     (text, Some((invalid, e.error_len())))
                 }
             };
-            for c in text.chars() {
-                if crate::lines::acts_on_display(c) && c != '\n' && c != '\t' {
-                    out.extend(c.escape_default().to_string().bytes());
-                } else {
-                    let mut utf8 = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-                }
-            }
+            escape(text, &mut out);
             match after {
                 None => break,
                 // Bytes that are no character: escaped one by one.
@@ -460,9 +457,30 @@ impl Guard {
     }
 }
 
+// ANCHOR: escape
+/// `text` as it reaches a terminal from the relay: each character a terminal
+/// would act on rather than show (`acts_on_display`: the C0 controls with ESC,
+/// DEL, the C1 controls, and the invisible ones that make a line read other than
+/// its bytes) written out as Rust writes it, `\u{1b}`, `\r`; but newlines and
+/// tabs as they are.
+fn escape(text: &str, out: &mut Vec<u8>) {
+    for c in text.chars() {
+        if acts_on_display(c) && c != '\n' && c != '\t' {
+            out.extend(c.escape_default().to_string().bytes());
+        } else {
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+        }
+    }
+}
+// ANCHOR_END: escape
+
 /// A byte that is not part of a character, as `\x9b`.
 fn escape_byte(byte: u8) -> Vec<u8> {
     format!("\\x{byte:02x}").into_bytes()
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2(O_CLOEXEC)")
 }
 
 fn dup(fd: BorrowedFd) -> Result<OwnedFd> {
