@@ -205,6 +205,112 @@ fn from_a_terminal_the_box_talks_through_pipes() {
     assert_no_process_from(&lab.rootfs());
 }
 
+/// A box that never reads its stdin holds nothing up. The caller pipes endless input
+/// in (as `yes |` does) and the box writes more than a pipe holds, reading none of
+/// it: its output still reaches the caller, and the run ends with the box. (A relay
+/// that blocks writing to the box's full stdin pipe stops reading the box's output,
+/// and the box blocks writing it: both wait for ever.)
+#[test]
+fn a_box_that_does_not_read_its_stdin_holds_nothing_up() {
+    needs!(root);
+    let lab = Lab::new();
+    if !has_busybox(&lab) {
+        return;
+    }
+    let (reader, writer) = nix::unistd::pipe().expect("pipe");
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut writer = std::fs::File::from(writer);
+        let mut fed = 0;
+        // Until nobody holds the other end: the runtime and its box have ended.
+        while writer.write_all(&[b'y'; 4096]).is_ok() {
+            fed += 4096;
+        }
+        fed
+    });
+    let script = "head -c 200000 /dev/zero | tr '\\0' x; echo; echo done";
+    let mut cmd = command(
+        &step(STEP),
+        &box_args(&lab, &[], &["/bin/sh", "-c", script]),
+        None,
+    );
+    cmd.stdin(reader);
+    // Its stdout and stderr a terminal, so the box gets pipes and a relay.
+    let run = run_command_on_terminal(cmd, &[], &[1, 2]);
+    let end: String = run.stdout.chars().rev().take(100).collect();
+    let end: String = end.chars().rev().collect();
+    assert_eq!(run.code, Some(0), "{end}");
+    assert_eq!(run.stdout.matches('x').count(), 200_000, "{end}");
+    assert!(run.stdout.ends_with("x\ndone\n"), "{end}");
+    assert!(
+        feeder.join().unwrap() >= 64 << 10,
+        "the box's stdin was never full"
+    );
+    assert_no_process_from(&lab.rootfs());
+}
+
+/// What the box writes reaches the caller's terminal as text. A terminal acts on the
+/// escape sequences in what it shows: OSC 52 sets the clipboard (here to "hi"), OSC 0
+/// the title. With pipes, where the caller's stdout or stderr is a terminal, the
+/// relay escapes them, and carriage returns and bytes that are no character with
+/// them; where it is a file, the file gets every byte as the box wrote it. Given the
+/// caller's terminal itself (`--break terminal`), or a terminal of its own (`--tty`),
+/// the box drives the terminal.
+#[test]
+fn escape_sequences_reach_the_callers_terminal_as_text() {
+    needs!(root);
+    let lab = Lab::new();
+    if !has_busybox(&lab) {
+        return;
+    }
+    let script = "printf '\\033]52;c;aGk=\\007\\r\\n\\377\\n'; \
+                  printf '\\033]0;a title\\007\\n' >&2";
+    let written: &[u8] = b"\x1b]52;c;aGk=\x07\r\n\xff\n";
+    let in_terminal = |flags: &[&str]| {
+        let run = run_in_terminal(
+            &step(STEP),
+            &box_args(&lab, flags, &["/bin/sh", "-c", script]),
+            &[],
+        );
+        assert_eq!(run.code, Some(0), "{}", run.stdout);
+        run.stdout
+    };
+    let shown = in_terminal(&[]);
+    assert!(
+        shown.contains("\\u{1b}]52;c;aGk=\\u{7}\\r\n\\xff\n"),
+        "{shown:?}"
+    );
+    assert!(shown.contains("\\u{1b}]0;a title\\u{7}\n"), "{shown:?}");
+    assert!(!shown.contains(['\x1b', '\x07', '\u{fffd}']), "{shown:?}");
+    // Its stdout a file, its stderr the terminal: each is treated as what it is.
+    let mut file = tempfile::tempfile().expect("a temporary file");
+    let mut cmd = command(
+        &step(STEP),
+        &box_args(&lab, &[], &["/bin/sh", "-c", script]),
+        None,
+    );
+    cmd.stdout(file.try_clone().expect("dup"));
+    let run = run_command_on_terminal(cmd, &[], &[0, 2]);
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert_eq!(run.stdout, "\\u{1b}]0;a title\\u{7}\n");
+    use std::io::{Read, Seek};
+    let mut bytes = Vec::new();
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut bytes))
+        .expect("reading the file");
+    assert_eq!(
+        bytes, written,
+        "the file holds other bytes than the box wrote"
+    );
+    // No relay, or a terminal the caller asked for: the sequences reach the terminal.
+    for flags in [&["--break", "terminal"][..], &["--tty"]] {
+        let shown = in_terminal(flags);
+        assert!(shown.contains("\x1b]52;c;aGk=\x07"), "{flags:?}: {shown:?}");
+        assert!(shown.contains("\x1b]0;a title\x07"), "{flags:?}: {shown:?}");
+    }
+    assert_no_process_from(&lab.rootfs());
+}
+
 /// Does this kernel let TIOCSTI through at all (dev.tty.legacy_tiocsti, Linux 6.2+)?
 fn legacy_tiocsti() -> bool {
     std::fs::read_to_string("/proc/sys/dev/tty/legacy_tiocsti").map_or(true, |v| v.trim() != "0")

@@ -492,7 +492,7 @@ fn the_callers_session_keyring_stays_out() {
 /// the caller, through /proc/self/fd: a file its output goes to (to read what was
 /// in it before, or empty it), or the caller's terminal (to change its settings for
 /// good). So the box gets pipes, and the runtime relays, as step 05 does for a
-/// terminal; `--tty` gives it a terminal of its own.
+/// terminal (and to a file, byte for byte); `--tty` gives it a terminal of its own.
 #[test]
 fn the_callers_files_and_terminal_stay_out() {
     needs!(user, userns);
@@ -505,7 +505,8 @@ fn the_callers_files_and_terminal_stay_out() {
     std::fs::write(&out, "earlier: a secret of the caller's\n").unwrap();
     lab.give_to_user(&out);
     let script = "readlink /proc/self/fd/0 >&2; readlink /proc/self/fd/1 >&2; \
-                  : > /proc/self/fd/1 2>/dev/null; echo from the box";
+                  : > /proc/self/fd/1 2>/dev/null; echo from the box; \
+                  printf '\\033]52;c;aGk=\\007\\r\\377\\n'";
     let mut cmd = lab.command(
         &lab.step(STEP),
         &lab.args(&[], &["/bin/sh", "-c", script]),
@@ -520,12 +521,15 @@ fn the_callers_files_and_terminal_stay_out() {
         assert!(link.starts_with("pipe:["), "{stderr}");
     }
     assert_no_process_from(&lab.rootfs());
+    // What the box wrote is there byte for byte: the relay escapes only for a
+    // terminal.
     assert_eq!(
-        std::fs::read_to_string(&out).unwrap(),
-        "earlier: a secret of the caller's\nfrom the box\n",
-        "the box could not empty the caller's file"
+        std::fs::read(&out).unwrap(),
+        b"earlier: a secret of the caller's\nfrom the box\n\x1b]52;c;aGk=\x07\r\xff\n",
+        "the box could not empty the caller's file, nor change what it wrote there"
     );
-    // Started from a terminal: none in the box, and its settings stay the caller's.
+    // Started from a terminal: none in the box, its settings stay the caller's, and
+    // what the box writes reaches it as text.
     let in_terminal = |command: &[&str]| {
         run_command_in_terminal(
             lab.command(&lab.step(STEP), &lab.args(&[], command), None),
@@ -535,11 +539,16 @@ fn the_callers_files_and_terminal_stay_out() {
     let terminal = in_terminal(&[
         "/bin/sh",
         "-c",
-        "test -t 0 || echo no-terminal; stty -echo 2>&1",
+        "test -t 0 || echo no-terminal; printf '\\033]0;a title\\007\\n'; stty -echo 2>&1",
     ]);
     assert!(
         terminal.stdout.contains("no-terminal"),
         "{}",
+        terminal.stdout
+    );
+    assert!(
+        terminal.stdout.contains("\\u{1b}]0;a title\\u{7}\n"),
+        "{:?}",
         terminal.stdout
     );
     assert_eq!(

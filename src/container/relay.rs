@@ -9,7 +9,7 @@
 //!
 //! - **pipes** (the default when any of the caller's fds 0-2 is a terminal): the box
 //!   sees plain pipes, as `docker run -i` gives; nothing it does reaches the
-//!   terminal but the bytes it writes;
+//!   terminal but the bytes it writes, and those as text (below);
 //! - **a pseudo-terminal of its own** (`--tty`, as `docker run -t`): what is written
 //!   to the *master* comes out of the *slave* as if typed on a keyboard, and what the
 //!   box writes to the slave comes out of the master. The box gets the slave as its
@@ -22,14 +22,34 @@
 //!  caller's fds 0-2 <-> runtime (the relay) <-> pipes, or master ==== slave <-> the box's fds 0-2
 //! ```
 //!
+//! Bytes can drive a terminal too: it acts on the escape sequences in what it shows.
+//! One sets the clipboard (OSC 52), one the window's title, and some make the
+//! terminal answer, and the answer is read as typed by whoever reads the terminal
+//! next: the caller's shell. So with pipes, where the caller's fd 1 or 2 (each on
+//! its own) is a terminal, the relay escapes what the box writes there as it does
+//! for an untrusted box (below), with no cap. Carriage returns too, which send the
+//! cursor back to write over what the line shows: progress meters, which draw with
+//! them, are for `--tty`. Where the caller's fd is a file or a pipe, the bytes pass
+//! unchanged. With `--tty` the caller has asked for a terminal, and the box's output
+//! reaches theirs as it is, as with `docker run -t`. (The escaping takes the terminal
+//! to read UTF-8: on one that reads an 8-bit set and acts on C1 bytes, a letter's
+//! second byte may be one.)
+//!
+//! The box holds nothing up. The runtime's end of the box's stdin is non-blocking:
+//! what the box does not read waits in the relay, one read's worth at most (nothing
+//! more is read from the caller meanwhile), while the box's output keeps flowing,
+//! and when the box ends the relay ends, whatever is left unread.
+//!
 //! A box whose output nobody trusts (step 09's VMM, which its guest may have taken
 //! over) gets pipes for its output only, through a relay that is [`Relay::untrusted`]:
 //! it escapes every character a terminal would act on rather than show (as
 //! [`printable`](crate::lines::printable) does, but keeping newlines and tabs), and
 //! passes on at most a fixed number of bytes of each stream, reading and counting
 //! the rest, so that the box can neither drive the caller's terminal nor fill the
-//! caller's disk.
+//! caller's disk. It does so whatever the output goes to, a file too: a VMM taken
+//! over has no honest binary to write.
 
+use crate::lines::acts_on_display;
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::pty::{OpenptyResult, Winsize, openpty};
@@ -40,18 +60,35 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-/// One direction of the relay: bytes from `from` go to `to` (a raw descriptor of
-/// ours: 0, 1 or 2, or an end we own in `keep`).
+/// How much the relay reads at once; also the most of the caller's input that waits
+/// in the relay for a box that is not reading.
+const CHUNK: usize = 4096;
+
+/// One stream of the box's output: bytes from `from` go to `to`, the caller's
+/// descriptor 1 or 2.
 struct Copy {
     from: OwnedFd,
-    to: Destination,
-    /// For an untrusted box's output: what is escaped, and how much is passed on.
+    to: RawFd,
+    /// What is escaped, and how much is passed on: for a caller's terminal, and for
+    /// an untrusted box's output.
     guard: Option<Guard>,
 }
 
-/// What a relay for an untrusted box does to a stream of its output.
+/// From the caller's stdin to the box.
+struct Input {
+    /// Our copy of the caller's stdin.
+    from: OwnedFd,
+    /// The end the box reads, non-blocking, so that a box that reads nothing blocks
+    /// nothing of ours. Dropped with this copy: the box then reads end-of-file.
+    to: OwnedFd,
+    /// Read from the caller, not yet taken by the box: at most [`CHUNK`] bytes, as
+    /// nothing more is read while any wait.
+    waiting: Vec<u8>,
+}
+
+/// What is done to a stream of the box's output before it reaches the caller.
 struct Guard {
-    /// How many of the box's bytes are passed on at most.
+    /// How many of the box's bytes are passed on at most ([`NO_CAP`]: all).
     cap: usize,
     /// How many have been.
     passed: usize,
@@ -61,20 +98,15 @@ struct Guard {
     partial: Vec<u8>,
 }
 
-enum Destination {
-    /// One of the caller's descriptors, 1 or 2.
-    Caller(RawFd),
-    /// An end of ours that the box reads: closed when `from` ends, so the box sees
-    /// end-of-file.
-    Box(Option<OwnedFd>),
-}
+/// A cap no stream reaches: everything is passed on, escaped.
+const NO_CAP: usize = usize::MAX;
 
 /// The box's stdin, stdout and stderr, and the runtime's ends of them.
 pub struct Relay {
     /// What becomes the box's fds 0, 1 and 2.
     box_side: [OwnedFd; 3],
     /// From the caller's stdin to the box, if stdin is relayed at all.
-    input: Option<Copy>,
+    input: Option<Input>,
     /// From the box to the caller's stdout and stderr.
     outputs: Vec<Copy>,
     /// The pseudo-terminal's master, for window sizes (only with `--tty`).
@@ -83,39 +115,35 @@ pub struct Relay {
 
 /// Is any of fds 0, 1 and 2 a terminal?
 pub fn caller_has_a_terminal() -> bool {
+    (0..=2).any(is_a_terminal)
+}
+
+fn is_a_terminal(fd: RawFd) -> bool {
     // SAFETY: isatty takes a descriptor number and touches no memory of ours.
-    (0..=2).any(|fd| unsafe { libc::isatty(fd) } == 1)
+    unsafe { libc::isatty(fd) == 1 }
 }
 
 impl Relay {
-    /// Pipes for the box: one for each of its fds 0, 1 and 2.
+    // ANCHOR: pipes
+    /// Pipes for the box: one for each of its fds 0, 1 and 2. What it writes to
+    /// the caller's terminal is escaped; to a file or a pipe, passed on as it is.
     pub fn pipes() -> Result<Relay> {
-        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2(O_CLOEXEC)");
         let (stdin_r, stdin_w) = pipe()?;
         let (stdout_r, stdout_w) = pipe()?;
         let (stderr_r, stderr_w) = pipe()?;
+        let to_caller = |from, to| Copy {
+            from,
+            to,
+            guard: is_a_terminal(to).then(|| Guard::new(NO_CAP)),
+        };
         Ok(Relay {
             box_side: [stdin_r, stdout_w, stderr_w],
-            input: Some(Copy {
-                from: dup(std::io::stdin().as_fd())?,
-                to: Destination::Box(Some(stdin_w)),
-                guard: None,
-            }),
-            outputs: vec![
-                Copy {
-                    from: stdout_r,
-                    to: Destination::Caller(1),
-                    guard: None,
-                },
-                Copy {
-                    from: stderr_r,
-                    to: Destination::Caller(2),
-                    guard: None,
-                },
-            ],
+            input: Some(Input::new(stdin_w)?),
+            outputs: vec![to_caller(stdout_r, 1), to_caller(stderr_r, 2)],
             master: None,
         })
     }
+    // ANCHOR_END: pipes
 
     /// A new pseudo-terminal for the box, as big as the caller's terminal when there
     /// is one.
@@ -125,14 +153,12 @@ impl Relay {
             openpty(size.as_ref(), None).context("openpty(): open /dev/ptmx and its slave")?;
         Ok(Relay {
             box_side: [dup(slave.as_fd())?, dup(slave.as_fd())?, slave],
-            input: Some(Copy {
-                from: dup(std::io::stdin().as_fd())?,
-                to: Destination::Box(Some(dup(master.as_fd())?)),
-                guard: None,
-            }),
+            // The master's copies share one open file, so all of them become
+            // non-blocking; reading them, the relay waits in poll(2) anyway.
+            input: Some(Input::new(dup(master.as_fd())?)?),
             outputs: vec![Copy {
                 from: dup(master.as_fd())?,
-                to: Destination::Caller(1),
+                to: 1,
                 guard: None,
             }],
             master: Some(master),
@@ -147,12 +173,7 @@ impl Relay {
     pub fn untrusted(mut self, cap: usize) -> Relay {
         self.input = None; // drops our end of the box's stdin
         for copy in &mut self.outputs {
-            copy.guard = Some(Guard {
-                cap,
-                passed: 0,
-                dropped: 0,
-                partial: Vec::new(),
-            });
+            copy.guard = Some(Guard::new(cap));
         }
         self
     }
@@ -198,12 +219,12 @@ impl Relay {
                     .iter()
                     .map(|c| PollFd::new(c.from.as_fd(), PollFlags::POLLIN)),
             );
-            if let Some(copy) = &input {
-                fds.push(PollFd::new(copy.from.as_fd(), PollFlags::POLLIN));
+            if let Some(input) = &input {
+                fds.push(input.wanted());
             }
             match poll(&mut fds, PollTimeout::NONE) {
                 Err(Errno::EINTR) => continue,
-                other => other.context("poll(signals, the box's output, stdin)")?,
+                other => other.context("poll(signals, the box's output, its input)")?,
             };
             let ready: Vec<bool> = fds
                 .iter()
@@ -243,7 +264,8 @@ impl Relay {
                 }
                 Ok(Signal::SIGCHLD) => {
                     if let Some(code) = reap(child)? {
-                        // What the box wrote just before the end is still in our ends.
+                        // What the box wrote just before the end is still in our
+                        // ends. What it did not read of its input is dropped.
                         for mut copy in outputs {
                             while readable_now(copy.from.as_fd()) && copy.pass_on()? {}
                             copy.finish()?;
@@ -261,15 +283,65 @@ impl Relay {
     }
 }
 
-impl Copy {
-    /// Copy what `from` has now. false when `from` has ended (end-of-file, or EIO from
-    /// a master whose slave is closed everywhere).
+impl Input {
+    /// The caller's stdin, to the box's end `to`, which becomes non-blocking.
+    fn new(to: OwnedFd) -> Result<Input> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let flags = fcntl(&to, FcntlArg::F_GETFL).context("fcntl(the box's stdin, F_GETFL)")?;
+        let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+        fcntl(&to, FcntlArg::F_SETFL(flags))
+            .context("fcntl(the box's stdin, F_SETFL, O_NONBLOCK)")?;
+        Ok(Input {
+            from: dup(std::io::stdin().as_fd())?,
+            to,
+            waiting: Vec::new(),
+        })
+    }
+
+    /// What to wait for: more from the caller while nothing waits, else room in the
+    /// box's end.
+    fn wanted(&self) -> nix::poll::PollFd<'_> {
+        use nix::poll::{PollFd, PollFlags};
+        match self.waiting.is_empty() {
+            true => PollFd::new(self.from.as_fd(), PollFlags::POLLIN),
+            false => PollFd::new(self.to.as_fd(), PollFlags::POLLOUT),
+        }
+    }
+
+    /// Read the caller's next bytes if none wait, and give the box as many waiting
+    /// bytes as its end takes now. false when this direction is done: the caller's
+    /// stdin has ended and nothing waits, or the box's end is closed everywhere.
     fn pass_on(&mut self) -> Result<bool> {
-        let mut buffer = [0u8; 4096];
-        let n = match nix::unistd::read(self.from.as_fd(), &mut buffer) {
-            Ok(0) | Err(Errno::EIO) => return Ok(false),
-            Err(Errno::EINTR | Errno::EAGAIN) => return Ok(true),
-            other => other.context("read(the relay)")?,
+        if self.waiting.is_empty() {
+            let mut buffer = [0u8; CHUNK];
+            match read_now(self.from.as_fd(), &mut buffer)? {
+                None => return Ok(false),
+                Some(n) => self.waiting.extend_from_slice(&buffer[..n]),
+            }
+        }
+        if self.waiting.is_empty() {
+            return Ok(true);
+        }
+        match nix::unistd::write(&self.to, &self.waiting) {
+            Ok(written) => {
+                self.waiting.drain(..written);
+                Ok(true)
+            }
+            // Full: the rest waits for poll(2) to say there is room.
+            Err(Errno::EAGAIN | Errno::EINTR) => Ok(true),
+            // The box has closed its stdin everywhere.
+            Err(Errno::EPIPE | Errno::EIO) => Ok(false),
+            Err(e) => Err(e).context("write(the box's stdin)"),
+        }
+    }
+}
+
+impl Copy {
+    /// Copy what `from` has now. false when `from` has ended.
+    fn pass_on(&mut self) -> Result<bool> {
+        let mut buffer = [0u8; CHUNK];
+        let Some(n) = read_now(self.from.as_fd(), &mut buffer)? else {
+            return Ok(false);
         };
         let escaped;
         let bytes = match &mut self.guard {
@@ -282,8 +354,8 @@ impl Copy {
         self.write(bytes)
     }
 
-    /// The end of an untrusted box's stream: what was left of a split character,
-    /// escaped, and one line on stderr if the cap cut the stream.
+    /// The end of a guarded stream: what was left of a split character, escaped, and
+    /// one line on stderr if the cap cut the stream.
     fn finish(mut self) -> Result<()> {
         let Some(guard) = self.guard.take() else {
             return Ok(());
@@ -292,7 +364,7 @@ impl Copy {
         self.write(&rest)?;
         if guard.dropped > 0 {
             let stream = match self.to {
-                Destination::Caller(1) => "stdout",
+                1 => "stdout",
                 _ => "stderr",
             };
             eprintln!(
@@ -306,33 +378,48 @@ impl Copy {
         Ok(())
     }
 
-    /// Write all of `bytes` where this copy goes. false when that side is gone.
+    /// Write all of `bytes` to the caller. false when the caller's side is gone.
     fn write(&self, bytes: &[u8]) -> Result<bool> {
-        let to = match &self.to {
-            Destination::Caller(fd) => {
-                // SAFETY: 1 and 2 stay open for the runtime's whole life.
-                unsafe { BorrowedFd::borrow_raw(*fd) }
-            }
-            Destination::Box(Some(end)) => end.as_fd(),
-            Destination::Box(None) => return Ok(false),
-        };
+        // SAFETY: 1 and 2 stay open for the runtime's whole life.
+        let to = unsafe { BorrowedFd::borrow_raw(self.to) };
         let mut rest = bytes;
         while !rest.is_empty() {
             match nix::unistd::write(to, rest) {
                 Ok(written) => rest = &rest[written..],
                 Err(Errno::EINTR) => {}
-                // The other side is gone (the box closed its stdin, or our caller's
-                // pipe): nothing more to pass on in this direction.
+                // Our caller's pipe or terminal is gone: nothing more to pass on.
                 Err(Errno::EPIPE | Errno::EIO) => return Ok(false),
-                Err(e) => return Err(e).context("write(the relay)"),
+                Err(e) => return Err(e).with_context(|| format!("write({}, the relay)", self.to)),
             }
         }
         Ok(true)
     }
 }
 
+/// Read what `fd` has now into `buffer`: how many bytes (0 when it had nothing after
+/// all: EINTR, or EAGAIN from a non-blocking master), or None when it has ended
+/// (end-of-file, or EIO from a master whose slave is closed everywhere).
+fn read_now(fd: BorrowedFd, buffer: &mut [u8]) -> Result<Option<usize>> {
+    match nix::unistd::read(fd, buffer) {
+        Ok(0) | Err(Errno::EIO) => Ok(None),
+        Err(Errno::EINTR | Errno::EAGAIN) => Ok(Some(0)),
+        other => Ok(Some(other.context("read(the relay)")?)),
+    }
+}
+
 impl Guard {
+    fn new(cap: usize) -> Guard {
+        Guard {
+            cap,
+            passed: 0,
+            dropped: 0,
+            partial: Vec::new(),
+        }
+    }
+
     /// What to write of `bytes`, the next the box wrote: up to the cap, escaped.
+    /// Newlines and tabs pass; carriage returns do not, since one sends the cursor
+    /// back over the line to write over what is shown there.
     fn pass(&mut self, bytes: &[u8]) -> Vec<u8> {
         let take = bytes.len().min(self.cap - self.passed);
         self.passed += take;
@@ -351,14 +438,7 @@ impl Guard {
                     (text, Some((invalid, e.error_len())))
                 }
             };
-            for c in text.chars() {
-                if crate::lines::acts_on_display(c) && c != '\n' && c != '\t' {
-                    out.extend(c.escape_default().to_string().bytes());
-                } else {
-                    let mut utf8 = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-                }
-            }
+            escape(text, &mut out);
             match after {
                 None => break,
                 // Bytes that are no character: escaped one by one.
@@ -377,9 +457,30 @@ impl Guard {
     }
 }
 
+// ANCHOR: escape
+/// `text` as it reaches a terminal from the relay: each character a terminal
+/// would act on rather than show (`acts_on_display`: the C0 controls with ESC,
+/// DEL, the C1 controls, and the invisible ones that make a line read other than
+/// its bytes) written out as Rust writes it, `\u{1b}`, `\r`; but newlines and
+/// tabs as they are.
+fn escape(text: &str, out: &mut Vec<u8>) {
+    for c in text.chars() {
+        if acts_on_display(c) && c != '\n' && c != '\t' {
+            out.extend(c.escape_default().to_string().bytes());
+        } else {
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+        }
+    }
+}
+// ANCHOR_END: escape
+
 /// A byte that is not part of a character, as `\x9b`.
 fn escape_byte(byte: u8) -> Vec<u8> {
     format!("\\x{byte:02x}").into_bytes()
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2(O_CLOEXEC)")
 }
 
 fn dup(fd: BorrowedFd) -> Result<OwnedFd> {
@@ -470,12 +571,7 @@ mod tests {
     use super::*;
 
     fn guard(cap: usize) -> Guard {
-        Guard {
-            cap,
-            passed: 0,
-            dropped: 0,
-            partial: Vec::new(),
-        }
+        Guard::new(cap)
     }
 
     /// What a terminal would act on arrives escaped, whichever way it is written:
@@ -501,6 +597,17 @@ mod tests {
         assert_eq!(g.pass(&bytes[1..3]), "é".as_bytes());
         assert_eq!(g.pass(&bytes[3..]), b"\\u{202e}");
         assert!(g.partial.is_empty());
+    }
+
+    /// A stream to the caller's terminal has no cap: everything arrives, escaped,
+    /// however much there is (here twice what step 09 passes of a stream).
+    #[test]
+    fn a_stream_to_a_terminal_is_escaped_and_not_cut() {
+        let mut g = guard(NO_CAP);
+        assert_eq!(g.pass(b"\x1b]52;c;aGk=\x07"), b"\\u{1b}]52;c;aGk=\\u{7}");
+        let lots = vec![b'x'; 2 << 20];
+        assert_eq!(g.pass(&lots), lots);
+        assert_eq!(g.dropped, 0);
     }
 
     /// Past the cap, bytes are counted and dropped.

@@ -513,18 +513,32 @@ pub fn run_in_terminal<S: AsRef<OsStr>>(bin: &Path, args: &[S], dialogue: &[(&st
 }
 
 /// [`run_in_terminal`] for a command made already (by a `UserLab`, say).
-pub fn run_command_in_terminal(mut cmd: Command, dialogue: &[(&str, &str)]) -> Run {
+pub fn run_command_in_terminal(cmd: Command, dialogue: &[(&str, &str)]) -> Run {
+    run_command_on_terminal(cmd, dialogue, &[0, 1, 2])
+}
+
+/// [`run_command_in_terminal`] with only `fds` (some of 0, 1 and 2, in order) on the
+/// terminal, as `cmd | less` or `cmd > file` from a shell has; the others stay what
+/// `cmd` says (set them: a pipe nobody reads fills up).
+pub fn run_command_on_terminal(mut cmd: Command, dialogue: &[(&str, &str)], fds: &[i32]) -> Run {
     use std::io::{Read, Write};
     use std::os::unix::process::CommandExt;
     use std::sync::{Arc, Mutex};
     let pty = nix::pty::openpty(None, None).expect("openpty");
-    let slave = |_| Stdio::from(pty.slave.try_clone().expect("dup pty slave"));
-    cmd.stdin(slave(0)).stdout(slave(1)).stderr(slave(2));
+    let slave = || Stdio::from(pty.slave.try_clone().expect("dup pty slave"));
+    for fd in fds {
+        match fd {
+            0 => cmd.stdin(slave()),
+            1 => cmd.stdout(slave()),
+            _ => cmd.stderr(slave()),
+        };
+    }
+    let first = fds[0];
     // SAFETY: between fork and exec the closure only calls setsid and ioctl, which are
     // async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 || libc::ioctl(first, libc::TIOCSCTTY, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -583,10 +597,10 @@ pub fn run_command_in_terminal(mut cmd: Command, dialogue: &[(&str, &str)]) -> R
         if let Some(status) = child.try_wait().expect("waiting for the step") {
             break status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the step did not finish within 60 s"
-        );
+        if Instant::now() > deadline {
+            let _ = child.kill(); // and its box with it (the lifeline)
+            panic!("the step did not finish within 60 s");
+        }
         std::thread::sleep(Duration::from_millis(5));
     };
     ended
