@@ -270,13 +270,14 @@ const PROC_READ_ONLY: [&str; 5] = [
 ];
 
 /// Files of /proc that tell about the host's kernel and its hardware, and nothing
-/// about the box: its memory, its keyrings, every timer and interrupt on the
-/// machine, which physical pages are in use (the raw material of Rowhammer
-/// exploits). Docker and runc hide the first ones; the kpage* files, box root could
-/// read too.
-const PROC_MASKED: [&str; 13] = [
+/// about the box: its memory, its keyrings and how many keys each user holds, every
+/// timer and interrupt on the machine, which physical pages are in use (the raw
+/// material of Rowhammer exploits). Docker and runc hide the first ones; the
+/// kpage* files, box root could read too, and /proc/key-users, anyone.
+const PROC_MASKED: [&str; 14] = [
     "/proc/kcore",
     "/proc/keys",
+    "/proc/key-users",
     "/proc/timer_list",
     "/proc/timer_stats",
     "/proc/sched_debug",
@@ -614,16 +615,7 @@ const PERSONALITIES: [u32; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 /// The filter, as the kernel will run it, one instruction per line.
 pub fn filter() -> Vec<seccomp::Instruction> {
     use seccomp::*;
-    let mut program = vec![
-        // Only x86-64 calls: the numbers below mean something else for i386.
-        load(ARCH),
-        jump_if_equal(AUDIT_ARCH_X86_64, 1, 0),
-        ret(KILL_PROCESS),
-        // The call's number; x32 calls (numbers with bit 30 set) are not allowed.
-        load(NR),
-        jump_if_at_least(X32_SYSCALL_BIT, 0, 1),
-        ret(KILL_PROCESS),
-    ];
+    let mut program = x86_64_only();
     // ANCHOR: deny_list
     // TODO: For each (number, _) in REFUSED, add two instructions:
     //       jump_if_equal(number as u32, 0, 1), then ret(errno(Errno::EPERM)). If
@@ -661,6 +653,22 @@ pub fn filter() -> Vec<seccomp::Instruction> {
     ));
     program.push(ret(ALLOW));
     program
+}
+
+/// The start of every filter of ours: only x86-64 calls go on, with the call's
+/// number in the accumulator. Any other architecture, and x32, kills the process.
+pub fn x86_64_only() -> Vec<seccomp::Instruction> {
+    use seccomp::*;
+    vec![
+        // Only x86-64 calls: the numbers below mean something else for i386.
+        load(ARCH),
+        jump_if_equal(AUDIT_ARCH_X86_64, 1, 0),
+        ret(KILL_PROCESS),
+        // The call's number; x32 calls (numbers with bit 30 set) are not allowed.
+        load(NR),
+        jump_if_at_least(X32_SYSCALL_BIT, 0, 1),
+        ret(KILL_PROCESS),
+    ]
 }
 
 /// Call `number` is refused when its argument `arg` has any of `bits` set.

@@ -35,14 +35,18 @@
 //! - **the caller kept out**: the box's root is the caller, who may reopen any
 //!   descriptor it holds, so its stdio are pipes the runtime relays (or a terminal of
 //!   its own, `--tty`); init, which holds the caller's environment, is not dumpable;
-//!   and init leaves the caller's session keyring for a new one;
-//! - **root keeps its capabilities** in its own namespace, and there is no filter:
-//!   `--harden` adds step 05's capability drop, no_new_privs and seccomp on top.
+//!   init leaves the caller's session keyring for a new one; and a small seccomp
+//!   filter refuses the key calls (keyctl, add_key, request_key): keys belong to no
+//!   namespace, and the box's root, the caller's uid, would read any key of the
+//!   caller's that lets its user read it, by its serial number alone;
+//! - **root keeps its capabilities** in its own namespace, and no other call is
+//!   filtered: `--harden` adds step 05's capability drop, no_new_privs and seccomp
+//!   on top.
 //!
 //! Syscalls: unshare(2) with CLONE_NEWUSER; write(2) to /proc/PID/setgroups,
 //! uid_map and gid_map; mount(2) with MS_BIND for device nodes; mount_setattr(2);
-//! keyctl(2); access(2) for the cgroups; and the programs newuidmap(1) and
-//! newgidmap(1).
+//! keyctl(2); prctl(2) with PR_SET_SECCOMP; access(2) for the cgroups; and the
+//! programs newuidmap(1) and newgidmap(1).
 //!
 //! ```text
 //! $ target/debug/06-user-namespace --rootfs /tmp/rootfs -- /bin/probe
@@ -121,6 +125,9 @@ enum Mistake {
     Map,
     /// keep the caller's session keyring: the box may read the keys in it
     Keyring,
+    /// no filter on the key calls: the box may read a key of the caller's that
+    /// lets its user read it, by its serial number, from any keyring
+    Keyctl,
     /// mask /proc from inside the box's own user namespace, where the masks are
     /// not locked: its root may unmount them
     Lock,
@@ -244,6 +251,9 @@ fn init(
     mount_namespace::close_inherited_fds()?;
     if !spec.wrong(Mistake::Keyring) {
         new_session_keyring()?;
+    }
+    if !spec.wrong(Mistake::Keyctl) {
+        seccomp::install(&keyring_filter())?;
     }
     let namespaces = CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
@@ -481,6 +491,35 @@ pub fn new_session_keyring() -> Result<()> {
         Err(e) => Err(e).context("keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)"),
     }
 }
+
+// ANCHOR: keyring_filter
+/// The kernel's key calls. A new session keyring is not enough: keys belong to no
+/// namespace, and keyctl(2) finds a key by its serial number in any keyring. The
+/// kernel then checks the key's permissions for whoever asks, by uid alone: a key
+/// whose user may read it is read by every process of that uid on the host, and
+/// the box's root is the caller's uid. Step 05's REFUSED lists the same three.
+const KEY_CALLS: [(i64, &str); 3] = [
+    (libc::SYS_keyctl, "keyctl"),
+    (libc::SYS_add_key, "add_key"),
+    (libc::SYS_request_key, "request_key"),
+];
+
+/// The filter every box of this step gets, with or without `--harden`: the key
+/// calls refused with EPERM, as step 05's filter refuses them, and every other
+/// call let through. init installs it on itself, before the command: init holds
+/// CAP_SYS_ADMIN in the runtime's user namespace, so the kernel takes a filter
+/// without no_new_privs, and every process of the box inherits it.
+pub fn keyring_filter() -> Vec<seccomp::Instruction> {
+    use seccomp::*;
+    let mut program = hardening::x86_64_only();
+    for (number, _name) in KEY_CALLS {
+        program.push(jump_if_equal(number as u32, 0, 1));
+        program.push(ret(errno(Errno::EPERM)));
+    }
+    program.push(ret(ALLOW));
+    program
+}
+// ANCHOR_END: keyring_filter
 
 /// The helper for `--map-range`. Only a privileged process may map more IDs than its
 /// own, so the setuid-root programs newuidmap and newgidmap do it, after checking

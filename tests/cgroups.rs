@@ -45,11 +45,12 @@ fn run_box(lab: &Lab, flags: &[&str], command: &[&str]) -> Run {
 fn report() {
     needs!(root);
     let lab = Lab::new();
-    let canary = lab.canary_arg();
+    let (canary, key) = (lab.canary_arg(), lab.key_arg());
     let flags = ["--memory", "64m", "--pids-limit", "32", "--cpus", "0.5"];
+    let probe = ["/bin/probe", "--canary", &canary, "--key-serial", &key];
     let cmd = command(
         &step(STEP),
-        &box_args(&lab, &flags, &["/bin/probe", "--canary", &canary]),
+        &box_args(&lab, &flags, &probe),
         Some(lab.canary.dir()),
     );
     let run = run_with(cmd);

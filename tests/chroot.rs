@@ -25,7 +25,8 @@ fn report() {
     needs!(root);
     let lab = Lab::new();
     let rootfs = lab.rootfs().display().to_string();
-    let args = probe_args(&lab, &rootfs, &["--canary", &lab.canary_arg()]);
+    let (canary, key) = (lab.canary_arg(), lab.key_arg());
+    let args = probe_args(&lab, &rootfs, &["--canary", &canary, "--key-serial", &key]);
     let run = run_with(command(&step(STEP), &args, Some(lab.canary.dir())));
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     assert_no_process_from(&lab.rootfs());

@@ -15,10 +15,11 @@ const STEP: &str = "05-hardening";
 fn report() {
     needs!(root);
     let lab = Lab::new();
-    let canary = lab.canary_arg();
+    let (canary, key) = (lab.canary_arg(), lab.key_arg());
+    let probe = ["/bin/probe", "--canary", &canary, "--key-serial", &key];
     let cmd = command(
         &step(STEP),
-        &box_args(&lab, &[], &["/bin/probe", "--canary", &canary]),
+        &box_args(&lab, &[], &probe),
         Some(lab.canary.dir()),
     );
     let run = run_with(cmd);
@@ -33,11 +34,13 @@ fn report() {
 fn each_restriction_takes_effect() {
     needs!(root);
     let lab = Lab::new();
-    let hardened = Report::parse(&run(&step(STEP), &box_args(&lab, &[], &["/bin/probe"])).stdout);
+    let key = lab.key_arg();
+    let probe = ["/bin/probe", "--key-serial", &key];
+    let hardened = Report::parse(&run(&step(STEP), &box_args(&lab, &[], &probe)).stdout);
     let without = Report::parse(
         &run(
             &target_dir().join("04-cgroups-solution"),
-            &box_args(&lab, &[], &["/bin/probe"]),
+            &box_args(&lab, &[], &probe),
         )
         .stdout,
     );
@@ -112,6 +115,15 @@ fn each_restriction_takes_effect() {
         without[Key::ReadTheKernelsTables].starts_with("READABLE"),
         "{}",
         &without[Key::ReadTheKernelsTables]
+    );
+    // A key of root's that lets its user read it, in a keyring no box holds: the
+    // box's root is that user, and reads it by its serial number alone, unless the
+    // filter refuses keyctl.
+    assert_eq!(&hardened[Key::CanaryByKeySerial], "refused (EPERM)");
+    assert!(
+        without[Key::CanaryByKeySerial].starts_with("READABLE"),
+        "{}",
+        &without[Key::CanaryByKeySerial]
     );
     // The caller's environment stays outside.
     assert_eq!(
@@ -610,8 +622,13 @@ fn the_environment_is_the_boxs_own() {
     assert_one_line_error(&bad, 2, "=x is not NAME=VALUE");
 }
 
+/// The probe's report from the box, told the serial of the caller's key.
 fn run_box_report(lab: &Lab, flags: &[&str]) -> Report {
-    let run = run(&step(STEP), &box_args(lab, flags, &["/bin/probe"]));
+    let key = lab.key_arg();
+    let run = run(
+        &step(STEP),
+        &box_args(lab, flags, &["/bin/probe", "--key-serial", &key]),
+    );
     assert_eq!(run.code, Some(0), "{flags:?}: {}", run.stderr);
     Report::parse(&run.stdout)
 }
@@ -753,6 +770,18 @@ fn breaking_one_restriction_opens_only_its_doors() {
     }
     assert!(r[Key::VsockSocket].starts_with("allowed"));
     assert!(r[Key::PlantASetuidFile].starts_with("PLANTED"));
+    // Keys: root's key, by its serial number; and the runtime's session keyring,
+    // which the box still holds (step 05 joins no keyring of its own).
+    assert!(
+        r[Key::CanaryByKeySerial].starts_with("READABLE"),
+        "{}",
+        &r[Key::CanaryByKeySerial]
+    );
+    assert!(
+        r[Key::CanaryViaSessionKeyring].starts_with("READABLE"),
+        "{}",
+        &r[Key::CanaryViaSessionKeyring]
+    );
     assert_eq!(&r[Key::SetuidRootBinary], "refused (euid stays 65534)");
     assert_eq!(
         &r[Key::MountAFilesystem],

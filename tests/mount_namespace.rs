@@ -13,10 +13,11 @@ const STEP: &str = "03-mount-namespace";
 fn report() {
     needs!(root);
     let lab = Lab::new();
-    let canary = lab.canary_arg();
+    let (canary, key) = (lab.canary_arg(), lab.key_arg());
+    let probe = ["/bin/probe", "--canary", &canary, "--key-serial", &key];
     let run = run_with(command(
         &step(STEP),
-        &box_args(&lab, &[], &["/bin/probe", "--canary", &canary]),
+        &box_args(&lab, &[], &probe),
         Some(lab.canary.dir()),
     ));
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);

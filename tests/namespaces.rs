@@ -20,10 +20,10 @@ fn args(lab: &Lab, flags: &[&str], probe: &[&str]) -> Vec<String> {
 fn report() {
     needs!(root);
     let lab = Lab::new();
-    let canary = lab.canary_arg();
+    let (canary, key) = (lab.canary_arg(), lab.key_arg());
     let run = run_with(command(
         &step(STEP),
-        &args(&lab, &[], &["--canary", &canary]),
+        &args(&lab, &[], &["--canary", &canary, "--key-serial", &key]),
         Some(lab.canary.dir()),
     ));
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);

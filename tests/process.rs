@@ -13,8 +13,8 @@ fn report() {
     needs!(root);
     let lab = Lab::new();
     let probe = probe_path();
-    let canary = lab.canary_arg();
-    let args = ["--", &probe, "--canary", &canary];
+    let (canary, key) = (lab.canary_arg(), lab.key_arg());
+    let args = ["--", &probe, "--canary", &canary, "--key-serial", &key];
     let run = run_with(command(&step(STEP), &args, Some(lab.canary.dir())));
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     let mut host = host_filters(&[

@@ -25,8 +25,10 @@ fn run_as_user(lab: &UserLab, flags: &[&str], command: &[&str]) -> Run {
     run
 }
 
+/// The probe's report from the box, told the serial of the user's key.
 fn report_as_user(lab: &UserLab, flags: &[&str]) -> Report {
-    let run = run_as_user(lab, flags, &["/bin/probe"]);
+    let key = lab.key_arg();
+    let run = run_as_user(lab, flags, &["/bin/probe", "--key-serial", &key]);
     assert_eq!(run.code, Some(0), "{flags:?}: {}", run.stderr);
     Report::parse(&run.stdout)
 }
@@ -49,10 +51,11 @@ fn report() {
     needs!(user, userns);
     let user = normal_user().unwrap();
     let lab = UserLab::new(&user);
-    let canary = lab.canary_arg();
+    let (canary, key) = (lab.canary_arg(), lab.key_arg());
+    let probe = ["/bin/probe", "--canary", &canary, "--key-serial", &key];
     let cmd = lab.command(
         &lab.step(STEP),
-        &lab.args(&[], &["/bin/probe", "--canary", &canary]),
+        &lab.args(&[], &probe),
         Some(lab.canary.dir()),
     );
     let run = run_with(cmd);
@@ -119,13 +122,14 @@ fn root_inside_is_the_caller_outside() {
 }
 
 /// The walls the user namespace puts up by itself, with every capability held in
-/// the box: the host's settings, the clock, a higher priority and device nodes are
+/// the box and no filter at all (`--break keyctl` leaves out the one on the key
+/// calls): the host's settings, the clock, a higher priority and device nodes are
 /// refused, and a setuid file it plants belongs to the caller.
 #[test]
 fn the_host_does_not_trust_the_boxs_root() {
     needs!(user, userns);
     let lab = UserLab::new(&normal_user().unwrap());
-    let r = report_as_user(&lab, &[]);
+    let r = report_as_user(&lab, &["--break", "keyctl"]);
     assert_eq!(
         &r[Key::ChangeAKernelSetting],
         "refused (EACCES: they are the host root's, and I am root only in my own user namespace)"
@@ -142,7 +146,8 @@ fn the_host_does_not_trust_the_boxs_root() {
 }
 
 /// Both sides: step 04's box is root with every capability and no filter, as step
-/// 06's box is in its own namespace; the difference is the user namespace alone.
+/// 06's box is in its own namespace with `--break keyctl`; the difference is the
+/// user namespace alone.
 #[test]
 fn what_root_could_do_in_step_04_the_user_namespace_refuses() {
     needs!(user, userns);
@@ -154,7 +159,7 @@ fn what_root_could_do_in_step_04_the_user_namespace_refuses() {
     );
     assert_eq!(rootful.code, Some(0), "{}", rootful.stderr);
     let open = Report::parse(&rootful.stdout);
-    let closed = report_as_user(&lab, &[]);
+    let closed = report_as_user(&lab, &["--break", "keyctl"]);
     for (key, was) in [
         (Key::ChangeAKernelSetting, "WRITABLE"),
         (Key::SetTheClock, "allowed"),
@@ -458,6 +463,7 @@ fn the_box_cannot_take_its_walls_down() {
         return;
     }
     let script = "umount /proc/keys 2>/dev/null && echo unmounted; \
+                  umount /proc/key-users 2>/dev/null && echo unmounted; \
                   mount -o remount,bind,rw /proc/sys 2>/dev/null && echo rw; \
                   mount -o remount,bind,rw /sys/fs/cgroup 2>/dev/null && echo rw; \
                   mount -o remount,bind,suid,dev,exec /dev 2>/dev/null && echo suid; \
@@ -471,21 +477,69 @@ fn the_box_cannot_take_its_walls_down() {
 /// keyring holds it too, and may read the keys in it. The tests start every
 /// runtime with the canary key in a session keyring of its own, as a login session
 /// with a token in it would; init joins a new one, and `--break keyring` does not.
+/// The key filter stands on the same route: a box that kept the caller's keyring
+/// still may not search it (request_key is refused) until `--break keyctl` too.
 #[test]
 fn the_callers_session_keyring_stays_out() {
     needs!(user, userns);
     let lab = UserLab::new(&normal_user().unwrap());
-    let r = report_as_user(&lab, &[]);
+    let session =
+        |flags: &[&str]| report_as_user(&lab, flags)[Key::CanaryViaSessionKeyring].to_string();
+    assert_eq!(session(&[]), "refused (EPERM)");
     assert_eq!(
-        &r[Key::CanaryViaSessionKeyring],
+        session(&["--break", "keyctl"]),
         "not found (the session keyring I hold is not the caller's)"
     );
-    let r = report_as_user(&lab, &["--break", "keyring"]);
-    assert!(
-        r[Key::CanaryViaSessionKeyring].starts_with("READABLE"),
-        "{}",
-        &r[Key::CanaryViaSessionKeyring]
+    assert_eq!(session(&["--break", "keyring"]), "refused (EPERM)");
+    let open = session(&["--break", "keyring", "--break", "keyctl"]);
+    assert!(open.starts_with("READABLE"), "{open}");
+}
+
+/// A new session keyring is not enough. Keys belong to no namespace, keyctl(2)
+/// takes any key by its serial number, and the kernel checks the key's permissions
+/// by uid: a key of the caller's that lets its user read it (the tests' `probe
+/// hold-key` holds one, in a session of the user's that no box is started from) is
+/// read by the box's root, the caller's uid, by its number alone. A filter refuses
+/// the key calls in every box; `--break keyctl` leaves it off. Step 05's filter
+/// (`--harden`) refuses the same calls, and a key of another user's stays shut by
+/// its permissions, filter or not.
+#[test]
+fn the_callers_keys_stay_out_even_by_their_serial_number() {
+    needs!(user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    let by_serial =
+        |flags: &[&str]| report_as_user(&lab, flags)[Key::CanaryByKeySerial].to_string();
+    let read = "READABLE (keyctl(KEYCTL_READ) by its number; KEYCTL_DESCRIBE: \
+                user;0;0;3f030000;isolab-canary)";
+    assert_eq!(by_serial(&[]), "refused (EPERM)");
+    assert_eq!(by_serial(&["--break", "keyctl"]), read);
+    assert_eq!(by_serial(&["--harden"]), "refused (EPERM)");
+    assert_eq!(
+        by_serial(&["--harden", "--break", "keyctl"]),
+        "refused (EPERM)",
+        "step 05's filter refuses keyctl too"
     );
+    // The serial number is the whole key: the keyring the box holds is no part of it.
+    assert_eq!(
+        by_serial(&["--break", "keyring", "--break", "keyctl"]),
+        read
+    );
+    if can_compare("root", "a key of root's, beside the user's") {
+        let root = isolab::container::canary::KeyHolder::start(std::process::Command::new(probe()))
+            .unwrap();
+        let serial = root.serial().unwrap_or(0).to_string();
+        let run = run_as_user(
+            &lab,
+            &["--break", "keyctl"],
+            &["/bin/probe", "--key-serial", &serial],
+        );
+        assert_eq!(
+            &Report::parse(&run.stdout)[Key::CanaryByKeySerial],
+            "refused (EACCES: the key's permissions keep my uid out)",
+            "{}",
+            run.stderr
+        );
+    }
 }
 
 /// The box's root is the caller, and may reopen whatever descriptor it holds, as
@@ -870,7 +924,14 @@ fn cargo_run_6_leaves_nothing_behind() {
     // SIGKILL isolab while its box runs.
     let mut running = Running::start(isolab_run(&["/bin/probe", "wait-signal"]));
     running.wait_for_line("ready");
-    let runtime = children_of(running.child.id());
+    // isolab's children: the runtime, and the probe that holds the caller's key.
+    let runtime: Vec<u32> = children_of(running.child.id())
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() != "probe")
+        })
+        .collect();
     assert_eq!(runtime.len(), 1, "isolab's child, the runtime");
     let ns = box_pid_namespace(runtime[0]);
     running.signal(nix::sys::signal::Signal::SIGKILL);

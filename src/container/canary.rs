@@ -23,6 +23,18 @@ pub const ENV_VALUE: &str = "isolab host canary, in the caller's environment";
 pub const KEY: &str = "isolab-canary";
 pub const KEY_VALUE: &str = "isolab host canary, in the caller's session keyring";
 
+/// The key canary's other form: the same key, in a session of the caller's that no
+/// box was started from ([`KeyHolder`]), with permissions that let its user, and
+/// not only whoever holds its keyring, view and read it (`keyctl setperm`). Keys
+/// belong to no namespace, and the kernel checks a key by its owner's uid: a box
+/// whose root is that uid reads it by its serial number alone ([`key_by_serial`]).
+pub const KEY_PERMISSIONS: u32 = KEY_POS_ALL | KEY_USR_VIEW | KEY_USR_READ;
+
+// Key permissions (linux/keyctl.h): a byte for the possessor, then the user's.
+const KEY_POS_ALL: u32 = 0x3f00_0000;
+const KEY_USR_VIEW: u32 = 0x0001_0000;
+const KEY_USR_READ: u32 = 0x0002_0000;
+
 /// A canary in its own temporary directory, removed when dropped.
 pub struct Canary {
     dir: tempfile::TempDir,
@@ -156,4 +168,166 @@ pub fn key_in_reach() -> String {
         Ok(_) => format!("found a key {KEY:?}, but not an isolab canary"),
         Err(e) => format!("refused ({e:?}: the key is there, but not mine to read)"),
     }
+}
+
+/// A process that holds the canary key in a session keyring of its own, as another
+/// login session of the caller's would hold a token: `probe hold-key`, started as
+/// `cmd` is set up to start it (as the user the boxes run as). Its key's serial is
+/// what the probe gets with `--key-serial`. Dropping the holder closes its stdin:
+/// it exits, and the kernel frees its keyring and key with it (so does the holder
+/// of a caller that was killed, whose end of the pipe the kernel closes).
+pub struct KeyHolder {
+    child: std::process::Child,
+    serial: Option<i32>,
+}
+
+impl KeyHolder {
+    /// Start `cmd` (the probe) as `probe hold-key`, and read the serial it prints.
+    pub fn start(mut cmd: std::process::Command) -> Result<KeyHolder> {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        cmd.arg("hold-key")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        crate::run::std_fds_only(&mut cmd, None)?;
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {program} hold-key"))?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("hold-key's stdout")?;
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .context("reading hold-key's serial")?;
+        let serial = match line.trim() {
+            "none" => None,
+            text => match text.parse::<i32>() {
+                Ok(serial) => Some(serial),
+                Err(_) => {
+                    drop(child.stdin.take());
+                    let out = child.wait_with_output().context("waiting for hold-key")?;
+                    anyhow::bail!(
+                        "{program} hold-key printed no serial: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+            },
+        };
+        Ok(KeyHolder { child, serial })
+    }
+
+    /// The key's serial number; `None` on a kernel without keyrings.
+    pub fn serial(&self) -> Option<i32> {
+        self.serial
+    }
+
+    /// The probe's arguments that name the key: `--key-serial N` (none on a kernel
+    /// without keyrings).
+    pub fn probe_args(&self) -> Vec<std::ffi::OsString> {
+        match self.serial {
+            Some(serial) => vec!["--key-serial".into(), serial.to_string().into()],
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Drop for KeyHolder {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// `probe hold-key`'s work: join a new session keyring, add the canary key to it
+/// with [`KEY_PERMISSIONS`], and return its serial (`None` on a kernel without
+/// keyrings). The caller's own keyrings are not touched.
+pub fn hold_key() -> Result<Option<i32>> {
+    // SAFETY: KEYCTL_JOIN_SESSION_KEYRING with a NULL name makes a new, anonymous
+    // keyring; the kernel reads no memory of ours.
+    let joined = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            libc::KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    match nix::errno::Errno::result(joined) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::ENOSYS) => return Ok(None),
+        Err(e) => return Err(e).context("keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)"),
+    }
+    let name = std::ffi::CString::new(KEY).expect("no NUL in the key's name");
+    // SAFETY: two C strings and a payload that live across the call, with its length.
+    let added = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            c"user".as_ptr(),
+            name.as_ptr(),
+            KEY_VALUE.as_ptr(),
+            KEY_VALUE.len(),
+            libc::KEY_SPEC_SESSION_KEYRING,
+        )
+    };
+    let serial = nix::errno::Errno::result(added).context("add_key(user, isolab-canary)")?;
+    // SAFETY: KEYCTL_SETPERM takes a serial and a permission mask, no pointers.
+    let set = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            libc::KEYCTL_SETPERM,
+            serial,
+            KEY_PERMISSIONS,
+        )
+    };
+    nix::errno::Errno::result(set).context("keyctl(KEYCTL_SETPERM)")?;
+    Ok(Some(serial as i32))
+}
+
+/// The probe's `canary by key serial` line: keyctl(KEYCTL_READ) of the key whose
+/// serial `--key-serial` gave, a key of the caller's in a keyring the box never
+/// held. The kernel lets a process read a key it does not hold when the key's
+/// permissions grant read to the key's user and the process's uid is that user:
+/// no namespace is asked. KEYCTL_DESCRIBE then says whose it is, as seen here.
+pub fn key_by_serial(serial: Option<i32>) -> String {
+    let Some(serial) = serial else {
+        return "not checked (no --key-serial given)".into();
+    };
+    let mut payload = [0u8; 128];
+    let read = keyctl_text(libc::KEYCTL_READ, serial, &mut payload);
+    match read {
+        Ok(text) if text.starts_with(MARKER.as_bytes()) => {
+            let mut description = [0u8; 128];
+            match keyctl_text(libc::KEYCTL_DESCRIBE, serial, &mut description) {
+                Ok(d) => format!(
+                    "READABLE (keyctl(KEYCTL_READ) by its number; KEYCTL_DESCRIBE: {})",
+                    String::from_utf8_lossy(d.strip_suffix(b"\0").unwrap_or(d))
+                ),
+                Err(_) => "READABLE (keyctl(KEYCTL_READ) by its number)".into(),
+            }
+        }
+        Ok(_) => "found a key with that serial, but not an isolab canary".into(),
+        Err(nix::errno::Errno::ENOKEY) => "not found (no key has that serial)".into(),
+        Err(nix::errno::Errno::ENOSYS) => "impossible (this kernel has no keyrings)".into(),
+        Err(nix::errno::Errno::EACCES) => {
+            "refused (EACCES: the key's permissions keep my uid out)".into()
+        }
+        Err(e) => format!("refused ({e:?})"),
+    }
+}
+
+/// keyctl(`operation`, `serial`, buffer) for an operation that writes text (READ,
+/// DESCRIBE): the bytes it wrote, at most the buffer's length.
+fn keyctl_text(operation: u32, serial: i32, buffer: &mut [u8]) -> nix::Result<&[u8]> {
+    // SAFETY: the kernel writes at most `buffer.len()` bytes into `buffer`.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            operation,
+            serial,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+        )
+    };
+    let n = nix::errno::Errno::result(n)? as usize;
+    Ok(&buffer[..n.min(buffer.len())])
 }

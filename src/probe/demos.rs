@@ -232,3 +232,19 @@ pub fn remove(paths: &[std::path::PathBuf]) -> std::process::ExitCode {
     }
     std::process::ExitCode::from(u8::from(failed))
 }
+
+/// `hold-key`: the canary key in a session keyring of its own, as another session of
+/// the caller's would hold a token. Prints the key's serial (`none` on a kernel
+/// without keyrings), then holds it until stdin closes: the key goes with us.
+pub fn hold_key() -> ExitCode {
+    let serial = match isolab::container::canary::hold_key() {
+        Ok(serial) => serial,
+        Err(e) => {
+            eprintln!("probe: error: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    say(&serial.map_or_else(|| "none".to_string(), |s| s.to_string()));
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    ExitCode::SUCCESS
+}

@@ -20,10 +20,15 @@ const HOST_SETTINGS: [(&str, &str); 3] = [
     ("/proc/sys/vm/overcommit_memory", "vm.overcommit_memory"),
 ];
 
-/// Tables of the kernel's own that no box needs: the keys of the kernel's keyrings,
-/// and every timer on the machine, with the name and PID of the process that set it.
-const KERNEL_TABLES: [(&str, &str); 2] =
-    [("/proc/keys", "keys"), ("/proc/timer_list", "timer_list")];
+/// Tables of the kernel's own that no box needs: the keys of the kernel's keyrings
+/// (each with its serial number, the handle keyctl(2) takes), how many keys each
+/// user holds, and every timer on the machine, with the name and PID of the process
+/// that set it.
+const KERNEL_TABLES: [(&str, &str); 3] = [
+    ("/proc/keys", "keys"),
+    ("/proc/key-users", "key-users"),
+    ("/proc/timer_list", "timer_list"),
+];
 
 /// Open each host setting for writing, never write, close.
 pub fn kernel_settings() -> String {

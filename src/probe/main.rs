@@ -3,8 +3,9 @@
 //! The instrument every container step runs inside its box. `probe report` prints,
 //! one `key: value` line each and always in the same order, what the process can see
 //! and do: who it is, what it sees, whether it can reach the host canary (by path,
-//! through a chroot escape, through `/proc/*/root`, through an inherited descriptor),
-//! what it may spend, and what it may ask of the kernel. It never does a dangerous
+//! through a chroot escape, through `/proc/*/root`, through an inherited descriptor,
+//! through a keyring, by a key's serial number), what it may spend, and what it may
+//! ask of the kernel. It never does a dangerous
 //! thing for real: each forbidden action is asked in a way the kernel refuses *after*
 //! its permission check, so EPERM means "blocked" and anything else means "allowed".
 //!
@@ -34,6 +35,10 @@ struct Args {
     /// The host canary to look for (`report` only; the tour and the tests make one)
     #[arg(long, global = true, value_name = "PATH")]
     canary: Option<PathBuf>,
+    /// The serial number of a key of the caller's, in a keyring no box holds, to try
+    /// to read (`report` only; the tour and the tests start `hold-key` for one)
+    #[arg(long, global = true, value_name = "SERIAL")]
+    key_serial: Option<i32>,
 }
 
 #[derive(Subcommand)]
@@ -92,6 +97,10 @@ enum What {
         #[arg(last = true)]
         paths: Vec<PathBuf>,
     },
+    /// Hold the canary key in a session keyring of its own, readable by its user;
+    /// print its serial, and hold it until stdin closes
+    #[command(hide = true)]
+    HoldKey,
     /// Time --count getppid() system calls and print the cost of one
     Syscalls {
         #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -107,7 +116,7 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = Args::parse();
     match args.what.unwrap_or(What::Report) {
-        What::Report => report::print(args.canary.as_deref()),
+        What::Report => report::print(args.canary.as_deref(), args.key_serial),
         What::Euid => {
             println!("{}", nix::unistd::geteuid());
             ExitCode::SUCCESS
@@ -124,6 +133,7 @@ fn main() -> ExitCode {
         What::Open { path } => host::open_for_writing(&path),
         What::DropGroups { path } => host::drop_groups_and_read(&path),
         What::Remove { paths } => demos::remove(&paths),
+        What::HoldKey => demos::hold_key(),
         What::Syscalls { count } => timing::syscalls(count),
     }
 }

@@ -8,22 +8,31 @@ use std::os::fd::RawFd;
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn print(canary: Option<&Path>) -> ExitCode {
+pub fn print(canary: Option<&Path>, key_serial: Option<i32>) -> ExitCode {
     // Descriptors first: anything we open later must not count as inherited.
     let fds = view::open_fds();
     let cgroups = limits::Cgroups::find();
     for (title, keys) in SECTIONS {
         println!("## {title}");
         for key in *keys {
-            println!("{}", line(*key, value(*key, canary, &fds, &cgroups)));
+            let given = Given { canary, key_serial };
+            println!("{}", line(*key, value(*key, &given, &fds, &cgroups)));
         }
     }
     ExitCode::SUCCESS
 }
 
+/// What the caller told the probe to look for: the host canary's path, and the
+/// serial number of a key of the caller's.
+struct Given<'a> {
+    canary: Option<&'a Path>,
+    key_serial: Option<i32>,
+}
+
 /// The value of one line. The match has an arm for every key: a key added to the
 /// report without a way to find its value does not compile.
-fn value(key: Key, canary: Option<&Path>, fds: &[RawFd], cgroups: &limits::Cgroups) -> String {
+fn value(key: Key, given: &Given, fds: &[RawFd], cgroups: &limits::Cgroups) -> String {
+    let canary = given.canary;
     match key {
         Key::Pid => view::pid(),
         Key::Ppid => view::ppid(),
@@ -44,6 +53,7 @@ fn value(key: Key, canary: Option<&Path>, fds: &[RawFd], cgroups: &limits::Cgrou
         Key::CanaryViaInheritedFd => routes::inherited_fd(canary, fds),
         Key::CanaryViaEnvironment => routes::environment(),
         Key::CanaryViaSessionKeyring => isolab::container::canary::key_in_reach(),
+        Key::CanaryByKeySerial => isolab::container::canary::key_by_serial(given.key_serial),
         Key::MemoryLimit => cgroups.memory(),
         Key::PidsLimit => cgroups.pids(),
         Key::CpuLimit => cgroups.cpu(),

@@ -211,6 +211,17 @@ pub const WALLS: &[Wall] = &[
             v => blocked(v),
         },
     },
+    // The tour starts a key of the caller's in a session no box holds, and tells
+    // the probe its serial number.
+    Wall {
+        name: "keys by serial refused",
+        keys: &[Key::CanaryByKeySerial],
+        cell: |v| match v[0] {
+            v if v.starts_with("impossible") => "none",
+            v if v.starts_with("not checked") => "-",
+            v => blocked(v),
+        },
+    },
     Wall {
         name: "host settings read-only",
         keys: &[Key::ChangeAKernelSetting],

@@ -4,7 +4,9 @@
 //!   (`01-chroot-solution`) by default, the learner's (`01-chroot`, built from
 //!   chapters/) when `ISOLAB_CHECK=chapters`.
 //! - `Lab::new()` builds a fresh rootfs around the probe and a host canary, in
-//!   temporary directories that are removed when the lab is dropped.
+//!   temporary directories that are removed when the lab is dropped, and starts
+//!   `probe hold-key`: a key of the caller's, in a session that no box is started
+//!   from, whose serial the probe gets with `--key-serial` (`lab.key_arg()`).
 //! - `needs!(root)` / `needs!(kvm)` return early from a test that this machine cannot
 //!   run, with one line saying why and what to do; with `ISOLAB_NO_SKIP=1` (CI) the
 //!   test fails instead, so CI never passes by skipping.
@@ -12,7 +14,7 @@
 //!   is unchanged and no process runs from the rootfs.
 #![allow(dead_code)]
 
-use isolab::container::canary::Canary;
+use isolab::container::canary::{Canary, KeyHolder};
 /// The keys of every `key: value` output the tests read: the probe's report, its
 /// `raise-limits` and timer lines, and a runtime's `--stats`.
 #[allow(unused_imports)]
@@ -200,11 +202,13 @@ fn userns_refused() -> Option<String> {
 
 /// A rootfs and a copy of a step's binary that `user` owns, in a directory every
 /// user may enter (under target/ if each directory above it lets others in, else
-/// /var/tmp), and a host canary that stays root's. Removed when dropped.
+/// /var/tmp), a host canary that stays root's, and a key of the user's, held in a
+/// session of theirs that no box is started from. Removed when dropped.
 pub struct UserLab {
     dir: tempfile::TempDir,
     pub user: User,
     pub canary: Canary,
+    key: Option<KeyHolder>,
 }
 
 impl UserLab {
@@ -227,15 +231,27 @@ impl UserLab {
             .expect("chmod 755 the lab");
         isolab::container::rootfs::build(&dir.path().join("rootfs"), &probe())
             .expect("building the rootfs");
-        let lab = UserLab {
+        let mut lab = UserLab {
             dir,
             user: user.clone(),
             canary: Canary::create().expect("creating the canary"),
+            key: None,
         };
         if user.other {
             lab.give_to_user(lab.dir.path());
         }
+        let mut holder = Command::new(lab.runnable(probe()));
+        if user.other {
+            use std::os::unix::process::CommandExt;
+            holder.uid(user.uid).gid(user.gid);
+        }
+        lab.key = Some(KeyHolder::start(holder).expect("starting probe hold-key"));
         lab
+    }
+
+    /// The serial of the user's key, for the probe's `--key-serial`.
+    pub fn key_arg(&self) -> String {
+        serial_arg(self.key.as_ref().expect("started in UserLab::new"))
     }
 
     /// Make everything under `path` the user's, as if they had made it.
@@ -403,10 +419,12 @@ macro_rules! needs {
     };
 }
 
-/// A fresh rootfs and a host canary, removed when dropped.
+/// A fresh rootfs and a host canary, removed when dropped, and a key of the
+/// caller's (this process's user), held until then.
 pub struct Lab {
     dir: tempfile::TempDir,
     pub canary: Canary,
+    key: KeyHolder,
 }
 
 impl Lab {
@@ -422,6 +440,7 @@ impl Lab {
         Lab {
             dir,
             canary: Canary::create().expect("creating the canary"),
+            key: KeyHolder::start(Command::new(probe())).expect("starting probe hold-key"),
         }
     }
 
@@ -432,6 +451,17 @@ impl Lab {
     pub fn canary_arg(&self) -> String {
         self.canary.path().display().to_string()
     }
+
+    /// The serial of the caller's key, for the probe's `--key-serial`.
+    pub fn key_arg(&self) -> String {
+        serial_arg(&self.key)
+    }
+}
+
+/// A key's serial for `--key-serial`: 0 on a kernel without keyrings, where every
+/// key call says so whatever its serial.
+fn serial_arg(key: &KeyHolder) -> String {
+    key.serial().unwrap_or(0).to_string()
 }
 
 /// Does the lab's rootfs have busybox (the host had a static one)? If not, the

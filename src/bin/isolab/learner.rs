@@ -574,6 +574,8 @@ pub fn run(number: u8, reference: bool, parsed: &[OsString]) -> Result<ExitCode>
     let mut cmd = Command::new(&bin);
     // Kept until the step has run: the rootfs, and the canary the probe looks for.
     let mut _lab = None;
+    // And a key of yours in another session of yours, whose serial the probe gets.
+    let mut _key = None;
     if matches!(step.needs, Needs::Kvm | Needs::RootAndKvm) {
         cmd.args(args);
     } else {
@@ -588,7 +590,8 @@ pub fn run(number: u8, reference: bool, parsed: &[OsString]) -> Result<ExitCode>
         };
         // The runtime starts as the tests start it: from a careless caller, with a
         // secret in its environment and in its session keyring, and a host directory
-        // open on fd 3, and with a canary made for this run that the probe looks for.
+        // open on fd 3, and with a canary made for this run that the probe looks for,
+        // and a key of the caller's in another session, whose serial the probe gets.
         // Beside the rootfs, in the same directory, so that it goes with it.
         let canary = isolab::container::canary::Canary::create_in(work.path())?;
         cmd.env(
@@ -597,15 +600,19 @@ pub fn run(number: u8, reference: bool, parsed: &[OsString]) -> Result<ExitCode>
         );
         isolab::run::std_fds_only(&mut cmd, Some(canary.dir()))?;
         isolab::container::canary::in_a_session_keyring(&mut cmd);
+        let key = isolab::container::canary::KeyHolder::start(Command::new(target.join("probe")))?;
         let command = if command.is_empty() {
-            vec![
+            let mut probe = vec![
                 step.probe(&target.join("probe")).into_os_string(),
                 "--canary".into(),
                 canary.path().into_os_string(),
-            ]
+            ];
+            probe.extend(key.probe_args());
+            probe
         } else {
             command
         };
+        _key = Some(key);
         cmd.args(step.args(&rootfs, flags, &command));
         let map_range = flags.iter().any(|f| f == "--map-range");
         _lab = Some((work, canary, map_range));

@@ -4,6 +4,7 @@ use crate::cargo::{build_references, target_dir};
 use crate::kvm_status;
 use crate::privilege::{is_root, rerun_with_sudo};
 use anyhow::{Context, Result};
+use isolab::container::canary::KeyHolder;
 use isolab::workshop::env::prebuilt;
 use isolab::workshop::steps::{Needs, STEPS, Step};
 use std::ffi::OsString;
@@ -23,6 +24,8 @@ pub fn tour() -> Result<ExitCode> {
     let rootfs = work.path().join("rootfs");
     isolab::container::rootfs::build(&rootfs, &target.join("probe"))?;
     let canary = isolab::container::canary::Canary::create()?;
+    // Root's own key, in a session of root's that no box is started from.
+    let key = KeyHolder::start(Command::new(target.join("probe")))?;
     println!("isolab tour: every reference step runs the probe in a fresh rootfs.");
     println!(
         "The host canary is {}; each runtime is also handed fd 3,",
@@ -30,17 +33,25 @@ pub fn tour() -> Result<ExitCode> {
     );
     println!("an open directory on the host, as a careless caller might, a key in a");
     println!("session keyring of its own, and a terminal of its own as stdin, as a shell");
-    println!("would.\n");
+    println!("would; and the probe is told the serial number of a key of its user's, held");
+    println!("in another session that no box was started from.\n");
     let mut columns = Vec::new();
     for step in STEPS.iter().filter(|s| container(s)) {
         let probe = step.probe(&target.join("probe")).into_os_string();
         let command = [probe, "--canary".into(), canary.path().into_os_string()];
         let flags: Vec<OsString> = step.tour_args.iter().map(OsString::from).collect();
-        let mut cmd = Command::new(target.join(step.solution_bin()));
-        cmd.args(step.args(&rootfs, &flags, &command));
-        if step.needs == Needs::NormalUser {
-            cmd = as_normal_user(step, work.path(), &target, &flags, &command)?;
-        }
+        // The rootless step's user holds a key of their own, for as long as it runs.
+        let mut _user_key = None;
+        let mut cmd = if step.needs == Needs::NormalUser {
+            let (cmd, key) = as_normal_user(step, work.path(), &target, &flags, &command)?;
+            _user_key = Some(key);
+            cmd
+        } else {
+            let command = [&command[..], &key.probe_args()].concat();
+            let mut cmd = Command::new(target.join(step.solution_bin()));
+            cmd.args(step.args(&rootfs, &flags, &command));
+            cmd
+        };
         cmd.env(
             isolab::container::canary::ENV,
             isolab::container::canary::ENV_VALUE,
@@ -98,14 +109,15 @@ fn container(step: &Step) -> bool {
 
 /// The tour runs as root (through sudo), and a rootless step refuses root: run it
 /// as the user who called sudo (or, for a tour started as root, as nobody), on a
-/// rootfs and a copy of the binary of that user's own.
+/// rootfs and a copy of the binary of that user's own, with a key of that user's
+/// held in a session of theirs (whose serial the probe gets).
 fn as_normal_user(
     step: &Step,
     work: &Path,
     target: &Path,
     flags: &[OsString],
     command: &[OsString],
-) -> Result<Command> {
+) -> Result<(Command, KeyHolder)> {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let id = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u32>().ok());
@@ -131,11 +143,15 @@ fn as_normal_user(
         "Step {:02} runs as uid {uid}, not root: its box's root is that user on the host.",
         step.number
     );
+    let mut holder = Command::new(rootfs.join("bin/probe"));
+    holder.uid(uid).gid(gid);
+    let key = KeyHolder::start(holder)?;
+    let command = [command, &key.probe_args()].concat();
     let mut cmd = Command::new(&bin);
-    cmd.args(step.args(&rootfs, flags, command))
+    cmd.args(step.args(&rootfs, flags, &command))
         .uid(uid)
         .gid(gid);
-    Ok(cmd)
+    Ok((cmd, key))
 }
 
 /// The other side: run each KVM reference step and show what its guest had of its
