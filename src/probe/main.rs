@@ -86,12 +86,6 @@ enum What {
     /// Shed every supplementary group, as `su` does, then open PATH for reading
     #[command(hide = true)]
     DropGroups { path: PathBuf },
-    /// Remove each PATH and all under it (`isolab run` cleans a rootfs up with it)
-    #[command(hide = true)]
-    Remove {
-        #[arg(last = true)]
-        paths: Vec<PathBuf>,
-    },
     /// Time --count getppid() system calls and print the cost of one
     Syscalls {
         #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -123,7 +117,6 @@ fn main() -> ExitCode {
         What::PlantSetuid { path } => host::plant_setuid_copy(&path),
         What::Open { path } => host::open_for_writing(&path),
         What::DropGroups { path } => host::drop_groups_and_read(&path),
-        What::Remove { paths } => demos::remove(&paths),
         What::Syscalls { count } => timing::syscalls(count),
     }
 }
