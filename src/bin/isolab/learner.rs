@@ -651,10 +651,11 @@ fn run_dir() -> Result<tempfile::TempDir> {
             continue;
         };
         let ours = entry.metadata().is_ok_and(|m| m.uid() == me);
-        if ours && !Path::new(&format!("/proc/{pid}")).exists() {
-            if let Err(e) = remove_run_dir(&entry.path()) {
-                eprintln!("isolab: warning: an earlier run's directory: {e:#}");
-            }
+        if ours
+            && !Path::new(&format!("/proc/{pid}")).exists()
+            && let Err(e) = remove_run_dir(&entry.path())
+        {
+            eprintln!("isolab: warning: an earlier run's directory: {e:#}");
         }
     }
     tempfile::Builder::new()

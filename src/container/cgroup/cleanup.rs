@@ -57,10 +57,10 @@ fn kill_all_in(dir: BorrowedFd) {
     let open = |name: &str, flags: OFlag| {
         openat(dir, name, flags | OFlag::O_CLOEXEC, Mode::empty()).map(fs::File::from)
     };
-    if let Ok(mut kill) = open("cgroup.kill", OFlag::O_WRONLY) {
-        if kill.write_all(b"1").is_ok() {
-            return;
-        }
+    if let Ok(mut kill) = open("cgroup.kill", OFlag::O_WRONLY)
+        && kill.write_all(b"1").is_ok()
+    {
+        return;
     }
     let mut procs = String::new();
     if let Ok(mut file) = open("cgroup.procs", OFlag::O_RDONLY) {
