@@ -541,18 +541,15 @@ impl MapHelper {
         else {
             bail!("a helper maps only ranges");
         };
-        let runtime = std::process::id().to_string();
-        let line = |id: u32, range: subid::Range| -> Vec<String> {
-            let (id, start) = (id.to_string(), range.start.to_string());
-            let count = RANGE.to_string();
-            [runtime.as_str(), &id, &id, "1", &start, &start, &count]
-                .map(String::from)
-                .to_vec()
+        let runtime = std::process::id();
+        let identity = |id: u32, range: subid::Range| {
+            [(id, 1), (range.start, RANGE)].map(|(id, count)| subid::MapLine {
+                inside: id,
+                outside: id,
+                count,
+            })
         };
-        let jobs = [
-            ("newuidmap", line(uid, uids)),
-            ("newgidmap", line(gid, gids)),
-        ];
+        let (uid_map, gid_map) = (identity(uid, uids), identity(gid, gids));
         let (wait, go) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .context("pipe2(O_CLOEXEC)")?;
         // SAFETY: this program has no other threads, so the child may run any code.
@@ -565,15 +562,7 @@ impl MapHelper {
                     // SAFETY: _exit takes no pointers and ends this child at once.
                     unsafe { libc::_exit(1) }
                 }
-                for (tool, args) in &jobs {
-                    let status = std::process::Command::new(tool)
-                        .args(args)
-                        .status()
-                        .with_context(|| format!("running {tool}"))?;
-                    if !status.success() {
-                        bail!("{tool} {} failed ({status})", args.join(" "));
-                    }
-                }
+                subid::map_from_outside(runtime, &uid_map, &gid_map)?;
                 // SAFETY: as above; both maps are written.
                 unsafe { libc::_exit(0) }
             }),
@@ -666,7 +655,9 @@ fn delegated_cgroups(limits: &LimitArgs, stats: bool) -> Result<BoxCgroups> {
     let layout = Layout::detect()?;
     let hierarchies = layout.for_box()?;
     if !hierarchies.is_empty() && hierarchies.iter().all(writable) {
-        return BoxCgroups::create_nested(limits);
+        let cgroups = BoxCgroups::create_nested(limits)?;
+        bound_the_boxs_cgroups(&cgroups)?;
+        return Ok(cgroups);
     }
     let asked = limits.memory.is_some()
         || limits.pids_limit.is_some()
@@ -689,6 +680,42 @@ fn writable(h: &Hierarchy) -> bool {
         .all(|f| access(&h.own_dir.join(f), AccessFlags::W_OK).is_ok())
 }
 // ANCHOR_END: delegated_cgroups
+
+// ANCHOR: bound_the_boxs_cgroups
+/// How deep below its own cgroup the box may make cgroups, and how many in all.
+/// Enough for software that makes its own: systemd puts a service two levels down
+/// (`system.slice/NAME.service`), a container runtime a container two (its cgroup
+/// and a leaf for its processes, as this step's `isolab-PID/box`). 64 hold a
+/// service manager's units and a few boxes of the box's own. Each cgroup costs
+/// the kernel memory, which the box's limits count only in part.
+const CGROUP_DEPTH: u32 = 4;
+const CGROUP_DESCENDANTS: u32 = 64;
+
+/// The box's root owns its cgroup, so it may make cgroups in it, as deep and as
+/// many as it likes: the kernel's own bounds say `max`. So bound them from one
+/// level up, in `isolab-PID`, whose files no namespace of the box's reaches. The
+/// box's own cgroup is the first level down and the first descendant there, so
+/// each bound is one more. On every mkdir the kernel checks the bounds of each
+/// cgroup above, and refuses one past them with EAGAIN. (A v1 hierarchy has no
+/// such files, and none is handed to a normal user.)
+fn bound_the_boxs_cgroups(cgroups: &BoxCgroups) -> Result<()> {
+    let bounds = [
+        ("cgroup.max.depth", CGROUP_DEPTH + 1),
+        ("cgroup.max.descendants", CGROUP_DESCENDANTS + 1),
+    ];
+    for dir in cgroups.paths() {
+        if !dir.join("cgroup.max.depth").exists() {
+            continue; // v1
+        }
+        for (file, bound) in bounds {
+            let path = dir.join(file);
+            fs::write(&path, bound.to_string())
+                .with_context(|| format!("write({bound}, {})", path.display()))?;
+        }
+    }
+    Ok(())
+}
+// ANCHOR_END: bound_the_boxs_cgroups
 
 /// Why this user has no cgroup for the box, and the command that would give one.
 fn why_no_cgroup(layout: &Layout, hierarchies: &[Hierarchy]) -> String {

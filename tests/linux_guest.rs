@@ -87,6 +87,7 @@ const PARTS: &[(&str, &str)] = &[
         "delegated STEP06 --rootfs /rootfs --memory 32m --stats -- /bin/probe raise-limits -- /bin/probe memory-hog --max 512m",
     ),
     ("rootless, the box makes cgroups", MAKES_CGROUPS),
+    ("rootless, the box's cgroups are bounded", BOUNDED),
 ];
 
 /// Step 06, rootless: run by `tester` (uid 1000), in a cgroup of its own.
@@ -195,6 +196,29 @@ EOF
 delegated STEP06 --rootfs /rootfs --memory 32m -- /bin/probe raise-limits -- /bin/sh /tmp/sub.sh
 code=$?
 rm /rootfs/tmp/sub.sh
+exit $code
+"#;
+
+/// A rootless box that makes cgroups in its own (mounted again, read-write, by the
+/// probe's raise-limits) until the kernel refuses (or 104 are made): four levels
+/// deep, then beside them, 64 in all. Its own bounds say `max`: the ones that hold
+/// are one level up.
+const BOUNDED: &str = r#"
+cat > /rootfs/tmp/bound.sh <<'EOF'
+cd /sys/fs/cgroup
+echo "my cgroup.max.depth: $(cat cgroup.max.depth)"
+echo "my cgroup.max.descendants: $(cat cgroup.max.descendants)"
+try() { if err=$(mkdir "$1" 2>&1); then echo made; else echo "refused (${err##*: })"; fi; }
+d=.
+for i in 1 2 3 4 5; do d=$d/d; echo "level $i: $(try $d)"; done
+made=4; i=1
+while [ $i -le 100 ] && [ "$(try s$i)" = made ]; do made=$((made + 1)); i=$((i + 1)); done
+echo "cgroups made: $made"
+echo "one more: $(try s$i)"
+EOF
+delegated STEP06 --rootfs /rootfs -- /bin/probe raise-limits -- /bin/sh /tmp/bound.sh
+code=$?
+rm /rootfs/tmp/bound.sh
 exit $code
 "#;
 
@@ -589,6 +613,36 @@ fn a_rootless_boxs_own_cgroups_are_removed_with_it() {
         "{}",
         part.run.stdout
     );
+    assert_eq!(part.run.stderr, "", "nothing to warn about");
+}
+
+/// The box's root owns its cgroup and may make cgroups in it; step 06 bounds them
+/// from the level above, out of the box's reach: four levels below its own cgroup
+/// and 64 in all. The kernel refuses the next with EAGAIN, though the box's own
+/// files say `max`; the runtime removes all 64 after it
+/// (`no_cgroup_is_left_after_any_run`).
+#[test]
+fn a_rootless_boxs_cgroups_are_bounded_from_above() {
+    needs!(guest);
+    let ran = guest();
+    let part = part(ran, "rootless, the box's cgroups are bounded");
+    part.assert_code(0);
+    let out = &part.run.stdout;
+    let refused = "refused (Resource temporarily unavailable)";
+    for line in [
+        "my cgroup.max.depth: max".to_string(),
+        "my cgroup.max.descendants: max".to_string(),
+        "level 1: made".to_string(),
+        "level 4: made".to_string(),
+        format!("level 5: {refused}"),
+        "cgroups made: 64".to_string(),
+        format!("one more: {refused}"),
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "no line {line:?} in:\n{out}"
+        );
+    }
     assert_eq!(part.run.stderr, "", "nothing to warn about");
 }
 

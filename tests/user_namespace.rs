@@ -889,11 +889,46 @@ fn a_killed_runtime_leaves_nothing() {
     assert_no_process_from(&lab.rootfs());
 }
 
+/// `isolab run --reference 6` run by the lab's user, with its run directories in a
+/// directory of the user's own, `tmp`.
+struct IsolabRun {
+    isolab: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+}
+
+impl IsolabRun {
+    fn new(lab: &UserLab) -> IsolabRun {
+        // isolab finds the probe and the steps next to its own binary.
+        let isolab = lab.runnable(std::path::PathBuf::from(env!("CARGO_BIN_EXE_isolab")));
+        lab.runnable(target_dir().join("probe"));
+        lab.runnable(target_dir().join(format!("{STEP}-solution")));
+        let tmp = lab.rootfs().parent().unwrap().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        lab.give_to_user(&tmp);
+        IsolabRun { isolab, tmp }
+    }
+
+    /// `isolab run --reference 6 --map-range -- COMMAND`.
+    fn command(&self, lab: &UserLab, command: &[&str]) -> std::process::Command {
+        let mut args = vec!["run", "--reference", "6", "--map-range", "--"];
+        args.extend(command);
+        let mut cmd = lab.command(&self.isolab, &args, None);
+        cmd.env("ISOLAB_PREBUILT", "1").env("TMPDIR", &self.tmp);
+        cmd
+    }
+
+    /// How many entries its runs left in `tmp`.
+    fn left(&self) -> usize {
+        std::fs::read_dir(&self.tmp).unwrap().count()
+    }
+}
+
 /// `cargo run -- run 6` leaves nothing behind. A box with `--map-range` may leave
 /// files owned by IDs of the caller's range, which the caller may not remove on
 /// the host, and close a directory to its owner: `isolab run` removes its rootfs
-/// through the box's own map. Killed with SIGKILL, it takes the box along (the
-/// kernel kills the step with it), and the next run removes the directory it left.
+/// through a helper mapped to the range. Killed with SIGKILL, it takes the box
+/// along (the kernel kills the step with it), and the next run removes the
+/// directory it left.
 #[test]
 fn cargo_run_6_leaves_nothing_behind() {
     needs!(user, userns);
@@ -902,27 +937,21 @@ fn cargo_run_6_leaves_nothing_behind() {
     if !has_busybox_in(&lab.rootfs()) {
         return;
     }
-    // isolab finds the probe and the steps next to its own binary.
-    let isolab = lab.runnable(std::path::PathBuf::from(env!("CARGO_BIN_EXE_isolab")));
-    lab.runnable(target_dir().join("probe"));
-    lab.runnable(target_dir().join(format!("{STEP}-solution")));
-    let tmp = lab.rootfs().parent().unwrap().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    lab.give_to_user(&tmp);
-    let isolab_run = |command: &[&str]| {
-        let mut args = vec!["run", "--reference", "6", "--map-range", "--"];
-        args.extend(command);
-        let mut cmd = lab.command(&isolab, &args, None);
-        cmd.env("ISOLAB_PREBUILT", "1").env("TMPDIR", &tmp);
-        cmd
-    };
-    let left = || std::fs::read_dir(&tmp).unwrap().count();
+    let isolab = IsolabRun::new(&lab);
     let script = "mkdir /tmp/k && touch /tmp/k/x && chown -R 1:1 /tmp/k && chmod 000 /tmp/k";
-    let run = run_with(isolab_run(&["/bin/sh", "-c", script]));
+    let run = run_with(isolab.command(&lab, &["/bin/sh", "-c", script]));
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert_eq!(left(), 0, "left in {}: {}", tmp.display(), run.stderr);
-    // SIGKILL isolab while its box runs.
-    let mut running = Running::start(isolab_run(&["/bin/probe", "wait-signal"]));
+    assert_eq!(
+        isolab.left(),
+        0,
+        "left in {}: {}",
+        isolab.tmp.display(),
+        run.stderr
+    );
+    // SIGKILL isolab while its box runs, after it made files of its range.
+    let script =
+        "mkdir /tmp/k && chown 1:1 /tmp/k && touch /tmp/k/x && exec /bin/probe wait-signal";
+    let mut running = Running::start(isolab.command(&lab, &["/bin/sh", "-c", script]));
     running.wait_for_line("ready");
     // isolab's children: the runtime, and the probe that holds the caller's key.
     let runtime: Vec<u32> = children_of(running.child.id())
@@ -937,10 +966,80 @@ fn cargo_run_6_leaves_nothing_behind() {
     running.signal(nix::sys::signal::Signal::SIGKILL);
     assert_eq!(running.finish().0, 137);
     assert_no_process_in(&ns);
-    assert!(left() > 0, "a killed isolab cannot remove its directory");
-    let run = run_with(isolab_run(&["/bin/probe", "exit", "0"]));
+    assert!(
+        isolab.left() > 0,
+        "a killed isolab cannot remove its directory"
+    );
+    let run = run_with(isolab.command(&lab, &["/bin/probe", "exit", "0"]));
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert_eq!(left(), 0, "the next run removed what the killed one left");
+    assert_eq!(
+        isolab.left(),
+        0,
+        "the next run removed what the killed one left: {}",
+        run.stderr
+    );
+}
+
+/// What a hostile box leaves, `isolab run` removes without running any of it and
+/// without following it. The box replaces /bin/probe with a script that says so
+/// on stderr if anything runs it again (isolab's cleanup once ran `probe remove` in
+/// a box on this rootfs), and leaves a tree 4000 levels deep (its path twice
+/// PATH_MAX, made 1000 levels at a time), directories closed to their owners, one
+/// of them an ID of the caller's range, and links to a file and a directory of the
+/// caller's outside the box. All of it goes, and what the links point to stays.
+#[test]
+fn isolab_run_removes_what_a_hostile_box_left_without_running_it() {
+    needs!(user, userns);
+    compares!(subuid, "--map-range, which maps the caller's range of IDs");
+    let lab = UserLab::new(&normal_user().unwrap());
+    if !has_busybox_in(&lab.rootfs()) {
+        return;
+    }
+    let isolab = IsolabRun::new(&lab);
+    // The caller's: a link the cleanup followed would remove them.
+    let host = lab.rootfs().parent().unwrap().join("host");
+    std::fs::create_dir_all(host.join("dir")).unwrap();
+    std::fs::write(host.join("file"), "the caller's\n").unwrap();
+    std::fs::write(host.join("dir/inner"), "the caller's too\n").unwrap();
+    lab.give_to_user(&host);
+    // What the script says when it runs: not in its text, which isolab echoes.
+    const RAN: &str = "the /bin/probe the box left ran: 42";
+    let script = format!(
+        r#"set -e
+rm /bin/probe
+printf '#!/bin/sh\necho "the /bin/probe the box left ran: $((6 * 7))" >&2\n' > /bin/probe
+chmod 755 /bin/probe
+p=d; i=1; while [ $i -lt 1000 ]; do p=$p/d; i=$((i + 1)); done
+mkdir -p /tmp/deep/$p
+for n in 1 2 3; do mkdir -p /tmp/x/$p; mv /tmp/deep /tmp/x/$p/; mv /tmp/x /tmp/deep; done
+ln -s {dir} /tmp/deep/$p/to-a-dir
+mkdir -p /tmp/range/inner; touch /tmp/range/inner/x; chown -R 1:1 /tmp/range
+chmod 000 /tmp/range/inner /tmp/range
+mkdir /tmp/shut; touch /tmp/shut/x; chmod 000 /tmp/shut
+ln -s {file} /tmp/to-a-file
+ln -s {dir} /tmp/to-a-dir
+ln -s {dir} /tmp/shut-link
+echo made"#,
+        file = host.join("file").display(),
+        dir = host.join("dir").display(),
+    );
+    let run = run_with(isolab.command(&lab, &["/bin/sh", "-c", &script]));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout, "made\n", "{}", run.stderr);
+    assert!(!run.stderr.contains(RAN), "{}", run.stderr);
+    assert_eq!(
+        isolab.left(),
+        0,
+        "left in {}: {}",
+        isolab.tmp.display(),
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("file")).unwrap(),
+        "the caller's\n"
+    );
+    let inner = std::fs::read_to_string(host.join("dir/inner")).unwrap();
+    assert_eq!(inner, "the caller's too\n");
 }
 
 #[test]

@@ -6,7 +6,10 @@
 //! - [`caps`] and [`seccomp`]: thin wrappers over capget/capset/prctl and BPF;
 //! - [`relay`]: the caller's terminal kept out of the box: pipes, or a
 //!   pseudo-terminal of the box's own, relayed by the runtime;
-//! - [`subid`]: the ranges of IDs `/etc/subuid` and `/etc/subgid` hand a user;
+//! - [`subid`]: the ranges of IDs `/etc/subuid` and `/etc/subgid` hand a user, and
+//!   a helper of ours that is root over them, mapped from outside;
+//! - [`tree`]: removing a tree a box filled (a rootfs, a box's cgroups) without
+//!   recursion, long paths or following its symlinks;
 //! - [`syscalls`] and [`sigsys`]: the system calls by name, and naming the one a
 //!   filter refused (step 09).
 //!
@@ -22,3 +25,4 @@ pub mod seccomp;
 pub mod sigsys;
 pub mod subid;
 pub mod syscalls;
+pub mod tree;

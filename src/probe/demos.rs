@@ -213,26 +213,6 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// `probe remove -- PATH...`: remove each path and everything under it, as `rm -rf`
-/// does; name what could not be removed. `isolab run` runs it in a box with the
-/// map of the box before it, whose files only that map's root may remove.
-pub fn remove(paths: &[std::path::PathBuf]) -> std::process::ExitCode {
-    let mut failed = false;
-    for path in paths {
-        let removed = match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
-            Ok(_) => std::fs::remove_file(path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = removed {
-            eprintln!("probe: error: removing {}: {e}", path.display());
-            failed = true;
-        }
-    }
-    std::process::ExitCode::from(u8::from(failed))
-}
-
 /// `hold-key`: the canary key in a session keyring of its own, as another session of
 /// the caller's would hold a token. Prints the key's serial (`none` on a kernel
 /// without keyrings), then holds it until stdin closes: the key goes with us.

@@ -91,12 +91,6 @@ enum What {
     /// Shed every supplementary group, as `su` does, then open PATH for reading
     #[command(hide = true)]
     DropGroups { path: PathBuf },
-    /// Remove each PATH and all under it (`isolab run` cleans a rootfs up with it)
-    #[command(hide = true)]
-    Remove {
-        #[arg(last = true)]
-        paths: Vec<PathBuf>,
-    },
     /// Hold the canary key in a session keyring of its own, readable by its user;
     /// print its serial, and hold it until stdin closes
     #[command(hide = true)]
@@ -132,7 +126,6 @@ fn main() -> ExitCode {
         What::PlantSetuid { path } => host::plant_setuid_copy(&path),
         What::Open { path } => host::open_for_writing(&path),
         What::DropGroups { path } => host::drop_groups_and_read(&path),
-        What::Remove { paths } => demos::remove(&paths),
         What::HoldKey => demos::hold_key(),
         What::Syscalls { count } => timing::syscalls(count),
     }

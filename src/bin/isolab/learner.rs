@@ -614,8 +614,7 @@ pub fn run(number: u8, reference: bool, parsed: &[OsString]) -> Result<ExitCode>
         };
         _key = Some(key);
         cmd.args(step.args(&rootfs, flags, &command));
-        let map_range = flags.iter().any(|f| f == "--map-range");
-        _lab = Some((work, canary, map_range));
+        _lab = Some((work, canary));
     }
     // If isolab is killed, the step goes with it (and with it its box).
     die_with_us(&mut cmd);
@@ -623,8 +622,12 @@ pub fn run(number: u8, reference: bool, parsed: &[OsString]) -> Result<ExitCode>
     let status = cmd
         .status()
         .with_context(|| format!("running {}", bin.display()))?;
-    if let Some((work, _canary, map_range)) = _lab {
-        remove_run_dir(work, step, &target, map_range);
+    if let Some((work, canary)) = _lab {
+        drop(canary);
+        let path = work.keep();
+        if let Err(e) = remove_run_dir(&path) {
+            eprintln!("isolab: warning: {e:#}: remove the rest by hand");
+        }
     }
     use std::os::unix::process::ExitStatusExt;
     let code = status
@@ -655,8 +658,11 @@ fn run_dir() -> Result<tempfile::TempDir> {
             continue;
         };
         let ours = entry.metadata().is_ok_and(|m| m.uid() == me);
-        if ours && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = force_remove(&entry.path());
+        if ours
+            && !Path::new(&format!("/proc/{pid}")).exists()
+            && let Err(e) = remove_run_dir(&entry.path())
+        {
+            eprintln!("isolab: warning: an earlier run's directory: {e:#}");
         }
     }
     tempfile::Builder::new()
@@ -681,66 +687,29 @@ fn die_with_us(cmd: &mut Command) {
     }
 }
 
-/// Remove a run's directory, whatever the box left in it. A rootless box with
+/// Remove a run's directory, whatever the box left in it, with the toolkit's
+/// `tree::remove_all`: a tree of any depth, a directory closed to its owner,
+/// symlinks never followed, and what cannot be removed named. A rootless box with
 /// `--map-range` may leave files owned by IDs of the caller's range, which the
-/// caller may not remove on the host: only root in a box with the same map may. So
-/// the reference step, with that map, runs `probe remove` on the rootfs first, as
-/// `podman unshare rm` does. A directory the box closed to its owner (mode 000) is
-/// opened again. What cannot be removed is named, never ignored.
-fn remove_run_dir(work: tempfile::TempDir, step: &Step, target: &Path, map_range: bool) {
-    let path = work.keep();
-    let rootfs = path.join("rootfs");
-    if step.needs == Needs::NormalUser && map_range {
-        let entries: Vec<OsString> = std::fs::read_dir(&rootfs)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name())
-            .filter(|n| !["proc", "dev", "sys"].iter().any(|m| n == m))
-            .map(|n| Path::new("/").join(n).into_os_string())
-            .collect();
-        let mut command: Vec<OsString> = vec!["/bin/probe".into(), "remove".into(), "--".into()];
-        command.extend(entries);
-        let flags = [OsString::from("--map-range")];
-        let cleaned = Command::new(target.join(step.solution_bin()))
-            .args(step.args(&rootfs, &flags, &command))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .status();
-        if !cleaned.is_ok_and(|s| s.success()) {
-            eprintln!("isolab: warning: the box could not clean its rootfs up through its own map");
-        }
-    }
-    if let Err(e) = force_remove(&path) {
-        eprintln!(
-            "isolab: warning: could not remove {} ({e:#}): remove it by hand",
-            path.display()
-        );
-    }
-}
-
-/// `rm -rf`, and first `chmod u+rwx` on each directory we own, so that a directory
-/// a box closed to us (mode 000) is no obstacle.
-fn force_remove(path: &Path) -> Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let meta =
-        std::fs::symlink_metadata(path).with_context(|| format!("lstat({})", path.display()))?;
-    if !meta.is_dir() {
-        return std::fs::remove_file(path).with_context(|| format!("unlink({})", path.display()));
-    }
-    if meta.uid() == nix::unistd::geteuid().as_raw() {
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
-    }
-    let entries =
-        std::fs::read_dir(path).with_context(|| format!("opendir({})", path.display()))?;
-    for entry in entries {
-        force_remove(
-            &entry
-                .with_context(|| format!("readdir({})", path.display()))?
-                .path(),
-        )?;
-    }
-    std::fs::remove_dir(path).with_context(|| format!("rmdir({})", path.display()))
+/// caller may not remove on the host. What is left then is removed by a child of
+/// ours that is root in a user namespace mapped to the caller and their ranges,
+/// as `podman unshare rm -rf` would, but running no program: nothing the box left
+/// is ever run.
+fn remove_run_dir(path: &Path) -> Result<()> {
+    use isolab::container::{subid, tree};
+    let Err(as_caller) = tree::remove_all(path) else {
+        return Ok(());
+    };
+    // Root, or a user without a range: the first removal said what is wrong.
+    let ranges = if is_root() {
+        None
+    } else {
+        subid::root_over_my_ranges().ok()
+    };
+    let Some((uids, gids)) = ranges else {
+        return Err(as_caller);
+    };
+    subid::in_a_mapped_namespace(&uids, &gids, || tree::remove_all(path))
 }
 
 /// The command as a shell would take it: arguments with spaces or quotes quoted.

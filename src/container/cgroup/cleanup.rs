@@ -1,8 +1,17 @@
 //! Removing the box's cgroups, and what a runtime killed with SIGKILL left behind.
 
-use anyhow::{Context, Result};
+use crate::container::tree;
+use anyhow::Result;
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, OFlag, openat};
+use nix::sys::stat::Mode;
+use nix::unistd::{UnlinkatFlags, unlinkat};
+use std::ffi::CStr;
 use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Remove what earlier runtimes left behind in `dir`: an `isolab-PID` cgroup (or
 /// `isolab-PID-runtime` leaf) whose runtime is no longer alive, after killing
@@ -25,8 +34,10 @@ pub fn sweep_stale(dir: &Path) -> Result<Vec<PathBuf>> {
         }
         let path = entry.path();
         kill_all(&path);
-        if remove_dir(&path).is_ok() {
-            removed.push(path);
+        match remove_dir(&path) {
+            Ok(()) => removed.push(path),
+            // Not this run's to fail on; but said, never ignored.
+            Err(e) => eprintln!("{}: warning: {e:#}", crate::run::program_name()),
         }
     }
     Ok(removed)
@@ -35,45 +46,55 @@ pub fn sweep_stale(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Kill every process in a cgroup: with `cgroup.kill` where the kernel has it (v2,
 /// 5.14 and later), else one by one from `cgroup.procs`.
 pub fn kill_all(dir: &Path) {
-    if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
-        return;
-    }
-    if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    if let Ok(fd) = openat(AT_FDCWD, dir, flags, Mode::empty()) {
+        kill_all_in(fd.as_fd());
     }
 }
 
-/// rmdir a cgroup, and first every cgroup below it: a box whose root may write its
-/// cgroup filesystem (step 06's, through a namespace of its own) may have made
-/// some, and a cgroup with children cannot go. The kernel says EBUSY while
-/// processes are left in one: then kill them, and retry for up to a second while
-/// they finish exiting.
-pub fn remove_dir(dir: &Path) -> Result<()> {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_dir(&entry.path())?;
-            }
-        }
+/// [`kill_all`], in the cgroup whose directory `dir` holds.
+fn kill_all_in(dir: BorrowedFd) {
+    let open = |name: &str, flags: OFlag| {
+        openat(dir, name, flags | OFlag::O_CLOEXEC, Mode::empty()).map(fs::File::from)
+    };
+    if let Ok(mut kill) = open("cgroup.kill", OFlag::O_WRONLY)
+        && kill.write_all(b"1").is_ok()
+    {
+        return;
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut procs = String::new();
+    if let Ok(mut file) = open("cgroup.procs", OFlag::O_RDONLY) {
+        let _ = file.read_to_string(&mut procs);
+    }
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// rmdir a cgroup, and first every cgroup below it, leaves first: a box whose root
+/// may write its cgroup filesystem (step 06's, through a namespace of its own) may
+/// have made some, as deep as step 06 lets it, and a cgroup with children cannot
+/// go. The walk is the toolkit's ([`tree::remove_dirs`]): no recursion, no long
+/// paths, and what cannot be removed is named.
+pub fn remove_dir(dir: &Path) -> Result<()> {
+    tree::remove_dirs(dir, &mut rmdir_emptied)
+}
+
+/// rmdir one cgroup that has none below it. The kernel says EBUSY while processes
+/// are left in it: then kill them, and retry for up to a second while they finish
+/// exiting.
+fn rmdir_emptied(parent: BorrowedFd, name: &CStr, cgroup: BorrowedFd) -> nix::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(1);
     loop {
-        match fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e)
-                if e.raw_os_error() == Some(libc::EBUSY)
-                    && std::time::Instant::now() < deadline =>
-            {
-                kill_all(dir);
-                std::thread::sleep(std::time::Duration::from_millis(1));
+        match unlinkat(parent, name, UnlinkatFlags::RemoveDir) {
+            Err(Errno::EBUSY) if Instant::now() < deadline => {
+                kill_all_in(cgroup);
+                std::thread::sleep(Duration::from_millis(1));
             }
-            Err(e) => return Err(e).with_context(|| format!("rmdir({})", dir.display())),
+            done => return done,
         }
     }
 }
