@@ -228,7 +228,7 @@ report() {
     echo "## Containers: /bin/true from the same rootfs, start to exit"
     echo
     echo "hyperfine -N, $ROUNDS rounds of $RUNS runs of each command after $WARMUP warm-up runs, back to back (warm)."
-    echo "Medians over all rounds' runs, in ms. Release builds."
+    echo "Medians over all rounds' runs, in ms. Release builds with whole-program LTO (Cargo.toml's measure profile)."
     [[ $hybrid == yes ]] && echo "Hybrid cgroups: every command ran in a private mount namespace whose cgroup2 controller list reads empty (for crun 1.8)."
     echo
     table "$work/containers.json" "ours: full container, limits (04)"
