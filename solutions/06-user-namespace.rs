@@ -594,7 +594,8 @@ fn build_root(rootfs: &Path) -> Result<()> {
     //>2 mount(2) with MS_BIND, then steps 03 and 05's make_mounts_private,
     //>2 lock_down_root, mount_proc_at and pivot_into, and bind_dev below.
     //> mount_namespace::make_mounts_private() first. Then bind-mount `rootfs` onto
-    //> itself (mount(2) with MS_BIND | MS_REC), so that it is a mount of its own,
+    //> itself (mount(2) with MS_BIND | MS_REC, and None::<&str> for the filesystem
+    //> type and the data), so that it is a mount of its own,
     //> and make it `nodev` with hardening::lock_down_root(rootfs, false). Then,
     //> before the pivot: mount_namespace::mount_proc_at(&rootfs.join("proc")) (the
     //> kernel lets a user namespace mount a procfs only while one is fully visible

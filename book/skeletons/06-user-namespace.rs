@@ -587,14 +587,14 @@ impl MapHelper {
 fn build_root(rootfs: &Path) -> Result<()> {
     // ANCHOR: build_root
     // TODO: mount_namespace::make_mounts_private() first. Then bind-mount `rootfs`
-    //       onto itself (mount(2) with MS_BIND | MS_REC), so that it is a mount of
-    //       its own, and make it `nodev` with hardening::lock_down_root(rootfs,
-    //       false). Then, before the pivot:
-    //       mount_namespace::mount_proc_at(&rootfs.join("proc")) (the kernel lets a
-    //       user namespace mount a procfs only while one is fully visible in its
-    //       mount table, and after the pivot the host's is gone) and
-    //       bind_dev(rootfs). Last, mount_namespace::pivot_into(rootfs), whose
-    //       recursive bind carries them all along.
+    //       onto itself (mount(2) with MS_BIND | MS_REC, and None::<&str> for the
+    //       filesystem type and the data), so that it is a mount of its own, and
+    //       make it `nodev` with hardening::lock_down_root(rootfs, false). Then,
+    //       before the pivot: mount_namespace::mount_proc_at(&rootfs.join("proc"))
+    //       (the kernel lets a user namespace mount a procfs only while one is
+    //       fully visible in its mount table, and after the pivot the host's is
+    //       gone) and bind_dev(rootfs). Last, mount_namespace::pivot_into(rootfs),
+    //       whose recursive bind carries them all along.
     todo!(
         "step 06, `build_root`: not written yet. Read the TODO above this line in \
          chapters/06-user-namespace.rs, or run `cargo run -- hint 6`"
