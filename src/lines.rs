@@ -61,17 +61,28 @@ pub fn printable(text: &str) -> String {
 /// invisible format characters that change how the text around them is shown: the
 /// bidirectional overrides, embeddings and isolates that make a line read other
 /// than its bytes ("Trojan Source", CVE-2021-42574), the zero-width characters,
-/// the line and paragraph separators, and the byte-order mark.
+/// the line and paragraph separators, the byte-order mark, and the characters a
+/// terminal draws as nothing at all (the soft hyphen, the Hangul fillers, the tag
+/// characters, the interlinear annotation marks), which hide text or make one name
+/// look like another. The variation selectors pass: emoji need them.
 pub fn acts_on_display(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{061c}'
+            '\u{00ad}'
+                | '\u{034f}'
+                | '\u{061c}'
+                | '\u{115f}'..='\u{1160}'
+                | '\u{17b4}'..='\u{17b5}'
+                | '\u{180e}'
                 | '\u{200b}'..='\u{200f}'
                 | '\u{2028}'..='\u{202e}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{2069}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{3164}'
+                | '\u{ffa0}'
+                | '\u{fff9}'..='\u{fffb}'
                 | '\u{feff}'
+                | '\u{e0000}'..='\u{e007f}'
         )
 }
 
@@ -155,7 +166,14 @@ mod tests {
             printable("x\u{200b}y\u{2066}z\u{feff}"),
             "x\\u{200b}y\\u{2066}z\\u{feff}"
         );
-        assert_eq!(printable("héllo, 世界 ✓"), "héllo, 世界 ✓");
+        assert_eq!(printable("héllo, 세계 ✓"), "héllo, 세계 ✓");
+        // Characters drawn as nothing: a soft hyphen, a Hangul filler, a tag.
+        assert_eq!(
+            printable("H\u{ad}I\u{3164}N\u{e0041}"),
+            "H\\u{ad}I\\u{3164}N\\u{e0041}"
+        );
+        // An emoji's variation selector is part of the picture, and passes.
+        assert_eq!(printable("\u{2764}\u{fe0f}"), "\u{2764}\u{fe0f}");
     }
 
     #[test]

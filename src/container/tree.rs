@@ -123,14 +123,20 @@ fn shown(top: &Path, levels: &[Level], names: &[&CStr]) -> String {
         .map(|n| OsStr::from_bytes(n.to_bytes()))
         .collect();
     let mut path = top.to_path_buf();
+    // The names below `top` are the box's choice: what a terminal would act on in
+    // them is written out, not sent.
     if below.len() <= 8 {
         path.extend(&below);
-        return path.display().to_string();
+        return crate::lines::printable(&path.display().to_string());
     }
     path.extend(&below[..3]);
     let tail: std::path::PathBuf = below[below.len() - 3..].iter().collect();
     let left_out = below.len() - 6;
-    format!("{}/({left_out} levels)/{}", path.display(), tail.display())
+    crate::lines::printable(&format!(
+        "{}/({left_out} levels)/{}",
+        path.display(),
+        tail.display()
+    ))
 }
 
 fn walk(path: &Path, leaves: Leaves, rmdir: &mut Rmdir) -> Result<()> {
@@ -412,6 +418,24 @@ mod tests {
         assert!(err.contains(&at), "{err}");
         assert_eq!(err.matches("rmdir").count(), 1, "{err}");
         assert!(!top.join("beside").exists());
+        remove_all(&top).unwrap();
+    }
+
+    /// A name the box chose reaches the caller's terminal in an error: what a
+    /// terminal would act on in it (a title, a screen clear) is written out.
+    #[test]
+    fn a_name_that_cannot_be_removed_is_named_escaped() {
+        let dir = scratch();
+        let top = dir.path().join("top");
+        let hostile = top.join("x\u{1b}]0;PWNED\u{7}\u{1b}[2J");
+        std::fs::create_dir_all(hostile.join("file-inside")).unwrap();
+        std::fs::write(hostile.join("file-inside/f"), "").unwrap();
+        let mut rmdir = |parent: BorrowedFd, name: &CStr, _: BorrowedFd| {
+            unlinkat(parent, name, UnlinkatFlags::RemoveDir)
+        };
+        let err = remove_dirs(&top, &mut rmdir).unwrap_err().to_string();
+        assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
+        assert!(err.contains("x\\u{1b}]0;PWNED\\u{7}\\u{1b}[2J"), "{err}");
         remove_all(&top).unwrap();
     }
 
