@@ -309,3 +309,44 @@ fn run_reference_runs_the_reference_step() {
         "{err}"
     );
 }
+
+/// `run` outlives the signals that end a run, so that it removes the run's
+/// directory after the step: SIGTERM is passed on to the step, and Ctrl-C (SIGINT
+/// to the whole foreground group) reaches the step from the terminal. Either way
+/// the step's own status comes back and nothing of the run is left in TMPDIR.
+#[test]
+fn a_run_ended_by_a_signal_leaves_no_directory() {
+    needs!(root);
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    for (signal, whole_group, expected) in [
+        (libc::SIGTERM, false, 7),
+        (libc::SIGINT, true, 128 + libc::SIGINT),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = isolab()
+            .args(["run", "--reference", "4", "--", "/bin/probe", "wait-signal"])
+            .args(if signal == libc::SIGTERM {
+                &["--exit-code", "7"][..]
+            } else {
+                &[][..]
+            })
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "the step did not start");
+        let pid = child.id() as i32;
+        // SAFETY: kill(2) takes no pointers; the process (group) is our child's.
+        unsafe { libc::kill(if whole_group { -pid } else { pid }, signal) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(expected), "signal {signal}");
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+        assert!(left.is_empty(), "signal {signal} left {left:?}");
+    }
+}

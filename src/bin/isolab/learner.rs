@@ -619,9 +619,14 @@ pub fn run(number: u8, reference: bool, parsed: &[OsString]) -> Result<ExitCode>
     // If isolab is killed, the step goes with it (and with it its box).
     die_with_us(&mut cmd);
     eprintln!("isolab: running {}", describe(&cmd));
-    let status = cmd
-        .status()
+    outlive_signals();
+    let mut child = cmd
+        .spawn()
         .with_context(|| format!("running {}", bin.display()))?;
+    STEP.store(child.id() as i32, std::sync::atomic::Ordering::Relaxed);
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {}", bin.display()))?;
     if let Some((work, canary)) = _lab {
         drop(canary);
         let path = work.keep();
@@ -670,6 +675,50 @@ fn run_dir() -> Result<tempfile::TempDir> {
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(&tmp)
         .with_context(|| format!("making a directory in {}", tmp.display()))
+}
+
+/// The step's PID, for [`pass_on`].
+static STEP: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Live through the signals that end a run, so that the run's directory is
+/// removed after the step: Ctrl-C (SIGINT) and SIGQUIT reach the step anyway,
+/// from the terminal, with the whole foreground group; SIGTERM and SIGHUP are
+/// passed on to it. The step ends, and this process cleans up after it.
+/// The handlers are reset to the default in the step when it execs.
+fn outlive_signals() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let ignore = SigAction::new(
+        SigHandler::Handler(nothing),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    let forward = SigAction::new(
+        SigHandler::Handler(pass_on),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for (signal, action) in [
+        (Signal::SIGINT, &ignore),
+        (Signal::SIGQUIT, &ignore),
+        (Signal::SIGTERM, &forward),
+        (Signal::SIGHUP, &forward),
+    ] {
+        // SAFETY: both handlers make at most one async-signal-safe call (kill)
+        // and touch only an atomic.
+        if let Err(e) = unsafe { sigaction(signal, action) } {
+            eprintln!("isolab: warning: sigaction({signal}): {e}");
+        }
+    }
+}
+
+extern "C" fn nothing(_: libc::c_int) {}
+
+extern "C" fn pass_on(signal: libc::c_int) {
+    let step = STEP.load(std::sync::atomic::Ordering::Relaxed);
+    if step > 0 {
+        // SAFETY: kill(2) is async-signal-safe and takes no pointers.
+        unsafe { libc::kill(step, signal) };
+    }
 }
 
 /// Have the kernel SIGKILL `cmd` when this process dies, however it dies.
