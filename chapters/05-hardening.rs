@@ -11,8 +11,9 @@
 //! - a **seccomp filter**, a small BPF program the kernel runs on every system call:
 //!   it checks the architecture, refuses with EPERM the calls a box has no business
 //!   making (mount, reboot, module loading, kexec, ptrace, namespaces, the clock,
-//!   io_uring, ...), and, looking at the arguments, vsock sockets, typing into a
-//!   terminal (TIOCSTI), personalities that switch off ASLR, and setuid bits;
+//!   io_uring, ...), and, looking at the arguments, vsock and AF_ALG sockets,
+//!   typing into a terminal (TIOCSTI), personalities that switch off ASLR, and
+//!   setuid bits;
 //! - **a masked /proc**: the machine-wide settings under /proc/sys (core_pattern
 //!   among them) read-only, the kernel's own tables (/proc/keys, ...) hidden;
 //! - **a root without devices**: the rootfs, and every mount under it, `nodev`, so a
@@ -605,6 +606,13 @@ const SETUID_SETGID: u32 = libc::S_ISUID | libc::S_ISGID;
 /// from the keyboard; TIOCLINUX can paste the screen's selection into a console.
 const TERMINAL_INPUT: [u32; 2] = [libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
 
+/// Socket families refused by their number, socket's first argument. AF_VSOCK
+/// has no network namespace: it reaches the host past the box's loopback. AF_ALG
+/// (Linux 6.2+) loads a key by its serial number (ALG_SET_KEY_BY_KEY_SERIAL)
+/// without keyctl, and keys belong to no namespace: the box's root would key a
+/// hash or a cipher with any key of root's that root may search.
+pub const SOCKET_FAMILIES: [u32; 2] = [libc::AF_VSOCK as u32, libc::AF_ALG as u32];
+
 /// The personalities docker allows: Linux, 32-bit Linux, and the 2.6-style uname of
 /// each, plus 0xffffffff, which only asks. The others switch things off, such as
 /// ADDR_NO_RANDOMIZE, which makes memory layouts predictable for an exploit.
@@ -640,11 +648,7 @@ pub fn filter() -> Vec<seccomp::Instruction> {
     for (number, mode) in MODE_ARGUMENT {
         program.extend(refuse_if_any_bit(number, mode, SETUID_SETGID));
     }
-    program.extend(refuse_if_one_of(
-        libc::SYS_socket,
-        0,
-        &[libc::AF_VSOCK as u32],
-    ));
+    program.extend(refuse_if_one_of(libc::SYS_socket, 0, &SOCKET_FAMILIES));
     program.extend(refuse_if_one_of(libc::SYS_ioctl, 1, &TERMINAL_INPUT));
     program.extend(refuse_unless_one_of(
         libc::SYS_personality,
@@ -688,7 +692,7 @@ fn refuse_if_any_bit(
 }
 
 /// Call `number` is refused when its argument `arg` is one of `values`.
-fn refuse_if_one_of(
+pub fn refuse_if_one_of(
     number: i64,
     arg: u32,
     values: &[u32],

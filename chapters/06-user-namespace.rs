@@ -36,9 +36,11 @@
 //!   descriptor it holds, so its stdio are pipes the runtime relays (or a terminal of
 //!   its own, `--tty`); init, which holds the caller's environment, is not dumpable;
 //!   init leaves the caller's session keyring for a new one; and a small seccomp
-//!   filter refuses the key calls (keyctl, add_key, request_key): keys belong to no
-//!   namespace, and the box's root, the caller's uid, would read any key of the
-//!   caller's that lets its user read it, by its serial number alone;
+//!   filter refuses every route to a key by its number (keyctl, add_key,
+//!   request_key, AF_ALG sockets, and io_uring, which makes sockets past any
+//!   filter): keys belong to no namespace, and the box's root, the caller's uid,
+//!   would read any key of the caller's that lets its user read it, by its serial
+//!   number alone;
 //! - **root keeps its capabilities** in its own namespace, and no other call is
 //!   filtered: `--harden` adds step 05's capability drop, no_new_privs and seccomp
 //!   on top.
@@ -129,8 +131,8 @@ enum Mistake {
     Map,
     /// keep the caller's session keyring: the box may read the keys in it
     Keyring,
-    /// no filter on the key calls: the box may read a key of the caller's that
-    /// lets its user read it, by its serial number, from any keyring
+    /// no filter on the key calls, AF_ALG sockets and io_uring: the box may read
+    /// a key of the caller's that lets its user read it, by its serial number
     Keyctl,
     /// mask /proc from inside the box's own user namespace, where the masks are
     /// not locked: its root may unmount them
@@ -491,22 +493,30 @@ pub fn new_session_keyring() -> Result<()> {
 }
 
 // ANCHOR: keyring_filter
-/// The kernel's key calls. A new session keyring is not enough: keys belong to no
-/// namespace, and keyctl(2) finds a key by its serial number in any keyring. The
-/// kernel then checks the key's permissions for whoever asks, by uid alone: a key
-/// whose user may read it is read by every process of that uid on the host, and
-/// the box's root is the caller's uid. Step 05's REFUSED lists the same three.
-const KEY_CALLS: [(i64, &str); 3] = [
+/// Every route to a key by its serial number. A new session keyring is not enough:
+/// keys belong to no namespace, and keyctl(2) finds a key by its serial number in
+/// any keyring. The kernel then checks the key's permissions for whoever asks, by
+/// uid alone: a key whose user may read it is read by every process of that uid on
+/// the host, and the box's root is the caller's uid. Step 05's REFUSED lists the
+/// three key calls; io_uring is here because it makes sockets and sets their
+/// options (Linux 5.19 and 6.7) past every filter, socket(AF_ALG) among them.
+const KEY_CALLS: [(i64, &str); 6] = [
     (libc::SYS_keyctl, "keyctl"),
     (libc::SYS_add_key, "add_key"),
     (libc::SYS_request_key, "request_key"),
+    (libc::SYS_io_uring_setup, "io_uring_setup"),
+    (libc::SYS_io_uring_enter, "io_uring_enter"),
+    (libc::SYS_io_uring_register, "io_uring_register"),
 ];
 
 /// The filter every box of this step gets, with or without `--harden`: the key
-/// calls refused with EPERM, as step 05's filter refuses them, and every other
-/// call let through. init installs it on itself, before the command: init holds
-/// CAP_SYS_ADMIN in the runtime's user namespace, so the kernel takes a filter
-/// without no_new_privs, and every process of the box inherits it.
+/// calls, io_uring and AF_ALG sockets refused with EPERM, as step 05's filter
+/// refuses them, and every other call let through. An AF_ALG socket (Linux 6.2+)
+/// takes a `user` or `logon` key the caller may search as its algorithm's key
+/// (ALG_SET_KEY_BY_KEY_SERIAL), without keyctl. init installs the filter on
+/// itself, before the command: init holds CAP_SYS_ADMIN in the runtime's user
+/// namespace, so the kernel takes a filter without no_new_privs, and every
+/// process of the box inherits it.
 pub fn keyring_filter() -> Vec<seccomp::Instruction> {
     use seccomp::*;
     let mut program = hardening::x86_64_only();
@@ -514,6 +524,11 @@ pub fn keyring_filter() -> Vec<seccomp::Instruction> {
         program.push(jump_if_equal(number as u32, 0, 1));
         program.push(ret(errno(Errno::EPERM)));
     }
+    program.extend(hardening::refuse_if_one_of(
+        libc::SYS_socket,
+        0,
+        &[libc::AF_ALG as u32],
+    ));
     program.push(ret(ALLOW));
     program
 }

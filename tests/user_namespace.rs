@@ -182,9 +182,10 @@ fn what_root_could_do_in_step_04_the_user_namespace_refuses() {
 }
 
 /// What step 06 opens that step 05 closed: root in its own namespace may mount, make
-/// namespaces, trace, switch ASLR off and use io_uring, all kernel code a normal user
-/// reaches through it (the chapter's CVE history), and no filter refuses a vsock
-/// socket. `--harden` closes them again.
+/// namespaces, trace and switch ASLR off, all kernel code a normal user reaches
+/// through it (the chapter's CVE history), and no filter refuses a vsock socket.
+/// `--harden` closes them again. io_uring stays refused without it: the key filter
+/// refuses it (see `af_alg_and_io_uring_go_with_the_key_calls`).
 #[test]
 fn what_the_user_namespace_opens_and_harden_closes() {
     needs!(user, userns);
@@ -194,7 +195,6 @@ fn what_the_user_namespace_opens_and_harden_closes() {
         Key::NewUserNamespace,
         Key::PtraceMyParent,
         Key::TurnOffAslr,
-        Key::IoUring,
     ];
     let open = report_as_user(&lab, &[]);
     let hardened = report_as_user(&lab, &["--harden"]);
@@ -202,6 +202,8 @@ fn what_the_user_namespace_opens_and_harden_closes() {
         assert_eq!(&open[key], "allowed", "{key:?} in step 06");
         assert_eq!(&hardened[key], "refused (EPERM)", "{key:?} with --harden");
     }
+    assert_eq!(&open[Key::IoUring], "refused (EPERM)", "the key filter");
+    assert_eq!(&hardened[Key::IoUring], "refused (EPERM)");
     assert_eq!(&hardened[Key::Seccomp], "filter");
     assert!(
         !hardened[Key::Capabilities].starts_with("all"),
@@ -540,6 +542,48 @@ fn the_callers_keys_stay_out_even_by_their_serial_number() {
             run.stderr
         );
     }
+}
+
+/// The other routes to a key by its number. An AF_ALG socket (Linux 6.2+) takes a
+/// key the caller may search as a hash's key (ALG_SET_KEY_BY_KEY_SERIAL), without
+/// keyctl; io_uring makes sockets and sets their options past every seccomp filter.
+/// The key filter refuses socket(AF_ALG) and io_uring with EPERM, in every box;
+/// `--break keyctl` leaves it off, and then this host's kernel answers for itself:
+/// io_uring is there, AF_ALG is not (EAFNOSUPPORT). Step 05's filter refuses both.
+#[test]
+fn af_alg_and_io_uring_go_with_the_key_calls() {
+    needs!(user, userns);
+    let lab = UserLab::new(&normal_user().unwrap());
+    let key = lab.key_arg();
+    let alg = |flags: &[&str]| {
+        let run = run_as_user(
+            &lab,
+            flags,
+            &["/bin/probe", "--key-serial", &key, "alg-key"],
+        );
+        assert_eq!(run.code, Some(0), "{flags:?}: {}", run.stderr);
+        run.stdout
+    };
+    let refused = "AF_ALG key by serial: refused (socket(AF_ALG): EPERM)\n";
+    assert_eq!(alg(&[]), refused);
+    assert_eq!(alg(&["--harden"]), refused, "step 05's filter");
+    assert_eq!(alg(&["--harden", "--break", "keyctl"]), refused);
+    let open = alg(&["--break", "keyctl"]);
+    if open.contains("impossible") {
+        // This host: no AF_ALG in its kernel, so the route is shut without us.
+        assert_eq!(
+            open,
+            "AF_ALG key by serial: impossible (socket(AF_ALG): EAFNOSUPPORT, \
+             this kernel has no AF_ALG)\n"
+        );
+    } else {
+        // A kernel with AF_ALG: past the filter, the key's permissions decide (the
+        // canary lets its user read, not search: EACCES; a searchable one: KEYED).
+        assert!(!open.contains("EPERM"), "{open}");
+    }
+    let uring = |flags: &[&str]| report_as_user(&lab, flags)[Key::IoUring].to_string();
+    assert_eq!(uring(&[]), "refused (EPERM)");
+    assert_eq!(uring(&["--break", "keyctl"]), "allowed");
 }
 
 /// The box's root is the caller, and may reopen whatever descriptor it holds, as

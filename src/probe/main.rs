@@ -95,6 +95,10 @@ enum What {
     /// print its serial, and hold it until stdin closes
     #[command(hide = true)]
     HoldKey,
+    /// Key an AF_ALG hash with the key whose serial --key-serial gives, and say
+    /// whether the kernel let us
+    #[command(hide = true)]
+    AlgKey,
     /// Time --count getppid() system calls and print the cost of one
     Syscalls {
         #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -127,6 +131,7 @@ fn main() -> ExitCode {
         What::Open { path } => host::open_for_writing(&path),
         What::DropGroups { path } => host::drop_groups_and_read(&path),
         What::HoldKey => demos::hold_key(),
+        What::AlgKey => privileges::alg_key(args.key_serial),
         What::Syscalls { count } => timing::syscalls(count),
     }
 }
