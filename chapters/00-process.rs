@@ -18,6 +18,10 @@
 //! canary by path: READABLE
 //! ```
 
+// Your copy of step 00. Replace each todo!() with your code, then run
+// `cargo run -- check 0`. (Generated from solutions/00-process.rs:
+// `cargo run -- reset 0` brings this version back.)
+
 use isolab::prelude::*;
 use nix::sys::prctl;
 use nix::sys::signal::Signal;
@@ -89,36 +93,27 @@ pub fn die_with(runtime: Pid) -> Result<()> {
 
 /// Become the command. execv only returns when it fails.
 pub fn exec(command: &Command) -> Result<Infallible> {
-    //>1 Become the command: this process turns into the program the user named, and
-    //>1 keeps its PID. Done when `cargo run -- run 0 -- /bin/echo hello` prints
-    //>1 hello.
-    //>2 execv(2), with the command's path and its argv; it returns only on failure.
-    //> Replace this program with the command: execv(2) with command.path and
-    //> command.argv. It returns only on failure: return that error, with a context
-    //> that names the call and the path, e.g. "execv(/bin/probe)".
     // ANCHOR: exec
-    execv(&command.path, &command.argv)
-        .with_context(|| format!("execv({})", command.path.to_string_lossy()))
+    // TODO: Replace this program with the command: execv(2) with command.path and
+    //       command.argv. It returns only on failure: return that error, with a
+    //       context that names the call and the path, e.g. "execv(/bin/probe)".
+    todo!(
+        "step 00, `exec`: not written yet. Read the TODO above this line in \
+         chapters/00-process.rs, or run `cargo run -- hint 0`"
+    );
     // ANCHOR_END: exec
 }
 
 /// Wait for the child and return its exit status as a shell reports it.
 pub fn wait_for(child: Pid) -> Result<i32> {
-    //>1 Wait until the child has ended and report how, as a shell does: its exit
-    //>1 code, or 128 + the signal that killed it. `check 0` tries 7, 143, 137 and
-    //>1 130.
-    //>2 waitpid(2), in a loop: its WaitStatus says Exited or Signaled once the
-    //>2 child has ended, and something else while it lives.
-    //> Call waitpid(2) on `child` until it has ended. WaitStatus::Exited(_, code)
-    //> gives `code`; WaitStatus::Signaled(_, signal, _) gives 128 + the signal's
-    //> number (`signal as i32`). Any other status means it is still alive: wait again.
     // ANCHOR: wait
-    loop {
-        match waitpid(child, None).context("waitpid(child)")? {
-            WaitStatus::Exited(_, code) => return Ok(code),
-            WaitStatus::Signaled(_, signal, _) => return Ok(128 + signal as i32),
-            _ => continue,
-        }
-    }
+    // TODO: Call waitpid(2) on `child` until it has ended. WaitStatus::Exited(_,
+    //       code) gives `code`; WaitStatus::Signaled(_, signal, _) gives 128 + the
+    //       signal's number (`signal as i32`). Any other status means it is still
+    //       alive: wait again.
+    todo!(
+        "step 00, `wait`: not written yet. Read the TODO above this line in \
+         chapters/00-process.rs, or run `cargo run -- hint 0`"
+    );
     // ANCHOR_END: wait
 }
