@@ -81,7 +81,7 @@ fn killed_runtime_leaves_no_process() {
     let probe = probe_path();
     let mut box_ = Running::start(command(&step(STEP), &["--", &probe, "wait-signal"], None));
     box_.wait_for_line("ready");
-    let pids_before = probe_processes();
+    let pids_before = probe_children(box_.child.id());
     assert!(!pids_before.is_empty(), "the probe should be running");
     box_.signal(nix::sys::signal::Signal::SIGKILL);
     let (code, _) = box_.finish();
@@ -113,6 +113,21 @@ fn probe_processes() -> Vec<String> {
     found
 }
 
+/// The probe processes whose parent is `parent`: the command of that runtime, and
+/// none of the other tests', which run beside this one.
+fn probe_children(parent: u32) -> Vec<String> {
+    probe_processes()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // The fields after the command's name, which ends at the last ')'.
+                let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+                rest.split_whitespace().nth(1) == Some(parent.to_string().as_str())
+            })
+        })
+        .collect()
+}
+
 /// Chapter 00's "break it": a runtime that reports 0 whatever happened hides every
 /// failure from the scripts built on it.
 #[test]
@@ -136,7 +151,8 @@ fn break_pdeathsig_leaves_the_command_running() {
         None,
     ));
     box_.wait_for_line("ready");
-    let running = probe_processes();
+    let running = probe_children(box_.child.id());
+    assert!(!running.is_empty(), "the command should be running");
     box_.signal(nix::sys::signal::Signal::SIGKILL);
     assert_eq!(box_.finish().0, 137);
     std::thread::sleep(std::time::Duration::from_millis(200));
