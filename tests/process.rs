@@ -113,6 +113,25 @@ fn probe_processes() -> Vec<String> {
     found
 }
 
+/// Is `pid` alive, adopted by a parent other than `runtime`, and with no SIGKILL
+/// pending (SigPnd and ShdPnd in /proc/PID/status; SIGKILL is bit 8)?
+fn outlived(pid: &str, runtime: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let sigkill_pending = ["SigPnd:", "ShdPnd:"]
+        .iter()
+        .any(|f| u64::from_str_radix(&field(f), 16).is_ok_and(|m| m & 0x100 != 0));
+    !field("State:").starts_with('Z') && field("PPid:") != runtime.to_string() && !sigkill_pending
+}
+
 /// The probe processes whose parent is `parent`: the command of that runtime, and
 /// none of the other tests', which run beside this one.
 fn probe_children(parent: u32) -> Vec<String> {
@@ -153,15 +172,19 @@ fn break_pdeathsig_leaves_the_command_running() {
     box_.wait_for_line("ready");
     let running = probe_children(box_.child.id());
     assert!(!running.is_empty(), "the command should be running");
+    let runtime = box_.child.id();
     box_.signal(nix::sys::signal::Signal::SIGKILL);
     assert_eq!(box_.finish().0, 137);
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The runtime is reaped. With PR_SET_PDEATHSIG its exit has already queued a
+    // SIGKILL for the command; without it, the command lives on, adopted by
+    // another parent, with no SIGKILL coming. Looked at now, not after a pause
+    // in which anything else on the machine might end it.
     let survivors: Vec<String> = running
         .iter()
-        .filter(|p| probe_processes().contains(p))
+        .filter(|pid| outlived(pid, runtime))
         .cloned()
         .collect();
-    for pid in &survivors {
+    for pid in &running {
         let pid = nix::unistd::Pid::from_raw(pid.parse().expect("a pid"));
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     }
