@@ -84,7 +84,8 @@ fn run(command: &Command, mistakes: &[Mistake]) -> Result<i32> {
 pub fn die_with(runtime: Pid) -> Result<()> {
     prctl::set_pdeathsig(Signal::SIGKILL)
         .context("prctl(PR_SET_PDEATHSIG, SIGKILL)")?;
-    // The runtime may have died before the prctl: then we have a new parent already.
+    // The runtime may have died before the prctl: then we have a new parent
+    // already.
     if getppid() != runtime {
         bail!("the runtime exited before the command started");
     }

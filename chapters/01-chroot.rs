@@ -3,13 +3,14 @@
 //! Step 00, plus one change in the child before exec: chroot(2) into the rootfs and
 //! chdir(2) into it. The probe now sees the rootfs as `/`, and the host canary is
 //! hidden by path. But chroot changes only how paths are looked up: a process that
-//! may call chroot can climb back out, and the probe's chroot escape still reads the
-//! canary. Nothing else is isolated: PIDs, hostname and mounts are the host's.
+//! may call chroot can climb back out, and the probe's chroot escape still reads
+//! the canary. Nothing else is isolated: PIDs, hostname and mounts are the host's.
 //!
 //! Syscalls: chroot(2), chdir(2), on top of fork/execve/waitpid.
 //!
 //! ```text
-//! $ sudo target/debug/01-chroot --rootfs /tmp/rootfs -- /bin/probe --canary /tmp/canary
+//! $ sudo target/debug/01-chroot --rootfs /tmp/rootfs \
+//!       -- /bin/probe --canary /tmp/canary
 //! root: bin dev etc lib lib64 proc sys tmp
 //! canary by path: hidden (no such file under my root)
 //! canary via chroot escape: READABLE (chroot into /etc, climb .., chroot .)

@@ -8,9 +8,9 @@
 //! tmpfs. Only stdin, stdout and stderr cross into the box. With `--read-only`,
 //! the root is mounted read-only.
 //!
-//! The probe now sees only its own processes (init and itself) and its three mounts,
-//! and every route to the host canary fails: by path, by the chroot escape, through
-//! `/proc/*/root` and through a leaked descriptor.
+//! The probe now sees only its own processes (init and itself) and its three
+//! mounts, and every route to the host canary fails: by path, by the chroot escape,
+//! through `/proc/*/root` and through a leaked descriptor.
 //!
 //! Syscalls: mount(2) with MS_PRIVATE, MS_BIND and MS_REMOUNT; pivot_root(2);
 //! umount2(2) with MNT_DETACH; mknod(2); close_range(2); on top of step 02.
@@ -37,7 +37,8 @@ use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, makedev, mknod};
 use nix::sys::statvfs::{FsFlags, statvfs};
 use nix::unistd::{chdir, pivot_root};
 
-// The finished steps this one builds on: step 02's own file, and through it 00-01's.
+// The finished steps this one builds on: step 02's own file, and through it
+// 00-01's.
 #[path = "../solutions/02-namespaces.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
 pub mod namespaces;
@@ -177,7 +178,8 @@ pub fn close_inherited_fds() -> Result<()> {
 
 /// A new mount namespace starts as a copy of the host's, and on most hosts (systemd
 /// makes "/" shared) its mounts are still *peers* of the host's: a mount made in
-/// one appears in the other. Cut that tie, for every mount, before mounting anything.
+/// one appears in the other. Cut that tie, for every mount, before mounting
+/// anything.
 pub fn make_mounts_private() -> Result<()> {
     // ANCHOR: make_mounts_private
     // TODO: mount(2) with no source, target "/", no type, and flags MS_REC |
@@ -245,7 +247,8 @@ pub fn mount_proc() -> Result<()> {
     mount_proc_at(Path::new("/proc"))
 }
 
-/// A new procfs at `target` (step 06 mounts it inside the rootfs, before the pivot).
+/// A new procfs at `target` (step 06 mounts it inside the rootfs, before the
+/// pivot).
 pub fn mount_proc_at(target: &Path) -> Result<()> {
     // ANCHOR: mount_proc
     // TODO: mount(2) a new procfs: source "proc", target `target` ("/proc" here),

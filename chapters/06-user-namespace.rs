@@ -6,37 +6,38 @@
 //! as a normal user, without sudo, and the box's root is that user on the host.
 //!
 //! A user namespace maps IDs: uid 0 inside is the caller's uid outside, one line in
-//! /proc/self/uid_map (`0 1000 1`), and the same for groups. Whoever makes one holds
-//! every capability, in it only: they act on what the namespace owns (the mount,
-//! PID, UTS, IPC, network and cgroup namespaces made from inside it, a tmpfs, a
-//! hostname) and never on what belongs to the machine (modules, the clock, making
-//! device nodes, the host root's files and settings). So the runtime makes a user
-//! namespace first, and every other namespace from inside it. Against step 05's box:
+//! /proc/self/uid_map (`0 1000 1`), and the same for groups. Whoever makes one
+//! holds every capability, in it only: they act on what the namespace owns (the
+//! mount, PID, UTS, IPC, network and cgroup namespaces made from inside it, a
+//! tmpfs, a hostname) and never on what belongs to the machine (modules, the clock,
+//! making device nodes, the host root's files and settings). So the runtime makes a
+//! user namespace first, and every other namespace from inside it. Against step
+//! 05's box:
 //!
 //! - **two user namespaces**: the runtime's, where the caller stays the caller
 //!   (`1000 1000 1`) and which owns every namespace of the box; and the box's, one
-//!   level down, where root is the caller (`0 1000 1`) and which owns only a copy of
-//!   init's mount table. The kernel locks the mounts of such a copy: the box's root
-//!   may not unmount or remount the masks over /proc, the read-only mounts or the
-//!   `nodev` root. With `--map-range` the box has IDs 1-65535 too, from the caller's
-//!   range in /etc/subuid and /etc/subgid, written by the setuid helpers newuidmap
-//!   and newgidmap, as podman does; setgroups(2) stays denied unless
+//!   level down, where root is the caller (`0 1000 1`) and which owns only a copy
+//!   of init's mount table. The kernel locks the mounts of such a copy: the box's
+//!   root may not unmount or remount the masks over /proc, the read-only mounts or
+//!   the `nodev` root. With `--map-range` the box has IDs 1-65535 too, from the
+//!   caller's range in /etc/subuid and /etc/subgid, written by the setuid helpers
+//!   newuidmap and newgidmap, as podman does; setgroups(2) stays denied unless
 //!   `--allow-setgroups`;
-//! - **/proc before the pivot**: the kernel lets a user namespace mount a procfs only
-//!   while one is fully visible in its mount table, and after the pivot the host's
-//!   is gone;
+//! - **/proc before the pivot**: the kernel lets a user namespace mount a procfs
+//!   only while one is fully visible in its mount table, and after the pivot the
+//!   host's is gone;
 //! - **/dev from the host**: mknod is refused in a user namespace, so the device
 //!   nodes are the host's own, bind-mounted onto empty files, after the rootfs was
 //!   made `nodev`;
-//! - **cgroups only where delegated**: a normal user may use only a cgroup handed to
-//!   it (a v2 subtree of its own); elsewhere the box has no limits, and says so. The
-//!   box's root owns its cgroup's files, so the limits are also written one level
-//!   above the box's cgroup, where no namespace of the box's reaches;
+//! - **cgroups only where delegated**: a normal user may use only a cgroup handed
+//!   to it (a v2 subtree of its own); elsewhere the box has no limits, and says so.
+//!   The box's root owns its cgroup's files, so the limits are also written one
+//!   level above the box's cgroup, where no namespace of the box's reaches;
 //! - **the caller kept out**: the box's root is the caller, who may reopen any
-//!   descriptor it holds, so its stdio are pipes the runtime relays (or a terminal of
-//!   its own, `--tty`); init, which holds the caller's environment, is not dumpable;
-//!   init leaves the caller's session keyring for a new one; and a small seccomp
-//!   filter refuses every route to a key by its number (keyctl, add_key,
+//!   descriptor it holds, so its stdio are pipes the runtime relays (or a terminal
+//!   of its own, `--tty`); init, which holds the caller's environment, is not
+//!   dumpable; init leaves the caller's session keyring for a new one; and a small
+//!   seccomp filter refuses every route to a key by its number (keyctl, add_key,
 //!   request_key, AF_ALG sockets, and io_uring, which makes sockets past any
 //!   filter): keys belong to no namespace, and the box's root, the caller's uid,
 //!   would read any key of the caller's that lets its user read it, by its serial
@@ -76,7 +77,8 @@ use nix::unistd::{AccessFlags, access};
 use std::fs;
 use std::os::fd::OwnedFd;
 
-// The finished steps this one builds on: step 05's own file, and through it 00-04's.
+// The finished steps this one builds on: step 05's own file, and through it
+// 00-04's.
 #[path = "../solutions/05-hardening.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
 pub mod hardening;
@@ -300,8 +302,8 @@ fn init(
 // ANCHOR_END: init
 
 /// Make a user namespace for this process and write its maps, as `map` says: the
-/// caller's IDs stay what they are (with `--map-range`, the subordinate ranges too),
-/// and the runtime holds every capability over what it makes next.
+/// caller's IDs stay what they are (with `--map-range`, the subordinate ranges
+/// too), and the runtime holds every capability over what it makes next.
 fn enter_user_namespace(map: &Map, breaks: &[Mistake]) -> Result<()> {
     match *map {
         Map::Caller { uid, gid } => {
@@ -473,8 +475,8 @@ fn map_the_box(child: Pid, handshake: Handshake, map: &Map) -> Result<()> {
 
 /// A session keyring of the box's own. Keyrings belong to no namespace: a process
 /// holds the session keyring of whoever started it, and with it the right to read
-/// every key in it (a Kerberos ticket, a token kept with `keyctl`). runc joins a new
-/// one for every container, as init does here, before the box's first process.
+/// every key in it (a Kerberos ticket, a token kept with `keyctl`). runc joins a
+/// new one for every container, as init does here, before the box's first process.
 pub fn new_session_keyring() -> Result<()> {
     // SAFETY: KEYCTL_JOIN_SESSION_KEYRING with a NULL name makes a new, anonymous
     // keyring; the kernel reads no memory of ours.
@@ -534,11 +536,12 @@ pub fn keyring_filter() -> Vec<seccomp::Instruction> {
 }
 // ANCHOR_END: keyring_filter
 
-/// The helper for `--map-range`. Only a privileged process may map more IDs than its
-/// own, so the setuid-root programs newuidmap and newgidmap do it, after checking
-/// /etc/subuid and /etc/subgid. They write another process's maps from outside its
-/// namespace: this helper is forked before the unshare and waits until it is done.
-/// Each map keeps the IDs as they are: the caller's, and the caller's range.
+/// The helper for `--map-range`. Only a privileged process may map more IDs than
+/// its own, so the setuid-root programs newuidmap and newgidmap do it, after
+/// checking /etc/subuid and /etc/subgid. They write another process's maps from
+/// outside its namespace: this helper is forked before the unshare and waits until
+/// it is done. Each map keeps the IDs as they are: the caller's, and the caller's
+/// range.
 struct MapHelper {
     pid: Pid,
     go: OwnedFd,
@@ -585,7 +588,8 @@ impl MapHelper {
         }
     }
 
-    /// Tell the helper our namespace exists, and wait until it has written the maps.
+    /// Tell the helper our namespace exists, and wait until it has written the
+    /// maps.
     fn map(self) -> Result<()> {
         nix::unistd::write(&self.go, b"!").context("write(pipe)")?;
         drop(self.go);

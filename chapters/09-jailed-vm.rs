@@ -513,9 +513,9 @@ fn become_nobody() -> Result<()> {
 }
 
 /// What a VMM taken over could still leave behind with the calls it keeps. Written
-/// to a file (the caller's, with `--break terminal`), at most OUTPUT_CAP bytes: past
-/// that the kernel ends it with SIGXFSZ. And no core dump, of a memory that holds
-/// its guest's, whatever the host's `core_pattern` would do with one.
+/// to a file (the caller's, with `--break terminal`), at most OUTPUT_CAP bytes:
+/// past that the kernel ends it with SIGXFSZ. And no core dump, of a memory that
+/// holds its guest's, whatever the host's `core_pattern` would do with one.
 fn limit_what_it_leaves() -> Result<()> {
     use nix::sys::resource::{Resource, setrlimit};
     let cap = OUTPUT_CAP as u64;
@@ -839,9 +839,9 @@ impl Vm {
 }
 
 /// What the guest said, as much of it as the VMM keeps: the prints that fit in
-/// [`Said::KEPT`] bytes, and a count of the bytes after them. A guest's chatter must
-/// not grow the VMM's heap without end: into the box's memory, by calls the filter
-/// would have to allow.
+/// [`Said::KEPT`] bytes, and a count of the bytes after them. A guest's chatter
+/// must not grow the VMM's heap without end: into the box's memory, by calls the
+/// filter would have to allow.
 #[derive(Default)]
 struct Said {
     text: String,

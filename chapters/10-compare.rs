@@ -2,11 +2,11 @@
 //!
 //! The book's claim, turned into numbers from your own machine. A container is an
 //! ordinary process that the shared kernel shows a smaller world to, so it should
-//! start almost as fast as a plain process and pay the same price for a system call.
-//! A virtual machine runs code of its own on a virtual CPU, and pays for its stronger
-//! walls every time its guest needs the host: each exit is a trip out of the guest
-//! and back. This step runs the reference steps as whole processes, the same way
-//! each time, and prints the median and the spread of:
+//! start almost as fast as a plain process and pay the same price for a system
+//! call. A virtual machine runs code of its own on a virtual CPU, and pays for its
+//! stronger walls every time its guest needs the host: each exit is a trip out of
+//! the guest and back. This step runs the reference steps as whole processes, the
+//! same way each time, and prints the median and the spread of:
 //!
 //! - start to exit of a trivial command: a plain process (00), chrooted (01), in
 //!   namespaces (02, 03), in the full container with limits (04); and a VM: its
@@ -16,24 +16,25 @@
 //!   to this process (a port write), and one that KVM handles in the kernel;
 //! - memory: what the box costs, against what the VM costs.
 //!
-//! It builds its own rootfs in a temporary directory and removes it however it ends.
-//! Nothing here asserts a time: it measures and reports. `--json FILE` and
+//! It builds its own rootfs in a temporary directory and removes it however it
+//! ends. Nothing here asserts a time: it measures and reports. `--json FILE` and
 //! `--svg FILE` also write the results as data and as a chart. `--break MISTAKE`
 //! measures the wrong way on purpose, and the table's header says so.
 //!
 //! Calls: the steps through fork, execve and wait (std::process); getppid(2) in a
 //! loop (the probe); KVM_RUN on a guest that loops over `out`, and KVM_IOEVENTFD
 //! (10-compare/timed_vm.rs, on step 07's and 08's own ioctls); ptrace(2) with
-//! PTRACE_O_TRACEEXIT, to read a process's peak memory as it exits (src/measure.rs).
+//! PTRACE_O_TRACEEXIT, to read a process's peak memory as it exits
+//! (src/measure/peak.rs).
 //!
 //! ```text
 //! $ sudo target/release/10-compare --runs 20
 //! ...
 //!                                   median      min      max  unit how
 //!   plain process                     2.07     1.74     2.60  ms   00-process
-//!   full container, with limits       4.22     3.55     4.71  ms   04-cgroups --memory 64m ...
-//!   syscall in the box                 150      130      170  ns   the same, inside 04's box
-//!   guest exit to the VMM             7480     5633     9064  ns   10000 port writes, ...
+//!   full container, with limits       4.22     3.55     4.71  ms   04-cgroups ...
+//!   syscall in the box                 150      130      170  ns   the same, in 04
+//!   guest exit to the VMM             7480     5633     9064  ns   port writes
 //! ```
 
 // Your copy of step 10. Replace each todo!() with your code, then run

@@ -4,8 +4,8 @@
 //! numbers (PID) and its own System V IPC objects (IPC). The first process in a new
 //! PID namespace is its PID 1, and PID 1 has duties: it must reap every child that
 //! ends under it, orphans included, and pass signals on, because the kernel
-//! delivers to PID 1 only the signals it has asked for. So the box runs a small init
-//! of ours as PID 1, and the command as its child, PID 2.
+//! delivers to PID 1 only the signals it has asked for. So the box runs a small
+//! init of ours as PID 1, and the command as its child, PID 2.
 //!
 //! The box also gets the host's `/proc`, as chroot recipes do. `/proc` shows the
 //! PID namespace of whoever mounted it, so the probe, PID 2 in its own namespace,
@@ -212,8 +212,9 @@ fn mount_host_proc(rootfs: &Path) -> Result<()> {
 }
 
 /// Wait for `child`, passing forwarded signals on to it and reaping every child
-/// that ends here, orphans included. Returns `child`'s status as a shell reports it.
-/// The runtime uses it to supervise init; init uses it to supervise the command.
+/// that ends here, orphans included. Returns `child`'s status as a shell reports
+/// it. The runtime uses it to supervise init; init uses it to supervise the
+/// command.
 pub fn supervise(child: Pid, signals: &SigSet) -> Result<i32> {
     //>1 Be a good init: pass SIGTERM, SIGINT and SIGHUP on to `child`, reap every
     //>1 child that ends (orphans too), and return `child`'s exit code once it ends.

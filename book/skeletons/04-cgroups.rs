@@ -22,7 +22,8 @@
 //! rmdir(2), unshare(2) with CLONE_NEWCGROUP, mount(2) of cgroup filesystems.
 //!
 //! ```text
-//! $ sudo target/debug/04-cgroups --rootfs /tmp/rootfs --memory 64m --stats -- /bin/probe memory-hog
+//! $ sudo target/debug/04-cgroups --rootfs /tmp/rootfs --memory 64m --stats \
+//!       -- /bin/probe memory-hog
 //! memory hog: allocating up to 512 MiB, 1 MiB at a time
 //! oom kills: 1
 //! ```
@@ -43,7 +44,8 @@ use nix::sys::prctl;
 use nix::sys::signal::SigSet;
 use std::fs;
 
-// The finished steps this one builds on: step 03's own file, and through it 00-02's.
+// The finished steps this one builds on: step 03's own file, and through it
+// 00-02's.
 #[path = "../solutions/03-mount-namespace.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
 pub mod mount_namespace;
@@ -160,7 +162,8 @@ fn init(
         cgroups.join()?;
     }
     mount_namespace::close_inherited_fds()?;
-    // The mistake: open the join files now, by path, and let the command write them.
+    // The mistake: open the join files now, by path, and let the command write
+    // them.
     let late = if join_late {
         cgroups.join_files()?
     } else {
@@ -228,7 +231,8 @@ impl BoxCgroups {
             delegation: None,
         };
         for h in &hierarchies {
-            // A runtime killed with SIGKILL could not remove its cgroups: do it now.
+            // A runtime killed with SIGKILL could not remove its cgroups: do it
+            // now.
             cgroup::sweep_stale(&h.own_dir)?;
             if h.version == Version::V2 {
                 let needed: Vec<&str> = needed_controllers(limits)
@@ -323,8 +327,9 @@ impl BoxCgroups {
         // ANCHOR_END: join
     }
 
-    /// For `--break join-late`: the files `join` writes, opened now (by path, before
-    /// the pivot hides the host's cgroup tree), for the command to write later.
+    /// For `--break join-late`: the files `join` writes, opened now (by path,
+    /// before the pivot hides the host's cgroup tree), for the command to write
+    /// later.
     fn join_files(&self) -> Result<Vec<fs::File>> {
         let open = |dir: &BoxDir| {
             let path = dir.path.join(match dir.version {
@@ -442,8 +447,8 @@ pub fn mount_cgroupfs(cgroups: &BoxCgroups) -> Result<()> {
     let safe = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mount_at =
         |source: &str, target: &str, fstype: &str, data: Option<&str>| {
-            // The cgroup filesystems themselves read-only; the tmpfs that holds their
-            // mount points is made read-only once they are in place.
+            // The cgroup filesystems themselves read-only; the tmpfs that holds
+            // their mount points is made read-only once they are in place.
             let flags = if fstype == "tmpfs" {
                 safe
             } else {

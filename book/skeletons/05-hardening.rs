@@ -1,23 +1,25 @@
 //! # Step 05: hardening, what the box may ask of the kernel
 //!
-//! Step 04's box, with its powers taken away and its ways to the host closed. The box
-//! shares the host's kernel, so every system call it may make is attack surface, and
-//! root in the box is root on the host. This step closes what a box can still reach:
+//! Step 04's box, with its powers taken away and its ways to the host closed. The
+//! box shares the host's kernel, so every system call it may make is attack
+//! surface, and root in the box is root on the host. This step closes what a box
+//! can still reach:
 //!
 //! - a **network namespace** with only loopback, brought up: no route out;
 //! - **capabilities**: the bounding set cut to eight that ordinary programs run as
 //!   root need (Docker keeps fourteen), the ambient and inheritable sets emptied;
-//! - **no_new_privs**: no exec can ever grant more (setuid bits, file capabilities);
-//! - a **seccomp filter**, a small BPF program the kernel runs on every system call:
-//!   it checks the architecture, refuses with EPERM the calls a box has no business
-//!   making (mount, reboot, module loading, kexec, ptrace, namespaces, the clock,
-//!   io_uring, ...), and, looking at the arguments, vsock and AF_ALG sockets,
-//!   typing into a terminal (TIOCSTI), personalities that switch off ASLR, and
-//!   setuid bits;
+//! - **no_new_privs**: no exec can ever grant more (setuid bits, file
+//!   capabilities);
+//! - a **seccomp filter**, a small BPF program the kernel runs on every system
+//!   call: it checks the architecture, refuses with EPERM the calls a box has no
+//!   business making (mount, reboot, module loading, kexec, ptrace, namespaces, the
+//!   clock, io_uring, ...), and, looking at the arguments, vsock and AF_ALG
+//!   sockets, typing into a terminal (TIOCSTI), personalities that switch off ASLR,
+//!   and setuid bits;
 //! - **a masked /proc**: the machine-wide settings under /proc/sys (core_pattern
 //!   among them) read-only, the kernel's own tables (/proc/keys, ...) hidden;
-//! - **a root without devices**: the rootfs, and every mount under it, `nodev`, so a
-//!   device node left there opens nothing (and `--read-only` covers them all);
+//! - **a root without devices**: the rootfs, and every mount under it, `nodev`, so
+//!   a device node left there opens nothing (and `--read-only` covers them all);
 //! - **the caller's terminal kept out**: the box gets pipes (or, with `--tty`, a
 //!   pseudo-terminal of its own) that the runtime relays, and a session of its own;
 //! - **a clean environment**: PATH, HOME and TERM, plus `--env NAME=VALUE`, and
@@ -29,12 +31,13 @@
 //!
 //! Syscalls: unshare(2) with CLONE_NEWNET; ioctl(SIOCSIFFLAGS); prctl(2) with
 //! PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP; capset(2);
-//! mount(2) with MS_BIND and MS_RDONLY; mount_setattr(2); setsid(2); ioctl(TIOCSCTTY);
-//! execve(2).
+//! mount(2) with MS_BIND and MS_RDONLY; mount_setattr(2); setsid(2);
+//! ioctl(TIOCSCTTY); execve(2).
 //!
 //! ```text
 //! $ sudo target/debug/05-hardening --rootfs /tmp/rootfs -- /bin/probe
-//! capabilities: 8 of 41: chown dac_override fowner kill setgid setuid setpcap net_bind_service
+//! capabilities: 8 of 41: chown dac_override fowner kill setgid setuid setpcap
+//!   net_bind_service
 //! mount a filesystem: refused (EPERM)
 //! change a kernel setting: refused (EROFS: a read-only file system)
 //! plant a setuid file: refused (EPERM)
@@ -57,7 +60,8 @@ use nix::sys::prctl;
 use nix::sys::signal::{SigSet, Signal};
 use std::ffi::CString;
 
-// The finished steps this one builds on: step 04's own file, and through it 00-03's.
+// The finished steps this one builds on: step 04's own file, and through it
+// 00-03's.
 #[path = "../solutions/04-cgroups.rs"]
 #[allow(dead_code)] // its main, and what this step does not call
 pub mod cgroups;
@@ -86,7 +90,8 @@ struct Args {
     /// of yours reaches the box only through pipes
     #[arg(short = 't', long)]
     tty: bool,
-    /// Set a variable in the box's environment, as `docker run -e` does (repeatable)
+    /// Set a variable in the box's environment, as `docker run -e` does
+    /// (repeatable)
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE", value_parser = variable)]
     env: Vec<String>,
     /// Leave one restriction out, to see what it was holding back (repeatable)
@@ -293,10 +298,10 @@ const PROC_MASKED: [&str; 14] = [
 ];
 // ANCHOR_END: proc_paths
 
-/// Make the host-wide parts of the box's fresh /proc read-only, and hide the kernel's
-/// own tables: a bind mount of a path onto itself can be made read-only on its own,
-/// and a file is hidden by mounting /dev/null over it (a directory, by an empty
-/// read-only tmpfs). The box cannot undo this: it may not mount or unmount.
+/// Make the host-wide parts of the box's fresh /proc read-only, and hide the
+/// kernel's own tables: a bind mount of a path onto itself can be made read-only on
+/// its own, and a file is hidden by mounting /dev/null over it (a directory, by an
+/// empty read-only tmpfs). The box cannot undo this: it may not mount or unmount.
 pub fn mask_proc() -> Result<()> {
     // ANCHOR: mask_proc
     // TODO: For each path of PROC_READ_ONLY that exists: mount(2) it onto itself

@@ -3,18 +3,18 @@
 //! The other side of isolation. A container shares the host's kernel; a virtual
 //! machine runs code of its own on a virtual CPU, and every time that code does
 //! something only a real machine could answer (here: write to a serial port, halt)
-//! the CPU stops it and hands control back to us, the hypervisor, as an *exit*. This
-//! step is a whole, tiny hypervisor: open /dev/kvm, check its API version and a few
-//! capabilities, create a VM, give it 1 MiB of memory, create a vCPU, map the
+//! the CPU stops it and hands control back to us, the hypervisor, as an *exit*.
+//! This step is a whole, tiny hypervisor: open /dev/kvm, check its API version and
+//! a few capabilities, create a VM, give it 1 MiB of memory, create a vCPU, map the
 //! `kvm_run` structure it shares with us, set its registers to real mode, and drive
 //! the run loop: KVM_RUN, decode the exit, handle it, again. The guest is 16-bit
 //! code that rustc assembles (`global_asm!`): it writes a greeting to the serial
 //! port 0x3f8, one byte and so one exit at a time, and halts.
 //!
 //! ioctls, each declared here with nix's macros and kvm-bindings' structs:
-//! KVM_GET_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_SET_USER_MEMORY_REGION,
-//! KVM_CREATE_VCPU, KVM_GET_VCPU_MMAP_SIZE, KVM_GET_SREGS, KVM_SET_SREGS,
-//! KVM_GET_REGS, KVM_SET_REGS, KVM_RUN.
+//! KVM_GET_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VM,
+//! KVM_SET_USER_MEMORY_REGION, KVM_CREATE_VCPU, KVM_GET_VCPU_MMAP_SIZE,
+//! KVM_GET_SREGS, KVM_SET_SREGS, KVM_GET_REGS, KVM_SET_REGS, KVM_RUN.
 //!
 //! ```text
 //! $ target/debug/07-kvm-real-mode
@@ -116,14 +116,16 @@ unsafe extern "C" {
     static GUEST_REAL_MODE_END: u8;
 }
 
-/// The guest's machine code, as the assembler left it in this program's read-only data.
+/// The guest's machine code, as the assembler left it in this program's read-only
+/// data.
 fn guest_code() -> &'static [u8] {
     let (start, end) = (
         &raw const GUEST_REAL_MODE_START,
         &raw const GUEST_REAL_MODE_END,
     );
-    // SAFETY: both symbols come from the global_asm! above, in one section, END after
-    // START; the bytes between them are read-only data that lives as long as the program.
+    // SAFETY: both symbols come from the global_asm! above, in one section, END
+    // after START; the bytes between them are read-only data that lives as long as
+    // the program.
     unsafe { std::slice::from_raw_parts(start, end as usize - start as usize) }
 }
 

@@ -4,16 +4,16 @@
 //! guest; long mode needs what an OS sets up for itself before anything else: a GDT
 //! whose code segment says "64-bit", page tables (here: the first GiB mapped to
 //! itself), and the control registers that switch it all on (CR0.PE and CR0.PG,
-//! CR4.PAE, EFER.LME and EFER.LMA). The host writes the tables into guest memory and
-//! sets the registers with KVM_SET_SREGS, as a boot loader would have.
+//! CR4.PAE, EFER.LME and EFER.LMA). The host writes the tables into guest memory
+//! and sets the registers with KVM_SET_SREGS, as a boot loader would have.
 //!
 //! The guest then talks to the host three ways: a *hypercall* over two ports (print
 //! the string at an address, exit with a code, which becomes this program's exit
-//! code like QEMU's isa-debug-exit), and a *device* at a guest-physical address with
-//! no memory behind it, so that every access is an MMIO exit that the host answers:
-//! the guest writes 21 and reads back 42. After the run the host reads the guest's
-//! registers and memory. `--break WHAT` sets the vCPU up wrong on purpose and
-//! explains the exit that follows.
+//! code like QEMU's isa-debug-exit), and a *device* at a guest-physical address
+//! with no memory behind it, so that every access is an MMIO exit that the host
+//! answers: the guest writes 21 and reads back 42. After the run the host reads the
+//! guest's registers and memory. `--break WHAT` sets the vCPU up wrong on purpose
+//! and explains the exit that follows.
 //!
 //! New ioctls: KVM_GET_REGS, on top of step 07's.
 //!
@@ -22,7 +22,8 @@
 //! guest said: Hello from long mode!
 //! guest said: The doubler turned 21 into 42.
 //! ...
-//! exits: 2 x IO out port 0x500, 1 x MMIO write 0x10000000, 1 x MMIO read 0x10000000, 1 x IO out port 0x501
+//! exits: 2 x IO out port 0x500, 1 x MMIO write 0x10000000,
+//!   1 x MMIO read 0x10000000, 1 x IO out port 0x501
 //! ...
 //! 3
 //! ```
@@ -47,7 +48,8 @@ use std::os::fd::OwnedFd;
 pub mod kvm_real_mode;
 pub use kvm_real_mode::{get_regs, get_sregs, set_regs, set_sregs};
 
-/// Step 08: run a 64-bit guest on KVM, with hypercalls, an MMIO device and an exit code.
+/// Step 08: run a 64-bit guest on KVM, with hypercalls, an MMIO device and an exit
+/// code.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
@@ -172,14 +174,16 @@ unsafe extern "C" {
     static GUEST_LONG_MODE_ANSWER: u8;
 }
 
-/// The guest's machine code, as the assembler left it in this program's read-only data.
+/// The guest's machine code, as the assembler left it in this program's read-only
+/// data.
 fn guest_code() -> &'static [u8] {
     let (start, end) = (
         &raw const GUEST_LONG_MODE_START,
         &raw const GUEST_LONG_MODE_END,
     );
-    // SAFETY: both symbols come from the global_asm! above, in one section, END after
-    // START; the bytes between them are read-only data that lives as long as the program.
+    // SAFETY: both symbols come from the global_asm! above, in one section, END
+    // after START; the bytes between them are read-only data that lives as long as
+    // the program.
     unsafe { std::slice::from_raw_parts(start, end as usize - start as usize) }
 }
 
@@ -272,7 +276,8 @@ fn run_guest(kvm: &File, args: &Args, report: bool) -> Result<i32> {
 }
 // ANCHOR_END: run_guest
 
-/// Set the registers a 64-bit guest starts with: what its boot loader would have done.
+/// Set the registers a 64-bit guest starts with: what its boot loader would have
+/// done.
 pub fn set_long_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
     // No interrupt table yet: an exception in the guest is fatal (a triple fault).
     sregs.idt = kvm_dtable::default();

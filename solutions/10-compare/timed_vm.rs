@@ -2,8 +2,8 @@
 //! KVM_IOEVENTFD, which has KVM handle a port write in the kernel.
 //!
 //! - [`lifecycle`]: open `/dev/kvm`, create a VM with step 07's memory and a vCPU,
-//!   run a guest of one `hlt`, close it all: the least any process that runs a guest
-//!   must do.
+//!   run a guest of one `hlt`, close it all: the least any process that runs a
+//!   guest must do.
 //! - [`exits`]: a guest that writes to an I/O port `count` times in a loop, each
 //!   write an exit; timed from the guest's first exit to its `hlt`, so the vCPU's
 //!   first entry (which costs more) is not counted.
@@ -59,8 +59,9 @@ unsafe extern "C" {
 
 fn exit_loop_code() -> &'static [u8] {
     let (start, end) = (&raw const GUEST_TIMED_START, &raw const GUEST_TIMED_END);
-    // SAFETY: both symbols come from the global_asm! above, in one section, END after
-    // START; the bytes between them are read-only data that lives as long as the program.
+    // SAFETY: both symbols come from the global_asm! above, in one section, END
+    // after START; the bytes between them are read-only data that lives as long as
+    // the program.
     unsafe { std::slice::from_raw_parts(start, end as usize - start as usize) }
 }
 

@@ -14,6 +14,37 @@ use crate::workshop::exercise::{BOOK_COLUMNS, hint_line};
 use anyhow::{Context, Result};
 use std::path::Path;
 
+/// The comment lines of the learner's files (`*.rs` in `dir`, chapters/) wider
+/// than a code box: the learner reads them in their editor and the book shows
+/// them in its boxes, and rustfmt, which keeps the code to the box, leaves comments
+/// as they are written.
+pub fn wide_comments(dir: &Path) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    files.sort();
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+    {
+        let text = std::fs::read_to_string(file)?;
+        for (n, line) in text.lines().enumerate() {
+            let width = line.chars().count();
+            if line.trim_start().starts_with("//") && width > BOOK_COLUMNS {
+                problems.push(format!(
+                    "{}:{}: a comment of {width} columns: wrap it in solutions/ at {}",
+                    file.display(),
+                    n + 1,
+                    BOOK_COLUMNS
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
 /// The lines of every code block in the pages of `src` that are too wide or hints,
 /// and how many code lines were looked at.
 pub fn check(src: &Path) -> Result<(usize, Vec<String>)> {

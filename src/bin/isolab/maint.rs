@@ -127,6 +127,9 @@ pub fn check_book() -> Result<ExitCode> {
     problems.extend(check_translation_links(&src)?);
     let (code_lines, mut too_wide) = isolab::workshop::codebox::check(&src)?;
     problems.append(&mut too_wide);
+    problems.extend(isolab::workshop::codebox::wide_comments(
+        &repo().join("chapters"),
+    )?);
     if !problems.is_empty() {
         bail!(
             "{} problem(s) in the book:\n{}",
