@@ -208,7 +208,13 @@ fn the_box_cannot_reach_the_callers_terminal() {
             typing(&step(STEP), &["--break", "terminal", "--break", "seccomp"])
                 .starts_with("allowed"),
         );
+        // With --tty the terminal it could type into is the box's own.
+        assert_eq!(
+            typing(&step(STEP), &["--tty", "--break", "seccomp"]),
+            "allowed (fd 0 is my controlling terminal: what I push there is typed into it)"
+        );
     }
+    assert_eq!(typing(&step(STEP), &["--tty"]), "refused (EPERM)");
 }
 
 /// Through the relay's pipes a box still reads what is typed and writes what it
@@ -382,12 +388,23 @@ fn an_interactive_shell_has_job_control_only_with_tty() {
         ("# ", "sleep 30 &\n"),
         ("# ", "jobs\n"),
         ("# ", "kill %1\n"),
+        // `tty` names no terminal (the box's /dev has no pts), yet stdin is one.
+        ("# ", "tty; [ -t 0 ] && echo terminal-$((3*3))\n"),
         ("# ", "echo done-$((6*7))\n"),
         ("# ", "exit\n"),
     ];
     // Without --tty the shell reads a pipe: it runs commands, but has no job control.
     // (Only simple ones: busybox's shell takes a signal during a read of a pipe, such
     // as a background job's end, for the end of its input.)
+    // A plain `/bin/sh` sees a pipe and is not interactive at all: no prompt, yet it
+    // runs what is typed (chapter 05's "looks hung only because it says nothing").
+    let quiet = run_in_terminal(
+        &step(STEP),
+        &box_args(&lab, &[], &["/bin/sh"]),
+        &[("", "echo quiet-$((6*7)); exit\n")],
+    );
+    assert!(quiet.stdout.contains("quiet-42"), "{}", quiet.stdout);
+    assert!(!quiet.stdout.contains("# "), "no prompt: {}", quiet.stdout);
     let plain = run_in_terminal(
         &step(STEP),
         &box_args(&lab, &[], &["/bin/sh", "-i"]),
@@ -412,6 +429,12 @@ fn an_interactive_shell_has_job_control_only_with_tty() {
     );
     assert!(with_tty.stdout.contains("Running"), "{}", with_tty.stdout);
     assert!(with_tty.stdout.contains("done-42"), "{}", with_tty.stdout);
+    assert!(with_tty.stdout.contains("not a tty"), "{}", with_tty.stdout);
+    assert!(
+        with_tty.stdout.contains("terminal-9"),
+        "{}",
+        with_tty.stdout
+    );
     assert_no_process_from(&lab.rootfs());
 }
 
@@ -627,6 +650,14 @@ fn the_environment_is_the_boxs_own() {
     assert_eq!(
         &given[Key::CanaryViaEnvironment],
         "not passed in (my environment: EMPTY HOME LANG PATH)"
+    );
+    // The caller's TERM is passed on whenever it is set, terminal or not.
+    let mut with_term = command(&step(STEP), &box_args(&lab, &[], &["/bin/probe"]), None);
+    with_term.env("TERM", "dumb");
+    let with_term = run_with(with_term);
+    assert_eq!(
+        &Report::parse(&with_term.stdout)[Key::CanaryViaEnvironment],
+        "not passed in (my environment: HOME PATH TERM)"
     );
     let broken = run_box_report(&lab, &["--break", "environment"]);
     assert!(broken[Key::CanaryViaEnvironment].starts_with("READABLE"));

@@ -914,6 +914,10 @@ fn without_a_delegated_cgroup_the_box_runs_without_limits_and_says_so() {
         "{}",
         lines[0]
     );
+    // Asked for no limit, it says nothing of them.
+    let quiet = run_as_user(&lab, &[], &["/bin/probe", "exit", "3"]);
+    assert_eq!(quiet.code, Some(3), "{}", quiet.stderr);
+    assert!(!quiet.stderr.contains("no limits"), "{}", quiet.stderr);
 }
 
 #[test]
