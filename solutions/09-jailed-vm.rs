@@ -927,15 +927,9 @@ const KVM_RUN: u32 = nix::request_code_none!(kvm_real_mode::KVMIO, 0x80) as u32;
 /// KVM_RUN may be asked of.
 fn filter(vcpu: RawFd) -> Vec<seccomp::Instruction> {
     use seccomp::*;
-    let mut program = vec![
-        // Only x86-64 calls, and no x32 ones: as in step 05.
-        load(ARCH),
-        jump_if_equal(AUDIT_ARCH_X86_64, 1, 0),
-        ret(KILL_PROCESS),
-        load(NR),
-        jump_if_at_least(X32_SYSCALL_BIT, 0, 1),
-        ret(KILL_PROCESS),
-    ];
+    // Only x86-64 calls, and no x32 ones, with the call's number loaded: step 05's
+    // start of every filter.
+    let mut program = hardening::x86_64_only();
     //>1 Let every call in ALLOWED through, whatever its arguments, and send every
     //>1 other call on to the rules below. The guest then runs, and the report's
     //>1 `seccomp` line says `allow-list of 10 system calls`.

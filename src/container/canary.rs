@@ -91,32 +91,42 @@ pub fn in_a_session_keyring(cmd: &mut std::process::Command) {
     // buffers made before the fork, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            let joined = libc::syscall(
-                libc::SYS_keyctl,
-                libc::KEYCTL_JOIN_SESSION_KEYRING,
-                std::ptr::null::<libc::c_char>(),
-            );
-            if joined < 0 {
-                let e = std::io::Error::last_os_error();
-                return match e.raw_os_error() {
-                    Some(libc::ENOSYS) => Ok(()),
-                    _ => Err(e),
-                };
-            }
-            let added = libc::syscall(
-                libc::SYS_add_key,
-                c"user".as_ptr(),
-                name.as_ptr(),
-                KEY_VALUE.as_ptr(),
-                KEY_VALUE.len(),
-                libc::KEY_SPEC_SESSION_KEYRING,
-            );
-            if added < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            new_keyring_with_key(&name)?;
             Ok(())
         });
     }
+}
+
+/// Join a new, anonymous session keyring and add the canary key to it: the key's
+/// serial, or `None` on a kernel without keyrings. Two system calls and nothing
+/// allocated, so that it may run between fork and exec.
+fn new_keyring_with_key(name: &std::ffi::CStr) -> nix::Result<Option<libc::c_long>> {
+    // SAFETY: KEYCTL_JOIN_SESSION_KEYRING with a NULL name makes a new, anonymous
+    // keyring; the kernel reads no memory of ours.
+    let joined = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            libc::KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    match nix::errno::Errno::result(joined) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::ENOSYS) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    // SAFETY: two C strings and a payload that live across the call, with its length.
+    let added = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            c"user".as_ptr(),
+            name.as_ptr(),
+            KEY_VALUE.as_ptr(),
+            KEY_VALUE.len(),
+            libc::KEY_SPEC_SESSION_KEYRING,
+        )
+    };
+    nix::errno::Errno::result(added).map(Some)
 }
 
 /// The canary key, if this process holds a keyring that holds it: the probe's
@@ -243,33 +253,12 @@ impl Drop for KeyHolder {
 /// with [`KEY_PERMISSIONS`], and return its serial (`None` on a kernel without
 /// keyrings). The caller's own keyrings are not touched.
 pub fn hold_key() -> Result<Option<i32>> {
-    // SAFETY: KEYCTL_JOIN_SESSION_KEYRING with a NULL name makes a new, anonymous
-    // keyring; the kernel reads no memory of ours.
-    let joined = unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            libc::KEYCTL_JOIN_SESSION_KEYRING,
-            std::ptr::null::<libc::c_char>(),
-        )
-    };
-    match nix::errno::Errno::result(joined) {
-        Ok(_) => {}
-        Err(nix::errno::Errno::ENOSYS) => return Ok(None),
-        Err(e) => return Err(e).context("keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)"),
-    }
     let name = std::ffi::CString::new(KEY).expect("no NUL in the key's name");
-    // SAFETY: two C strings and a payload that live across the call, with its length.
-    let added = unsafe {
-        libc::syscall(
-            libc::SYS_add_key,
-            c"user".as_ptr(),
-            name.as_ptr(),
-            KEY_VALUE.as_ptr(),
-            KEY_VALUE.len(),
-            libc::KEY_SPEC_SESSION_KEYRING,
-        )
+    let Some(serial) = new_keyring_with_key(&name)
+        .context("keyctl(KEYCTL_JOIN_SESSION_KEYRING) and add_key(user, isolab-canary)")?
+    else {
+        return Ok(None);
     };
-    let serial = nix::errno::Errno::result(added).context("add_key(user, isolab-canary)")?;
     // SAFETY: KEYCTL_SETPERM takes a serial and a permission mask, no pointers.
     let set = unsafe {
         libc::syscall(
