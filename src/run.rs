@@ -128,6 +128,11 @@ pub fn std_fds_only(
     Ok(())
 }
 
+/// A pipe whose ends close on exec: (read end, write end).
+pub fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2(O_CLOEXEC)")
+}
+
 /// A pipe that tells a freshly forked child whether its parent is still alive.
 ///
 /// PR_SET_PDEATHSIG makes the kernel kill the child when its parent dies, but only
@@ -144,8 +149,7 @@ pub struct Lifeline {
 impl Lifeline {
     /// Make the pipe; call before fork and keep it alive in the parent.
     pub fn new() -> Result<Lifeline> {
-        let (read, write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2(O_CLOEXEC)")?;
+        let (read, write) = pipe()?;
         Ok(Lifeline { read, write })
     }
 

@@ -411,10 +411,7 @@ struct Handshake {
 
 impl Handshake {
     fn new() -> Result<Handshake> {
-        let pipe = || {
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .context("pipe2(O_CLOEXEC)")
-        };
+        use isolab::run::pipe;
         Ok(Handshake {
             made: pipe()?,
             mapped: pipe()?,
@@ -568,8 +565,7 @@ impl MapHelper {
             })
         };
         let (uid_map, gid_map) = (identity(uid, uids), identity(gid, gids));
-        let (wait, go) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .context("pipe2(O_CLOEXEC)")?;
+        let (wait, go) = isolab::run::pipe()?;
         // SAFETY: this program has no other threads, so the child may run any code.
         match unsafe { fork() }.context("fork()")? {
             ForkResult::Child => in_child(|| {

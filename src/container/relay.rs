@@ -50,6 +50,7 @@
 //! over has no honest binary to write.
 
 use crate::lines::acts_on_display;
+use crate::run::pipe;
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::pty::{OpenptyResult, Winsize, openpty};
@@ -477,10 +478,6 @@ fn escape(text: &str, out: &mut Vec<u8>) {
 /// A byte that is not part of a character, as `\x9b`.
 fn escape_byte(byte: u8) -> Vec<u8> {
     format!("\\x{byte:02x}").into_bytes()
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2(O_CLOEXEC)")
 }
 
 fn dup(fd: BorrowedFd) -> Result<OwnedFd> {

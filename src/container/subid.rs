@@ -139,7 +139,7 @@ pub fn in_a_mapped_namespace(
     work: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     need_one_thread()?;
-    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2(O_CLOEXEC)");
+    use crate::run::pipe;
     let ((made_r, made_w), (go_r, go_w), (said_r, said_w)) = (pipe()?, pipe()?, pipe()?);
     // SAFETY: this process has one thread (checked above), so the child may run
     // any code.
