@@ -403,6 +403,71 @@ pub fn write_proc(path: &str, text: &str) -> Result<()> {
     Err(e).with_context(|| format!("write({text:?}, {path}){why}"))
 }
 
+/// The helper for `--map-range`. Only a privileged process may map more IDs than
+/// its own, so the setuid-root programs newuidmap and newgidmap do it, after
+/// checking /etc/subuid and /etc/subgid. They write another process's maps from
+/// outside its namespace: this helper is forked before the unshare and waits until
+/// it is done. Each map keeps the IDs as they are: the caller's, and the caller's
+/// range.
+struct MapHelper {
+    pid: Pid,
+    go: OwnedFd,
+}
+
+impl MapHelper {
+    fn start(map: &Map) -> Result<MapHelper> {
+        let Map::Range {
+            uid,
+            gid,
+            uids,
+            gids,
+            ..
+        } = *map
+        else {
+            bail!("a helper maps only ranges");
+        };
+        let runtime = std::process::id();
+        let identity = |id: u32, range: subid::Range| {
+            [(id, 1), (range.start, RANGE)].map(|(id, count)| subid::MapLine {
+                inside: id,
+                outside: id,
+                count,
+            })
+        };
+        let (uid_map, gid_map) = (identity(uid, uids), identity(gid, gids));
+        let (wait, go) = isolab::run::pipe()?;
+        // SAFETY: this program has no other threads, so the child may run any code.
+        match unsafe { fork() }.context("fork()")? {
+            ForkResult::Child => in_child(|| {
+                drop(go);
+                let mut byte = [0u8; 1];
+                if nix::unistd::read(&wait, &mut byte).context("read(pipe)")? == 0 {
+                    // The runtime gave up before it made its namespace.
+                    // SAFETY: _exit takes no pointers and ends this child at once.
+                    unsafe { libc::_exit(1) }
+                }
+                subid::map_from_outside(runtime, &uid_map, &gid_map)?;
+                // SAFETY: as above; both maps are written.
+                unsafe { libc::_exit(0) }
+            }),
+            ForkResult::Parent { child } => Ok(MapHelper { pid: child, go }),
+        }
+    }
+
+    /// Tell the helper our namespace exists, and wait until it has written the
+    /// maps.
+    fn map(self) -> Result<()> {
+        nix::unistd::write(&self.go, b"!").context("write(pipe)")?;
+        drop(self.go);
+        match waitpid(self.pid, None).context("waitpid(map helper)")? {
+            WaitStatus::Exited(_, 0) => Ok(()),
+            other => bail!(
+                "newuidmap and newgidmap did not map the box's IDs ({other:?})"
+            ),
+        }
+    }
+}
+
 // ANCHOR: enter_box
 /// The handshake between init and the command's process around the box's own user
 /// namespace: the command makes it, and init, one level up, writes its maps.
@@ -534,71 +599,6 @@ pub fn keyring_filter() -> Vec<seccomp::Instruction> {
     program
 }
 // ANCHOR_END: keyring_filter
-
-/// The helper for `--map-range`. Only a privileged process may map more IDs than
-/// its own, so the setuid-root programs newuidmap and newgidmap do it, after
-/// checking /etc/subuid and /etc/subgid. They write another process's maps from
-/// outside its namespace: this helper is forked before the unshare and waits until
-/// it is done. Each map keeps the IDs as they are: the caller's, and the caller's
-/// range.
-struct MapHelper {
-    pid: Pid,
-    go: OwnedFd,
-}
-
-impl MapHelper {
-    fn start(map: &Map) -> Result<MapHelper> {
-        let Map::Range {
-            uid,
-            gid,
-            uids,
-            gids,
-            ..
-        } = *map
-        else {
-            bail!("a helper maps only ranges");
-        };
-        let runtime = std::process::id();
-        let identity = |id: u32, range: subid::Range| {
-            [(id, 1), (range.start, RANGE)].map(|(id, count)| subid::MapLine {
-                inside: id,
-                outside: id,
-                count,
-            })
-        };
-        let (uid_map, gid_map) = (identity(uid, uids), identity(gid, gids));
-        let (wait, go) = isolab::run::pipe()?;
-        // SAFETY: this program has no other threads, so the child may run any code.
-        match unsafe { fork() }.context("fork()")? {
-            ForkResult::Child => in_child(|| {
-                drop(go);
-                let mut byte = [0u8; 1];
-                if nix::unistd::read(&wait, &mut byte).context("read(pipe)")? == 0 {
-                    // The runtime gave up before it made its namespace.
-                    // SAFETY: _exit takes no pointers and ends this child at once.
-                    unsafe { libc::_exit(1) }
-                }
-                subid::map_from_outside(runtime, &uid_map, &gid_map)?;
-                // SAFETY: as above; both maps are written.
-                unsafe { libc::_exit(0) }
-            }),
-            ForkResult::Parent { child } => Ok(MapHelper { pid: child, go }),
-        }
-    }
-
-    /// Tell the helper our namespace exists, and wait until it has written the
-    /// maps.
-    fn map(self) -> Result<()> {
-        nix::unistd::write(&self.go, b"!").context("write(pipe)")?;
-        drop(self.go);
-        match waitpid(self.pid, None).context("waitpid(map helper)")? {
-            WaitStatus::Exited(_, 0) => Ok(()),
-            other => bail!(
-                "newuidmap and newgidmap did not map the box's IDs ({other:?})"
-            ),
-        }
-    }
-}
 
 /// The box's filesystem, in the order a user namespace allows.
 fn build_root(rootfs: &Path) -> Result<()> {
